@@ -1,0 +1,10 @@
+// Tests are TypeScript run as ESM through ts-jest (transpile only; `npm run typecheck` type-checks).
+// Integration suites spawn bin/run.js, so `npm test` builds dist/ first.
+export default {
+  testEnvironment: 'node',
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, isolatedModules: true }] },
+  testMatch: ['<rootDir>/test/**/*.test.ts'],
+  testTimeout: 60000,
+};
