@@ -1,0 +1,25 @@
+// Secrets never reach output, logs or errors: everything printed passes through here.
+
+const SECRET_PARAMS = /([?&](?:access_token|refresh_token|login_token|token|password)=)[^&#]*/gi;
+const TOKEN_SHAPES = /\b(sy[tr]_[A-Za-z0-9_]+|mat_[A-Za-z0-9_]+|mar_[A-Za-z0-9_]+)/g;
+const BEARER = /(Bearer\s+)\S+/gi;
+export const REDACTED = '[REDACTED]';
+
+export function redactUrl(url: string): string {
+  return url.replace(SECRET_PARAMS, `$1${REDACTED}`);
+}
+
+/** Masks known secret values and anything shaped like a token or a credential parameter. */
+export class Redactor {
+  private readonly known = new Set<string>();
+
+  add(...values: (string | null | undefined)[]): void {
+    for (const v of values) if (v && v.length >= 4) this.known.add(v);
+  }
+
+  redact(text: string): string {
+    let out = text;
+    for (const v of this.known) out = out.split(v).join(REDACTED);
+    return out.replace(BEARER, `$1${REDACTED}`).replace(TOKEN_SHAPES, REDACTED).replace(SECRET_PARAMS, `$1${REDACTED}`);
+  }
+}

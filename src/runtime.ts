@@ -1,0 +1,55 @@
+import type { Deps } from './services/deps.js';
+import { KeychainSecretStore, loadKeytar } from './store/keychain.js';
+import { defaultConfigDir, statePaths } from './store/paths.js';
+import { FileSecretStore } from './store/secrets.js';
+import { SessionStore } from './store/sessions.js';
+import type { Output } from './ui/output.js';
+
+export interface RuntimeOptions {
+  env: NodeJS.ProcessEnv;
+  timeoutMs: number;
+  verbose: boolean;
+  out: Output;
+}
+
+const DEFAULT_KEYCHAIN_TIMEOUT_MS = 3000;
+
+export function configDir(env: NodeJS.ProcessEnv): string {
+  return env.MXS_CONFIG_DIR || defaultConfigDir();
+}
+
+/** The real world, wired for a command: files under the config dir, keytar, undici, the clock. */
+export function buildDeps(opts: RuntimeOptions): Deps {
+  const root = configDir(opts.env);
+  const paths = statePaths(root);
+  const isDefaultDir = !opts.env.MXS_CONFIG_DIR;
+  const keychainTimeout = Number(opts.env.MXS_KEYCHAIN_TIMEOUT_MS) || DEFAULT_KEYCHAIN_TIMEOUT_MS;
+  const clock = { skewMs: null as number | null };
+  const now = () => Date.now();
+  return {
+    now,
+    clock,
+    http: {
+      timeoutMs: opts.timeoutMs,
+      now,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      trace: opts.verbose ? (line) => opts.out.info(opts.out.color.dim(line)) : undefined,
+      onClockSample: (skew) => {
+        clock.skewMs = skew;
+      },
+    },
+    sessions: new SessionStore(paths),
+    secretStores: {
+      keychain: new KeychainSecretStore(loadKeytar, keychainTimeout),
+      file: new FileSecretStore(paths),
+    },
+    secretAccount: (profile) => (isDefaultDir ? profile : `${profile}@${root}`),
+    lock: {
+      path: paths.lock,
+      // Long enough for a holder to finish a refresh with all its retries; bounded all the same.
+      waitMs: opts.timeoutMs * 3 + 15_000,
+    },
+    notice: (m) => opts.out.notice(m),
+    rememberSecret: (...values) => opts.out.redactor.add(...values),
+  };
+}

@@ -1,0 +1,101 @@
+import { Exit, MxsError } from '../errors.js';
+import { login, loginFlows, type LoginMethod } from '../matrix/client.js';
+import { resolveHomeserver } from '../matrix/discovery.js';
+import type { SessionRecord, SessionSecret, StorageKind, StoragePreference } from '../model.js';
+import { withLock } from '../store/lock.js';
+import { notableSkew, type Deps } from './deps.js';
+import { iso, remainingMs } from './session.js';
+import { chooseSecretStore } from './storage.js';
+
+export interface LoginInput {
+  profile: string;
+  server: string;
+  method: LoginMethod;
+  deviceId?: string;
+  deviceName?: string;
+  refresh: boolean;
+  insecure: boolean;
+  storage: StoragePreference;
+}
+
+export interface LoginResult {
+  profile: string;
+  homeserver: string;
+  userId: string;
+  deviceId: string;
+  expiresAt: string | null;
+  expiresInMs: number | null;
+  refreshable: boolean;
+  storage: StorageKind;
+}
+
+export async function loginService(input: LoginInput, deps: Deps): Promise<LoginResult> {
+  const homeserver = await resolveHomeserver(input.server, input.insecure, deps.http);
+  const flows = await loginFlows(homeserver, deps.http).catch(() => [] as string[]);
+  if (flows.length > 0 && !flows.includes(input.method.type)) {
+    throw new MxsError({
+      code: 'usage',
+      message: `${homeserver} does not accept ${input.method.type} (it offers: ${flows.join(', ')}).`,
+      hint: input.method.type === 'm.login.password' && flows.includes('m.login.token') ? 'Get a login token through single sign-on and use: mxs login --token-stdin' : 'This server needs a login method mxs does not support yet.',
+      exitCode: Exit.usage,
+    });
+  }
+  if (input.method.type === 'm.login.password') deps.rememberSecret(input.method.password);
+  else deps.rememberSecret(input.method.token);
+
+  const grant = await login(
+    homeserver,
+    { method: input.method, deviceId: input.deviceId, deviceName: input.deviceName, refreshToken: input.refresh },
+    deps.http,
+  ).catch((err: MxsError) => {
+    if (err.exitCode !== Exit.auth) throw err;
+    throw err.with({
+      message:
+        input.method.type === 'm.login.password'
+          ? `Login refused for ${input.method.user} on ${new URL(homeserver).host}: wrong user name or password (${err.code}).`
+          : `Login refused: the login token was not accepted (${err.code}).`,
+      hint: input.method.type === 'm.login.password' ? 'Check the user name and password, then retry.' : 'Get a new login token and retry.',
+    });
+  });
+  deps.rememberSecret(grant.accessToken, grant.refreshToken);
+
+  const account = deps.secretAccount(input.profile);
+  const store = await chooseSecretStore(input.storage, account, deps);
+  const secret: SessionSecret = {
+    accessToken: grant.accessToken,
+    refreshToken: grant.refreshToken ?? null,
+    issuedAt: iso(grant.sentAt),
+    expiresAt: grant.expiresInMs === undefined ? null : iso(grant.sentAt + grant.expiresInMs),
+  };
+  const record: SessionRecord = {
+    profile: input.profile,
+    homeserver,
+    userId: grant.userId,
+    deviceId: grant.deviceId,
+    issuedAt: secret.issuedAt,
+    expiresAt: secret.expiresAt,
+    refreshable: secret.refreshToken !== null,
+    storage: store.kind,
+    secretAccount: account,
+    ...(input.insecure ? { insecure: true } : {}),
+    clockSkewMs: notableSkew(deps),
+  };
+  await withLock(deps.lock.path(input.profile), { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
+    const previous = await deps.sessions.read(input.profile).catch(() => null);
+    await store.set(account, secret);
+    await deps.sessions.write(record);
+    if (previous && (previous.storage !== store.kind || previous.secretAccount !== account)) {
+      await deps.secretStores[previous.storage].delete(previous.secretAccount).catch(() => {});
+    }
+  });
+  return {
+    profile: input.profile,
+    homeserver,
+    userId: grant.userId,
+    deviceId: grant.deviceId,
+    expiresAt: secret.expiresAt,
+    expiresInMs: remainingMs(secret.expiresAt, deps.now()),
+    refreshable: record.refreshable,
+    storage: store.kind,
+  };
+}

@@ -1,0 +1,186 @@
+import { Exit, MxsError, loginHint, notLoggedIn } from '../errors.js';
+import { refresh, REFRESH_PATHS } from '../matrix/client.js';
+import type { SessionRecord, SessionSecret } from '../model.js';
+import { withLock } from '../store/lock.js';
+import type { SecretStore } from '../store/secrets.js';
+import { notableSkew, type Deps } from './deps.js';
+
+export interface LoadedSession {
+  record: SessionRecord;
+  store: SecretStore;
+  secret: SessionSecret;
+}
+
+export interface FreshSession {
+  session: LoadedSession;
+  refreshed: boolean;
+  rotated: boolean;
+}
+
+/** Decides from the stored secret whether a refresh is due. */
+export type RefreshRule = (secret: SessionSecret, now: number) => boolean;
+
+export const iso = (ms: number) => new Date(ms).toISOString();
+
+export function remainingMs(expiresAt: string | null, now: number): number | null {
+  return expiresAt === null ? null : Date.parse(expiresAt) - now;
+}
+
+/** Refresh when less than `minValidMs` is left, capped at half the token's lifetime so a short-lived token is not refreshed on every call. */
+export function refreshWhenBelow(minValidMs: number): RefreshRule {
+  return (s, now) => {
+    const left = remainingMs(s.expiresAt, now);
+    if (left === null) return false;
+    const lifetime = Date.parse(s.expiresAt!) - Date.parse(s.issuedAt);
+    return left < Math.min(minValidMs, Math.max(0, lifetime / 2));
+  };
+}
+
+export const refreshWhenExpired: RefreshRule = (s, now) => {
+  const left = remainingMs(s.expiresAt, now);
+  return left !== null && left <= 0;
+};
+
+/** Refresh only if the stored access token is still `token`: whoever replaced it already refreshed. */
+export const refreshIfStill =
+  (token: string): RefreshRule =>
+  (s) =>
+    s.accessToken === token;
+
+export async function loadSession(profile: string, deps: Deps): Promise<LoadedSession> {
+  const record = await deps.sessions.read(profile);
+  if (!record) throw notLoggedIn(profile);
+  const store = deps.secretStores[record.storage];
+  const secret = await store.get(record.secretAccount);
+  if (!secret) {
+    throw new MxsError({
+      code: 'not_logged_in',
+      message: `The tokens of profile "${profile}" are missing from ${store.describe(record.secretAccount)}.`,
+      hint: loginHint(profile, record.homeserver),
+      exitCode: Exit.auth,
+    });
+  }
+  deps.rememberSecret(secret.accessToken, secret.refreshToken);
+  if (record.issuedAt !== secret.issuedAt || record.expiresAt !== secret.expiresAt) {
+    // A run stopped between storing new tokens and updating the sessions file: the secret is the truth.
+    const repaired = { ...record, issuedAt: secret.issuedAt, expiresAt: secret.expiresAt, refreshable: secret.refreshToken !== null };
+    await deps.sessions.write(repaired).catch(() => {});
+    return { record: repaired, store, secret };
+  }
+  return { record, store, secret };
+}
+
+/**
+ * The refresh transaction: refresh only when `rule` says so, under the per-profile lock,
+ * re-reading the store once the lock is held (another process may have refreshed meanwhile).
+ * New tokens are stored before anyone uses them; any failure leaves the stored session as it was.
+ */
+export async function ensureFresh(profile: string, deps: Deps, rule: RefreshRule, lifetimeMs?: number): Promise<FreshSession> {
+  const current = await loadSession(profile, deps);
+  if (!rule(current.secret, deps.now())) return { session: current, refreshed: false, rotated: false };
+  requireRefreshToken(current, deps.now());
+  const unchanged = async (): Promise<FreshSession | undefined> => {
+    const s = await loadSession(profile, deps);
+    return rule(s.secret, deps.now()) ? undefined : { session: s, refreshed: false, rotated: false };
+  };
+  return withLock(
+    deps.lock.path(profile),
+    { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now },
+    async () => {
+      const locked = await loadSession(profile, deps);
+      if (!rule(locked.secret, deps.now())) return { session: locked, refreshed: false, rotated: false };
+      return refreshLocked(locked, deps, rule, lifetimeMs, true);
+    },
+    unchanged,
+  );
+}
+
+function requireRefreshToken(s: LoadedSession, now: number): void {
+  if (s.secret.refreshToken !== null) return;
+  const expired = refreshWhenExpired(s.secret, now);
+  throw new MxsError({
+    code: expired ? 'M_UNKNOWN_TOKEN' : 'not_refreshable',
+    message: expired
+      ? `The access token of profile "${s.record.profile}" expired at ${s.secret.expiresAt} and there is no refresh token.`
+      : `Profile "${s.record.profile}" has no refresh token, so its access token cannot be refreshed.`,
+    hint: loginHint(s.record.profile, s.record.homeserver),
+    exitCode: Exit.auth,
+  });
+}
+
+async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, lifetimeMs: number | undefined, mayRetry: boolean): Promise<FreshSession> {
+  requireRefreshToken(s, deps.now());
+  const oldRefreshToken = s.secret.refreshToken!;
+  let grant;
+  try {
+    grant = await refresh(s.record.homeserver, { refreshToken: oldRefreshToken, lifetimeMs, preferredPath: s.record.refreshPath }, deps.http);
+  } catch (err) {
+    const e = err as MxsError;
+    if (e.exitCode !== Exit.auth) throw e; // network, 5xx, 429, malformed: the stored session stays as it was
+    // A peer outside our lock (another machine, an older mxs) may have rotated the tokens: look again first.
+    const again = await loadSession(s.record.profile, deps);
+    if (again.secret.refreshToken !== oldRefreshToken) {
+      if (!rule(again.secret, deps.now())) return { session: again, refreshed: false, rotated: false };
+      if (mayRetry) return refreshLocked(again, deps, rule, lifetimeMs, false);
+    }
+    throw e.with({
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token (${e.message.replace(/\.$/, '')}).`,
+      hint: loginHint(s.record.profile, s.record.homeserver),
+      exitCode: Exit.auth,
+    });
+  }
+  deps.rememberSecret(grant.accessToken, grant.refreshToken);
+  const secret: SessionSecret = {
+    accessToken: grant.accessToken,
+    refreshToken: grant.refreshToken ?? oldRefreshToken,
+    issuedAt: iso(grant.sentAt),
+    expiresAt: grant.expiresInMs === undefined ? null : iso(grant.sentAt + grant.expiresInMs),
+  };
+  // Store before use: if this throws, the new tokens are never used, and on Matrix the old
+  // refresh token stays valid until they are, so the next run can simply refresh again.
+  await s.store.set(s.record.secretAccount, secret);
+  const record: SessionRecord = {
+    ...s.record,
+    issuedAt: secret.issuedAt,
+    expiresAt: secret.expiresAt,
+    refreshable: true,
+    refreshPath: grant.path === REFRESH_PATHS[0] ? undefined : grant.path,
+    clockSkewMs: notableSkew(deps),
+  };
+  await deps.sessions.write(record);
+  return {
+    session: { record, store: s.store, secret },
+    refreshed: true,
+    rotated: grant.refreshToken !== undefined && grant.refreshToken !== oldRefreshToken,
+  };
+}
+
+/**
+ * Runs an authenticated call with a fresh-enough token. Contract: a 401 M_UNKNOWN_TOKEN while a
+ * refresh token is stored refreshes once and retries once.
+ */
+export async function withAccessToken<T>(
+  profile: string,
+  deps: Deps,
+  rule: RefreshRule,
+  call: (session: LoadedSession) => Promise<T>,
+): Promise<{ value: T; session: LoadedSession; refreshed: boolean }> {
+  const first = await ensureFresh(profile, deps, rule);
+  try {
+    return { value: await call(first.session), session: first.session, refreshed: first.refreshed };
+  } catch (err) {
+    const e = err as MxsError;
+    const rejected = e.status === 401 && e.code === 'M_UNKNOWN_TOKEN';
+    if (!rejected || first.session.secret.refreshToken === null) throw authHint(e, first.session);
+    const again = await ensureFresh(profile, deps, refreshIfStill(first.session.secret.accessToken));
+    try {
+      return { value: await call(again.session), session: again.session, refreshed: true };
+    } catch (err2) {
+      throw authHint(err2 as MxsError, again.session);
+    }
+  }
+}
+
+function authHint(e: MxsError, s: LoadedSession): MxsError {
+  return e.exitCode === Exit.auth ? e.with({ hint: loginHint(s.record.profile, s.record.homeserver) }) : e;
+}

@@ -1,0 +1,77 @@
+import { Exit } from '../errors.js';
+import type { SessionRecord, StorageKind } from '../model.js';
+import type { Deps } from './deps.js';
+import { remainingMs } from './session.js';
+
+export interface StatusResult {
+  profile: string;
+  loggedIn: boolean;
+  homeserver: string | null;
+  userId: string | null;
+  deviceId: string | null;
+  issuedAt: string | null;
+  expiresAt: string | null;
+  expiresInMs: number | null;
+  expired: boolean;
+  refreshable: boolean;
+  storage: StorageKind | null;
+}
+
+export interface StatusReport {
+  status: StatusResult;
+  /** Contract exit code for this state: 0 fine, 4 not logged in / expired for good, 5 expired but refreshable. */
+  exitCode: number;
+  clockSkewMs: number | null;
+}
+
+/** `status` reads the sessions file only: no keychain, no network. */
+export async function statusService(profile: string, deps: Pick<Deps, 'sessions' | 'now'>): Promise<StatusReport> {
+  return describe(profile, await deps.sessions.read(profile), deps.now());
+}
+
+export async function statusAllService(deps: Pick<Deps, 'sessions' | 'now'>): Promise<StatusReport[]> {
+  const reports: StatusReport[] = [];
+  for (const profile of await deps.sessions.profiles()) reports.push(await statusService(profile, deps));
+  return reports;
+}
+
+export function describe(profile: string, record: SessionRecord | null, now: number): StatusReport {
+  if (!record) {
+    return {
+      status: {
+        profile,
+        loggedIn: false,
+        homeserver: null,
+        userId: null,
+        deviceId: null,
+        issuedAt: null,
+        expiresAt: null,
+        expiresInMs: null,
+        expired: false,
+        refreshable: false,
+        storage: null,
+      },
+      exitCode: Exit.auth,
+      clockSkewMs: null,
+    };
+  }
+  const left = remainingMs(record.expiresAt, now);
+  const expired = left !== null && left <= 0;
+  return {
+    status: {
+      profile,
+      loggedIn: true,
+      homeserver: record.homeserver,
+      userId: record.userId,
+      deviceId: record.deviceId,
+      issuedAt: record.issuedAt,
+      expiresAt: record.expiresAt,
+      expiresInMs: left,
+      expired,
+      refreshable: record.refreshable,
+      storage: record.storage,
+    },
+    exitCode: !expired ? Exit.ok : record.refreshable ? Exit.expired : Exit.auth,
+    clockSkewMs: record.clockSkewMs ?? null,
+  };
+}

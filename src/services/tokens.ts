@@ -1,0 +1,45 @@
+import { Exit, MxsError, loginHint } from '../errors.js';
+import type { Deps } from './deps.js';
+import { ensureFresh, refreshIfStill, refreshWhenBelow, remainingMs, loadSession } from './session.js';
+
+export interface TokenResult {
+  accessToken: string;
+  expiresAt: string | null;
+  expiresInMs: number | null;
+}
+
+export interface RefreshResult {
+  profile: string;
+  expiresAt: string | null;
+  expiresInMs: number | null;
+  refreshTokenRotated: boolean;
+}
+
+/** `token`: the access token, refreshed first when less than `minValidMs` is left. */
+export async function tokenService(profile: string, minValidMs: number, deps: Deps): Promise<TokenResult> {
+  const { session } = await ensureFresh(profile, deps, refreshWhenBelow(minValidMs));
+  const { secret } = session;
+  if (secret.expiresAt !== null && remainingMs(secret.expiresAt, deps.now())! <= 0) {
+    // Only reachable without a refresh token: ensureFresh refreshes everything else.
+    throw new MxsError({
+      code: 'M_UNKNOWN_TOKEN',
+      message: `The access token of profile "${profile}" expired at ${secret.expiresAt} and cannot be refreshed.`,
+      hint: loginHint(profile, session.record.homeserver),
+      exitCode: Exit.auth,
+    });
+  }
+  return { accessToken: secret.accessToken, expiresAt: secret.expiresAt, expiresInMs: remainingMs(secret.expiresAt, deps.now()) };
+}
+
+/** `refresh`: exchange the refresh token now (once, even if several run at the same moment). */
+export async function refreshService(profile: string, lifetimeMs: number | undefined, deps: Deps): Promise<RefreshResult> {
+  const before = await loadSession(profile, deps);
+  const fresh = await ensureFresh(profile, deps, refreshIfStill(before.secret.accessToken), lifetimeMs);
+  const { secret } = fresh.session;
+  return {
+    profile,
+    expiresAt: secret.expiresAt,
+    expiresInMs: remainingMs(secret.expiresAt, deps.now()),
+    refreshTokenRotated: fresh.rotated,
+  };
+}

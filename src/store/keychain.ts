@@ -1,0 +1,95 @@
+import { createRequire } from 'node:module';
+import { storageError } from '../errors.js';
+import type { SessionSecret } from '../model.js';
+import { parseSecret, serializeSecret, type SecretStore } from './secrets.js';
+
+export const KEYCHAIN_SERVICE = 'mxs';
+
+/** The few keychain operations mxs needs; keytar today, replaceable later. */
+export interface KeychainBackend {
+  get(service: string, account: string): Promise<string | null>;
+  set(service: string, account: string, value: string): Promise<void>;
+  delete(service: string, account: string): Promise<boolean>;
+}
+
+/** Loads keytar lazily (it is a native, optional dependency): only commands that touch secrets pay for it. */
+export function loadKeytar(): KeychainBackend {
+  let keytar: {
+    getPassword(s: string, a: string): Promise<string | null>;
+    setPassword(s: string, a: string, v: string): Promise<void>;
+    deletePassword(s: string, a: string): Promise<boolean>;
+  };
+  try {
+    keytar = createRequire(import.meta.url)('keytar');
+  } catch (err) {
+    throw keychainUnavailable(`the keytar native module could not be loaded (${firstLine(err)})`, err);
+  }
+  return {
+    get: (s, a) => keytar.getPassword(s, a),
+    set: (s, a, v) => keytar.setPassword(s, a, v),
+    delete: (s, a) => keytar.deletePassword(s, a),
+  };
+}
+
+export function keychainUnavailable(reason: string, cause?: unknown) {
+  return storageError(
+    `The OS keychain is unusable: ${reason}.`,
+    'Unlock or start your keychain (on Linux: a Secret Service such as gnome-keyring), or use --storage file.',
+    cause,
+  );
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.trim();
+}
+
+/**
+ * Secrets as one keychain item per profile. Every call is bounded: a locked or absent keyring
+ * can block libsecret for tens of seconds (D-Bus activation, unlock prompts), and a CLI must not hang.
+ */
+export class KeychainSecretStore implements SecretStore {
+  readonly kind = 'keychain' as const;
+  private backend: KeychainBackend | undefined;
+
+  constructor(
+    private readonly loadBackend: () => KeychainBackend,
+    private readonly timeoutMs: number,
+  ) {}
+
+  describe(): string {
+    return 'the OS keychain';
+  }
+
+  async get(account: string): Promise<SessionSecret | null> {
+    const text = await this.call('read', (b) => b.get(KEYCHAIN_SERVICE, account));
+    return text === null ? null : parseSecret(text, 'the OS keychain');
+  }
+
+  async set(account: string, secret: SessionSecret): Promise<void> {
+    await this.call('write', (b) => b.set(KEYCHAIN_SERVICE, account, serializeSecret(secret)));
+  }
+
+  async delete(account: string): Promise<void> {
+    await this.call('delete', (b) => b.delete(KEYCHAIN_SERVICE, account));
+  }
+
+  private async call<T>(what: string, op: (b: KeychainBackend) => Promise<T>): Promise<T> {
+    this.backend ??= this.loadBackend();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(keychainUnavailable(`a keychain ${what} did not answer within ${this.timeoutMs} ms (locked or not running?)`)),
+        this.timeoutMs,
+      );
+      timer.unref();
+    });
+    try {
+      return await Promise.race([op(this.backend), timeout]);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'storage') throw err;
+      throw keychainUnavailable(`${what} failed (${firstLine(err)})`, err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

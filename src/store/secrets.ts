@@ -1,0 +1,104 @@
+import { readFile, rm, stat } from 'node:fs/promises';
+import { storageError } from '../errors.js';
+import type { SessionSecret, StorageKind } from '../model.js';
+import { writeFileAtomic } from './atomic.js';
+import type { StatePaths } from './paths.js';
+
+/** Where the tokens of a session live. One item per profile holds both tokens and their times. */
+export interface SecretStore {
+  readonly kind: StorageKind;
+  /** A human-readable place, for messages ("the OS keychain", a file path). */
+  describe(account: string): string;
+  get(account: string): Promise<SessionSecret | null>;
+  set(account: string, secret: SessionSecret): Promise<void>;
+  delete(account: string): Promise<void>;
+}
+
+export function parseSecret(text: string, where: string): SessionSecret {
+  const corrupt = (why: string) =>
+    storageError(`The stored tokens in ${where} are unreadable (${why}).`, 'Log in again to replace them: mxs login SERVER');
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw corrupt('not valid JSON');
+  }
+  const s = data as Partial<SessionSecret> | null;
+  if (typeof s !== 'object' || s === null) throw corrupt('not an object');
+  if (typeof s.accessToken !== 'string' || s.accessToken === '') throw corrupt('no access token');
+  if (s.refreshToken !== null && typeof s.refreshToken !== 'string') throw corrupt('bad refresh token');
+  if (typeof s.issuedAt !== 'string' || Number.isNaN(Date.parse(s.issuedAt))) throw corrupt('bad issuedAt');
+  if (s.expiresAt !== null && (typeof s.expiresAt !== 'string' || Number.isNaN(Date.parse(s.expiresAt)))) throw corrupt('bad expiresAt');
+  return { accessToken: s.accessToken, refreshToken: s.refreshToken, issuedAt: s.issuedAt, expiresAt: s.expiresAt };
+}
+
+export function serializeSecret(secret: SessionSecret): string {
+  const { accessToken, refreshToken, issuedAt, expiresAt } = secret;
+  return JSON.stringify({ accessToken, refreshToken, issuedAt, expiresAt });
+}
+
+/** Secrets in a 0600 JSON file per profile, in a 0700 directory, replaced atomically. */
+export class FileSecretStore implements SecretStore {
+  readonly kind = 'file' as const;
+  constructor(private readonly paths: StatePaths) {}
+
+  describe(account: string): string {
+    return this.paths.secret(account);
+  }
+
+  async get(account: string): Promise<SessionSecret | null> {
+    const file = this.paths.secret(account);
+    let mode: number;
+    try {
+      mode = (await stat(file)).mode;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw storageError(`Cannot read ${file}: ${(err as Error).message}.`, 'Check its permissions.', err);
+    }
+    if ((mode & 0o077) !== 0) {
+      throw storageError(
+        `Refusing to use ${file}: other users can read it (mode ${(mode & 0o777).toString(8).padStart(4, '0')}).`,
+        `Run: chmod 600 ${file}  (and consider the tokens in it leaked: log in again)`,
+      );
+    }
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      throw storageError(`Cannot read ${file}: ${(err as Error).message}.`, 'Check its permissions.', err);
+    }
+    return parseSecret(text, file);
+  }
+
+  async set(account: string, secret: SessionSecret): Promise<void> {
+    const file = this.paths.secret(account);
+    try {
+      await writeFileAtomic(file, serializeSecret(secret) + '\n');
+    } catch (err) {
+      throw storageError(`Cannot write ${file}: ${(err as Error).message}.`, 'Check the free space and permissions of the config directory.', err);
+    }
+  }
+
+  async delete(account: string): Promise<void> {
+    await rm(this.paths.secret(account), { force: true });
+  }
+}
+
+/** For unit tests: secrets in memory. */
+export class MemorySecretStore implements SecretStore {
+  readonly items = new Map<string, string>();
+  constructor(readonly kind: StorageKind = 'keychain') {}
+  describe(): string {
+    return 'memory';
+  }
+  async get(account: string): Promise<SessionSecret | null> {
+    const v = this.items.get(account);
+    return v === undefined ? null : parseSecret(v, 'memory');
+  }
+  async set(account: string, secret: SessionSecret): Promise<void> {
+    this.items.set(account, serializeSecret(secret));
+  }
+  async delete(account: string): Promise<void> {
+    this.items.delete(account);
+  }
+}

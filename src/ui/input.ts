@@ -1,0 +1,30 @@
+import { usageError } from '../errors.js';
+
+/** Reads one secret line from standard input (`--password-stdin`, `--token-stdin`): the trailing newline is dropped. */
+export async function readStdinLine(stdin: NodeJS.ReadStream, what: string, flag: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stdin) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    size += buf.length;
+    if (size > 64 * 1024) throw usageError(`Standard input is too large for ${what}.`, `Pipe the ${what} alone into ${flag}.`);
+    chunks.push(buf);
+    if (buf.includes(10)) break;
+  }
+  const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  if (line === '') {
+    throw usageError(`${flag} was given but standard input held no ${what}.`, `Pipe it in, e.g.: printf '%s\\n' "$SECRET" | mxs ... ${flag}`);
+  }
+  return line;
+}
+
+/** Asks on the terminal without echo. */
+export async function promptSecret(message: string): Promise<string> {
+  const { default: password } = await import('@inquirer/password');
+  return password({ message, mask: false });
+}
+
+export async function promptText(message: string): Promise<string> {
+  const { default: input } = await import('@inquirer/input');
+  return input({ message, required: true });
+}

@@ -1,0 +1,69 @@
+import { Chalk, type ChalkInstance } from 'chalk';
+import type { MxsError } from '../errors.js';
+import { Redactor } from '../redact.js';
+
+export interface Stream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+}
+
+/**
+ * The one place mxs writes to the terminal. Data goes to stdout, everything else to stderr;
+ * colour only on a TTY and never with NO_COLOR; every line passes the redactor, so no secret
+ * can be printed by accident (`mxs token` prints its token through `secretData`).
+ */
+export class Output {
+  readonly color: ChalkInstance;
+  readonly redactor = new Redactor();
+
+  constructor(
+    private readonly stdout: Stream,
+    private readonly stderr: Stream,
+    env: NodeJS.ProcessEnv,
+  ) {
+    const colorful = Boolean(stdout.isTTY) && env.NO_COLOR === undefined && env.TERM !== 'dumb';
+    this.color = new Chalk({ level: colorful ? 1 : 0 });
+  }
+
+  get interactive(): boolean {
+    return Boolean(this.stdout.isTTY);
+  }
+
+  data(line: string): void {
+    this.stdout.write(this.redactor.redact(line) + '\n');
+  }
+
+  /** Raw write to stdout (for in-place updates); still redacted. */
+  raw(text: string): void {
+    this.stdout.write(this.redactor.redact(text));
+  }
+
+  /** The only unredacted path: `mxs token`. */
+  secretData(line: string): void {
+    this.stdout.write(line + '\n');
+  }
+
+  json(value: unknown): void {
+    this.stdout.write(this.redactor.redact(JSON.stringify(value, null, 2)) + '\n');
+  }
+
+  info(line: string): void {
+    this.stderr.write(this.redactor.redact(line) + '\n');
+  }
+
+  notice(line: string): void {
+    this.info(`mxs: ${line}`);
+  }
+
+  error(err: MxsError, verbose: boolean): void {
+    this.info(`${this.color.red('Error:')} ${err.message}`);
+    if (err.hint) this.info(err.hint);
+    if (verbose) {
+      let cause: unknown = err;
+      while (cause instanceof Error) {
+        this.info(this.color.dim(cause.stack ?? cause.message));
+        cause = cause.cause;
+      }
+    }
+  }
+}

@@ -1,0 +1,60 @@
+import type { ChalkInstance } from 'chalk';
+import { formatDuration } from '../duration.js';
+import type { LoginResult } from '../services/login.js';
+import type { StatusReport } from '../services/status.js';
+import type { RefreshResult } from '../services/tokens.js';
+import type { WhoamiReport } from '../services/whoami.js';
+
+/** Below this share of its lifetime, a countdown turns yellow. */
+const WARN_FRACTION = 0.2;
+
+export function clockTime(iso: string): string {
+  return `${new Date(iso).toISOString().slice(11, 19)} UTC`;
+}
+
+/** `expires in 4m 12s (21:03:12 UTC)`: green, yellow under 20% of the lifetime, red when expired. */
+export function countdown(issuedAt: string | null, expiresAt: string | null, now: number, c: ChalkInstance): string {
+  if (expiresAt === null) return c.green('does not expire');
+  const left = Date.parse(expiresAt) - now;
+  if (left <= 0) return c.red(`expired ${formatDuration(-left)} ago (${clockTime(expiresAt)})`);
+  const lifetime = issuedAt ? Date.parse(expiresAt) - Date.parse(issuedAt) : 0;
+  const text = `expires in ${formatDuration(left)} (${clockTime(expiresAt)})`;
+  return lifetime > 0 && left < lifetime * WARN_FRACTION ? c.yellow(text) : c.green(text);
+}
+
+export function skewLine(skewMs: number | null): string[] {
+  if (skewMs === null) return [];
+  const dir = skewMs > 0 ? 'behind' : 'ahead of';
+  return [`Clock:     this machine's clock is ${formatDuration(skewMs)} ${dir} the server's; expiry times are computed locally.`];
+}
+
+export function statusLines(r: StatusReport, now: number, c: ChalkInstance): string[] {
+  const s = r.status;
+  if (!s.loggedIn) return [`Profile:   ${s.profile}`, `Session:   ${c.red('not logged in')}`];
+  return [
+    `Profile:   ${s.profile}`,
+    `User:      ${s.userId} (device ${s.deviceId})`,
+    `Server:    ${s.homeserver}`,
+    `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
+    `Refresh:   ${s.refreshable ? (s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)') : 'no refresh token'}`,
+    `Secrets:   ${s.storage === 'keychain' ? 'OS keychain' : 'file (0600)'}`,
+    ...skewLine(r.clockSkewMs),
+  ];
+}
+
+export function loginLine(r: LoginResult, now: number, c: ChalkInstance): string {
+  const expiry = countdown(r.expiresAt ? new Date(now).toISOString() : null, r.expiresAt, now, c);
+  return `Logged in to ${r.homeserver} as ${r.userId} (device ${r.deviceId}); token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
+}
+
+export function refreshLine(r: RefreshResult, now: number, c: ChalkInstance): string {
+  return `Refreshed profile ${r.profile}: token ${countdown(new Date(now).toISOString(), r.expiresAt, now, c)}${r.refreshTokenRotated ? ' (refresh token rotated)' : ''}.`;
+}
+
+export function whoamiLines(r: WhoamiReport): string[] {
+  const w = r.result;
+  return [
+    `${w.userId}${w.deviceId ? ` (device ${w.deviceId})` : ''}${w.isGuest ? ' [guest]' : ''} on ${w.homeserver}${w.refreshed ? ' (token refreshed first)' : ''}`,
+    ...skewLine(r.clockSkewMs),
+  ];
+}
