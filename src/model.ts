@@ -15,8 +15,6 @@ export interface SessionRecord {
   expiresAt: string | null;
   refreshable: boolean;
   storage: StorageKind;
-  /** The keychain account (or file) name the secrets live under. */
-  secretAccount: string;
   /** The refresh endpoint that worked last, once a fallback was needed. */
   refreshPath?: string;
   /** Set when the user allowed plain http:// to a non-loopback host at login. */

@@ -40,10 +40,9 @@ export function buildDeps(opts: RuntimeOptions): Deps {
     },
     sessions: new SessionStore(paths),
     secretStores: {
-      keychain: new KeychainSecretStore(loadKeytar, keychainTimeout),
+      keychain: new KeychainSecretStore(loadKeytar, keychainTimeout, (profile) => (isDefaultDir ? profile : `${profile}@${root}`)),
       file: new FileSecretStore(paths),
     },
-    secretAccount: (profile) => (isDefaultDir ? profile : `${profile}@${root}`),
     lock: {
       path: paths.lock,
       // Long enough for a holder to finish a refresh with all its retries; bounded all the same.

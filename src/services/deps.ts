@@ -9,8 +9,6 @@ export interface Deps {
   http: HttpDeps;
   sessions: SessionStore;
   secretStores: Record<StorageKind, SecretStore>;
-  /** The keychain account name for a profile (distinct per config dir, so dirs never share items). */
-  secretAccount: (profile: string) => string;
   lock: {
     path: (profile: string) => string;
     waitMs: number;

@@ -59,8 +59,7 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
   });
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
 
-  const account = deps.secretAccount(input.profile);
-  const store = await chooseSecretStore(input.storage, account, deps);
+  const store = await chooseSecretStore(input.storage, input.profile, deps);
   const secret: SessionSecret = {
     accessToken: grant.accessToken,
     refreshToken: grant.refreshToken ?? null,
@@ -76,16 +75,15 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
     expiresAt: secret.expiresAt,
     refreshable: secret.refreshToken !== null,
     storage: store.kind,
-    secretAccount: account,
     ...(input.insecure ? { insecure: true } : {}),
     clockSkewMs: notableSkew(deps),
   };
   await withLock(deps.lock.path(input.profile), { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
     const previous = await deps.sessions.read(input.profile).catch(() => null);
-    await store.set(account, secret);
+    await store.set(input.profile, secret);
     await deps.sessions.write(record);
-    if (previous && (previous.storage !== store.kind || previous.secretAccount !== account)) {
-      await deps.secretStores[previous.storage].delete(previous.secretAccount).catch(() => {});
+    if (previous && previous.storage !== store.kind) {
+      await deps.secretStores[previous.storage].delete(previous.profile).catch(() => {});
     }
   });
   return {

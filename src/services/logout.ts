@@ -33,7 +33,7 @@ export async function logoutService(profile: string, opts: { local: boolean; all
     }
   }
   await withLock(deps.lock.path(profile), { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
-    await deps.secretStores[record.storage].delete(record.secretAccount).catch((err: unknown) => {
+    await deps.secretStores[record.storage].delete(record.profile).catch((err: unknown) => {
       if (!opts.local) throw err;
     });
     await deps.sessions.remove(profile);

@@ -51,11 +51,11 @@ export async function loadSession(profile: string, deps: Deps): Promise<LoadedSe
   const record = await deps.sessions.read(profile);
   if (!record) throw notLoggedIn(profile);
   const store = deps.secretStores[record.storage];
-  const secret = await store.get(record.secretAccount);
+  const secret = await store.get(record.profile);
   if (!secret) {
     throw new MxsError({
       code: 'not_logged_in',
-      message: `The tokens of profile "${profile}" are missing from ${store.describe(record.secretAccount)}.`,
+      message: `The tokens of profile "${profile}" are missing from ${store.describe(record.profile)}.`,
       hint: loginHint(profile, record.homeserver),
       exitCode: Exit.auth,
     });
@@ -138,7 +138,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
   };
   // Store before use: if this throws, the new tokens are never used, and on Matrix the old
   // refresh token stays valid until they are, so the next run can simply refresh again.
-  await s.store.set(s.record.secretAccount, secret);
+  await s.store.set(s.record.profile, secret);
   const record: SessionRecord = {
     ...s.record,
     issuedAt: secret.issuedAt,

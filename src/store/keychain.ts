@@ -54,23 +54,25 @@ export class KeychainSecretStore implements SecretStore {
   constructor(
     private readonly loadBackend: () => KeychainBackend,
     private readonly timeoutMs: number,
+    /** The keychain account for a profile: distinct per config dir, so two dirs never share an item. */
+    private readonly accountFor: (profile: string) => string = (p) => p,
   ) {}
 
   describe(): string {
     return 'the OS keychain';
   }
 
-  async get(account: string): Promise<SessionSecret | null> {
-    const text = await this.call('read', (b) => b.get(KEYCHAIN_SERVICE, account));
+  async get(profile: string): Promise<SessionSecret | null> {
+    const text = await this.call('read', (b) => b.get(KEYCHAIN_SERVICE, this.accountFor(profile)));
     return text === null ? null : parseSecret(text, 'the OS keychain');
   }
 
-  async set(account: string, secret: SessionSecret): Promise<void> {
-    await this.call('write', (b) => b.set(KEYCHAIN_SERVICE, account, serializeSecret(secret)));
+  async set(profile: string, secret: SessionSecret): Promise<void> {
+    await this.call('write', (b) => b.set(KEYCHAIN_SERVICE, this.accountFor(profile), serializeSecret(secret)));
   }
 
-  async delete(account: string): Promise<void> {
-    await this.call('delete', (b) => b.delete(KEYCHAIN_SERVICE, account));
+  async delete(profile: string): Promise<void> {
+    await this.call('delete', (b) => b.delete(KEYCHAIN_SERVICE, this.accountFor(profile)));
   }
 
   private async call<T>(what: string, op: (b: KeychainBackend) => Promise<T>): Promise<T> {

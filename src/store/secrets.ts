@@ -4,14 +4,14 @@ import type { SessionSecret, StorageKind } from '../model.js';
 import { writeFileAtomic } from './atomic.js';
 import type { StatePaths } from './paths.js';
 
-/** Where the tokens of a session live. One item per profile holds both tokens and their times. */
+/** Where the tokens of a session live, by profile. One item per profile holds both tokens and their times. */
 export interface SecretStore {
   readonly kind: StorageKind;
   /** A human-readable place, for messages ("the OS keychain", a file path). */
-  describe(account: string): string;
-  get(account: string): Promise<SessionSecret | null>;
-  set(account: string, secret: SessionSecret): Promise<void>;
-  delete(account: string): Promise<void>;
+  describe(profile: string): string;
+  get(profile: string): Promise<SessionSecret | null>;
+  set(profile: string, secret: SessionSecret): Promise<void>;
+  delete(profile: string): Promise<void>;
 }
 
 export function parseSecret(text: string, where: string): SessionSecret {
@@ -42,12 +42,12 @@ export class FileSecretStore implements SecretStore {
   readonly kind = 'file' as const;
   constructor(private readonly paths: StatePaths) {}
 
-  describe(account: string): string {
-    return this.paths.secret(account);
+  describe(profile: string): string {
+    return this.paths.secret(profile);
   }
 
-  async get(account: string): Promise<SessionSecret | null> {
-    const file = this.paths.secret(account);
+  async get(profile: string): Promise<SessionSecret | null> {
+    const file = this.paths.secret(profile);
     let mode: number;
     try {
       mode = (await stat(file)).mode;
@@ -70,8 +70,8 @@ export class FileSecretStore implements SecretStore {
     return parseSecret(text, file);
   }
 
-  async set(account: string, secret: SessionSecret): Promise<void> {
-    const file = this.paths.secret(account);
+  async set(profile: string, secret: SessionSecret): Promise<void> {
+    const file = this.paths.secret(profile);
     try {
       await writeFileAtomic(file, serializeSecret(secret) + '\n');
     } catch (err) {
@@ -79,8 +79,8 @@ export class FileSecretStore implements SecretStore {
     }
   }
 
-  async delete(account: string): Promise<void> {
-    await rm(this.paths.secret(account), { force: true });
+  async delete(profile: string): Promise<void> {
+    await rm(this.paths.secret(profile), { force: true });
   }
 }
 
@@ -91,14 +91,14 @@ export class MemorySecretStore implements SecretStore {
   describe(): string {
     return 'memory';
   }
-  async get(account: string): Promise<SessionSecret | null> {
-    const v = this.items.get(account);
+  async get(profile: string): Promise<SessionSecret | null> {
+    const v = this.items.get(profile);
     return v === undefined ? null : parseSecret(v, 'memory');
   }
-  async set(account: string, secret: SessionSecret): Promise<void> {
-    this.items.set(account, serializeSecret(secret));
+  async set(profile: string, secret: SessionSecret): Promise<void> {
+    this.items.set(profile, serializeSecret(secret));
   }
-  async delete(account: string): Promise<void> {
-    this.items.delete(account);
+  async delete(profile: string): Promise<void> {
+    this.items.delete(profile);
   }
 }

@@ -63,7 +63,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   if (r.format !== FORMAT) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
   const str = (k: string) => typeof r[k] === 'string' && (r[k] as string).length > 0;
   const time = (k: string) => typeof r[k] === 'string' && !Number.isNaN(Date.parse(r[k] as string));
-  for (const k of ['homeserver', 'userId', 'deviceId', 'secretAccount']) if (!str(k)) throw corrupt(`missing ${k}`);
+  for (const k of ['homeserver', 'userId', 'deviceId']) if (!str(k)) throw corrupt(`missing ${k}`);
   if (!time('issuedAt')) throw corrupt('bad issuedAt');
   if (r.expiresAt !== null && !time('expiresAt')) throw corrupt('bad expiresAt');
   if (typeof r.refreshable !== 'boolean') throw corrupt('bad refreshable');

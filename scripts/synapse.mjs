@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+// Run the test homeserver by hand (same code as the jest harness, test/support/synapse.ts).
+//
+//   node scripts/synapse.mjs install                 install/check the pinned Synapse in .cache/synapse-venv
+//   node scripts/synapse.mjs start [options]         start a throwaway Synapse with users alice/alice-pw-1 and
+//                                                    bob/bob-pw-1; prints its URL; Ctrl-C stops it
+//     --access-token-lifetime 6s    refreshable_access_token_lifetime ('none' disables refresh tokens)
+//     --refresh-token-lifetime 1h   refresh_token_lifetime ('none': never expires)
+//     --session-lifetime 1d         session_lifetime (default unset)
+//
+// MXS_SYNAPSE_KEEP=1 keeps the server's temp dir; MXS_SYNAPSE_LOG_LEVEL=INFO logs more.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import ts from 'typescript';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const source = path.join(here, '..', 'test', 'support', 'synapse.ts');
+
+/** Loads synapse.ts (which imports only node: builtins) by transpiling it to a temporary .mjs. */
+async function loadHarness() {
+  const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
+    compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
+    fileName: source,
+  });
+  const dir = mkdtempSync(path.join(tmpdir(), 'mxs-synapse-script-'));
+  const file = path.join(dir, 'synapse.mjs');
+  writeFileSync(file, outputText);
+  try {
+    return await import(pathToFileURL(file).href);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function parseOptions(args) {
+  const opts = {};
+  const names = {
+    '--access-token-lifetime': 'accessTokenLifetime',
+    '--refresh-token-lifetime': 'refreshTokenLifetime',
+    '--session-lifetime': 'sessionLifetime',
+  };
+  for (let i = 0; i < args.length; i += 2) {
+    const key = names[args[i]];
+    if (!key || args[i + 1] === undefined) throw new Error(`unknown or incomplete option: ${args[i]}`);
+    opts[key] = args[i + 1] === 'none' ? null : args[i + 1];
+  }
+  return opts;
+}
+
+async function main() {
+  const [command, ...rest] = process.argv.slice(2);
+  if (command === 'install') {
+    const harness = await loadHarness();
+    const { python, version } = await harness.ensureSynapseInstalled();
+    console.log(`matrix-synapse ${version} (${python})`);
+    return;
+  }
+  if (command === 'start') {
+    const opts = parseOptions(rest);
+    const harness = await loadHarness();
+    const handle = await harness.startSynapse(opts);
+    for (const { user, password } of Object.values(harness.TEST_USERS)) await handle.registerUser(user, password);
+    console.log(`Synapse ${handle.version} at ${handle.baseUrl}`);
+    console.log(`users: alice/alice-pw-1, bob/bob-pw-1; registration shared secret: ${handle.registrationSharedSecret}`);
+    console.log(`dir: ${handle.dir}; log: ${handle.logFile}`);
+    console.log('Ctrl-C to stop');
+    await new Promise((resolve) => {
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.once(signal, resolve);
+    });
+    await handle.stop();
+    return;
+  }
+  console.error('usage: node scripts/synapse.mjs install | start [--access-token-lifetime 6s] [--refresh-token-lifetime 1h] [--session-lifetime 1d]');
+  process.exitCode = 2;
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exitCode = 1;
+});
