@@ -1,9 +1,19 @@
 #!/usr/bin/env node
-import { execute } from '@oclif/core';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-// Exit explicitly: a keychain call abandoned after its timeout may still hold a libuv
-// thread, which must not keep the CLI alive.
-await execute({ dir: import.meta.url }).catch(() => {
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const argv = process.argv.slice(2);
+
+// `status` and `token` with plain flags skip loading oclif (see src/cli/fast-path.ts).
+const { tryFastPath } = await import('../dist/cli/fast-path.js');
+const code = await tryFastPath(argv, root);
+if (code !== undefined) process.exit(code);
+
+const { execute } = await import('@oclif/core');
+await execute({ dir: import.meta.url, args: argv }).catch(() => {
   process.exitCode ??= 1;
 });
+// Exit explicitly: a keychain call abandoned after its timeout may still hold a libuv thread,
+// which must not keep the CLI alive.
 process.exit();

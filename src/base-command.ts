@@ -1,13 +1,7 @@
-import { Command, Flags, type Interfaces } from '@oclif/core';
-import { parseDuration } from './duration.js';
-import { asMxsError, Exit, MxsError, usageError } from './errors.js';
-import type { StoragePreference } from './model.js';
-import { buildDeps } from './runtime.js';
-import type { Deps } from './services/deps.js';
-import { validateProfile } from './store/paths.js';
+import { Command, Flags } from '@oclif/core';
+import { commandContext, type CommandContext, type GlobalFlags } from './cli/context.js';
+import { reportError } from './cli/report-error.js';
 import { Output } from './ui/output.js';
-
-export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MxsCommand)['baseFlags'] & T['flags']>;
 
 /**
  * Global flags, wiring and the single error exit of every command. Commands stay thin:
@@ -23,23 +17,19 @@ export abstract class MxsCommand extends Command {
     timeout: Flags.string({ env: 'MXS_TIMEOUT', default: '30s', helpGroup: 'GLOBAL', summary: 'Longest one HTTP exchange may take, e.g. 10s or 1m.' }),
   };
 
-  protected out = new Output(process.stdout, process.stderr, process.env);
+  private output: Output | undefined;
 
-  /** Validated global options, and the services' dependencies built from them. */
-  protected setup(flags: { profile: string; verbose: boolean; storage: string; timeout: string }): {
-    profile: string;
-    storage: StoragePreference;
-    deps: Deps;
-  } {
-    const profile = validateProfile(flags.profile);
-    const timeoutMs = parseDuration(flags.timeout, '--timeout');
-    if (timeoutMs <= 0) throw usageError('--timeout must be longer than zero.', 'For example: --timeout 10s');
-    const deps = buildDeps({ env: process.env, timeoutMs, verbose: flags.verbose, out: this.out });
-    return { profile, storage: flags.storage as StoragePreference, deps };
+  protected get out(): Output {
+    return (this.output ??= new Output(process.stdout, process.stderr));
   }
 
-  protected get verbose(): boolean {
-    return this.argv.includes('--verbose');
+  override async init(): Promise<void> {
+    await super.init();
+    this.output = await Output.create(process.stdout, process.stderr, process.env);
+  }
+
+  protected setup(flags: GlobalFlags): CommandContext {
+    return commandContext(flags, this.out);
   }
 
   /** Sets the exit code of a successful run that still has something to say (status: 4, 5). */
@@ -51,26 +41,7 @@ export abstract class MxsCommand extends Command {
     this.out.json(json);
   }
 
-  override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
-    const e = err instanceof MxsError ? err : isParseError(err) ? parseError(err, this.argv) : asMxsError(err);
-    this.out.error(e, this.verbose);
-    if (this.jsonEnabled()) this.out.json({ error: e.toJSON() });
-    process.exitCode = e.exitCode;
+  override async catch(err: Error): Promise<void> {
+    process.exitCode = reportError(err, this.out, { json: this.jsonEnabled(), verbose: this.argv.includes('--verbose'), argv: this.argv });
   }
-}
-
-function isParseError(err: Error & { oclif?: { exit?: number } }): boolean {
-  return err.oclif !== undefined || /Flag|argument/i.test(err.constructor?.name ?? '');
-}
-
-/** oclif's parser errors become usage errors; a password-like flag never gets its value echoed. */
-function parseError(err: Error, argv: string[]): MxsError {
-  if (argv.some((a) => /^--?(password|pass|pw|token|access-token)(=|$)/i.test(a))) {
-    return usageError(
-      'Secrets are never accepted as flag values (they would show in the process list and shell history).',
-      'Use --password-stdin or --token-stdin, or let mxs prompt for the password.',
-    );
-  }
-  const first = err.message.split('\n')[0]!.trim();
-  return new MxsError({ code: 'usage', message: first, hint: 'See: mxs --help, or mxs COMMAND --help', exitCode: Exit.usage, cause: err });
 }

@@ -1,9 +1,7 @@
 import { Flags } from '@oclif/core';
 import { MxsCommand } from '../base-command.js';
-import { loginHint } from '../errors.js';
-import { statusAllService, statusService, type StatusReport, type StatusResult } from '../services/status.js';
-import { statusLines } from '../ui/render.js';
-import { watch } from '../ui/watch.js';
+import { runStatus } from '../cli/status.js';
+import type { StatusResult } from '../services/status.js';
 
 export default class Status extends MxsCommand {
   static override summary = 'Show the stored session and how long its access token has left.';
@@ -17,32 +15,8 @@ export default class Status extends MxsCommand {
 
   async run(): Promise<StatusResult | { profiles: StatusResult[] }> {
     const { flags } = await this.parse(Status);
-    const { profile, deps } = this.setup(flags);
-    if (flags.all) {
-      const reports = await statusAllService(deps);
-      if (!this.jsonEnabled()) {
-        if (reports.length === 0) this.out.info('No stored sessions. Run: mxs login SERVER');
-        reports.forEach((r, i) => this.out.data((i ? '\n' : '') + statusLines(r, Date.now(), this.out.color).join('\n')));
-      }
-      return { profiles: reports.map((r) => r.status) };
-    }
-    const report = await statusService(profile, deps);
-    if (!this.jsonEnabled()) {
-      if (flags.watch && this.out.interactive && report.status.loggedIn) {
-        await watch(this.out, (now) => statusLines({ ...report, status: { ...report.status } }, now, this.out.color), report.status.expiresAt);
-      } else {
-        this.out.data(statusLines(report, Date.now(), this.out.color).join('\n'));
-      }
-    }
-    this.explain(report);
-    return report.status;
-  }
-
-  private explain(report: StatusReport): void {
-    this.exitWith(report.exitCode);
-    const s = report.status;
-    if (!s.loggedIn) this.out.info(loginHint(s.profile));
-    else if (report.exitCode === 5) this.out.info(`The access token has expired. Run: mxs refresh${s.profile === 'default' ? '' : ` --profile ${s.profile}`}`);
-    else if (report.exitCode === 4) this.out.info(loginHint(s.profile, s.homeserver ?? undefined));
+    const { result, exitCode } = await runStatus(this.setup(flags), flags, this.jsonEnabled());
+    this.exitWith(exitCode);
+    return result;
   }
 }

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { MxsCommand } from '../base-command.js';
-import { parseDuration } from '../duration.js';
-import { tokenService, type TokenResult } from '../services/tokens.js';
+import { runToken } from '../cli/token.js';
+import type { TokenResult } from '../services/tokens.js';
 
 export default class Token extends MxsCommand {
   static override summary = 'Print the access token alone, refreshing it first when it is about to expire.';
@@ -17,16 +17,10 @@ export default class Token extends MxsCommand {
 
   async run(): Promise<TokenResult> {
     const { flags } = await this.parse(Token);
-    const { profile, deps } = this.setup(flags);
-    const minValidMs = parseDuration(flags['min-valid'], '--min-valid');
-    const result = await tokenService(profile, minValidMs, deps);
-    if (!this.jsonEnabled()) this.out.secretData(result.accessToken);
-    return result;
+    return runToken(this.setup(flags), flags, this.jsonEnabled());
   }
 
-  override logJson(json: unknown): void {
-    // The one JSON output allowed to carry a token (contract: `token` prints it).
-    if (json && typeof json === 'object' && 'accessToken' in json) this.out.secretData(JSON.stringify(json, null, 2));
-    else super.logJson(json);
+  override logJson(): void {
+    // runToken already printed the result: the token is the one thing that bypasses redaction.
   }
 }

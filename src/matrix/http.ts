@@ -190,7 +190,12 @@ function interpret(
   now: number,
 ): Record<string, unknown> {
   if (status >= 300 && status < 400) {
-    const to = location ? safeHost(new URL(location, `https://${host}`).toString()) : 'elsewhere';
+    let to = 'elsewhere';
+    try {
+      if (location) to = new URL(location, `https://${host}`).host;
+    } catch {
+      // a malformed Location is still a redirect mxs refuses
+    }
     throw badResponse(`${host} redirected the request to ${to} (HTTP ${status}); mxs does not follow redirects with credentials.`);
   }
   let json: Record<string, unknown> | undefined;
@@ -212,7 +217,9 @@ function interpret(
   const serverMessage = typeof json?.error === 'string' ? json.error.split('\n')[0]!.slice(0, 200) : undefined;
   const retryAfterMs = status === 429 ? parseRetryAfter(json, retryAfter, now) : undefined;
   const code = errcode ?? (status === 429 ? 'M_LIMIT_EXCEEDED' : 'bad_response');
-  const exitCode = status === 401 || status === 403 ? Exit.auth : Exit.network;
+  // Only a Matrix answer (with an errcode) can end a session: a proxy's or captive portal's
+  // 401/403 page is network trouble, never a reason to log out (element-web #27914).
+  const exitCode = (status === 401 || status === 403) && errcode ? Exit.auth : Exit.network;
   const what = serverMessage ? `${serverMessage}` : status >= 500 ? 'server error' : 'request failed';
   return throwError(new MxsError({
     code,

@@ -40,6 +40,9 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
       exitCode: Exit.usage,
     });
   }
+  // Settle where the secrets go before sending any credential: a login whose tokens cannot be
+  // stored would leave a live device on the server that nobody can use or log out.
+  const store = await chooseSecretStore(input.storage, input.profile, deps);
   if (input.method.type === 'm.login.password') deps.rememberSecret(input.method.password);
   else deps.rememberSecret(input.method.token);
 
@@ -59,7 +62,6 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
   });
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
 
-  const store = await chooseSecretStore(input.storage, input.profile, deps);
   const secret: SessionSecret = {
     accessToken: grant.accessToken,
     refreshToken: grant.refreshToken ?? null,

@@ -32,7 +32,7 @@ export function refreshWhenBelow(minValidMs: number): RefreshRule {
     const left = remainingMs(s.expiresAt, now);
     if (left === null) return false;
     const lifetime = Date.parse(s.expiresAt!) - Date.parse(s.issuedAt);
-    return left < Math.min(minValidMs, Math.max(0, lifetime / 2));
+    return left <= 0 || left < Math.min(minValidMs, Math.max(0, lifetime / 2));
   };
 }
 

@@ -1,4 +1,3 @@
-import lockfile from 'proper-lockfile';
 import { dirname } from 'node:path';
 import { MxsError, Exit } from '../errors.js';
 import { ensurePrivateDir } from './atomic.js';
@@ -27,6 +26,8 @@ export async function withLock<T>(
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const staleMs = opts.staleMs ?? 6000;
   const deadline = now() + opts.waitMs;
+  // Loaded here, not at start-up: only a refresh or a login needs the lock.
+  const { default: lockfile } = await import('proper-lockfile');
   await ensurePrivateDir(dirname(lockPath));
   let compromised: Error | undefined;
   for (let attempt = 0; ; attempt++) {

@@ -1,4 +1,3 @@
-import { Chalk, type ChalkInstance } from 'chalk';
 import type { MxsError } from '../errors.js';
 import { Redactor } from '../redact.js';
 
@@ -12,17 +11,32 @@ export interface Stream {
  * colour only on a TTY and never with NO_COLOR; every line passes the redactor, so no secret
  * can be printed by accident (`mxs token` prints its token through `secretData`).
  */
+export type Paint = (text: string) => string;
+export interface Colors {
+  red: Paint;
+  green: Paint;
+  yellow: Paint;
+  dim: Paint;
+}
+
+const plain = (text: string) => text;
+export const NO_COLORS: Colors = { red: plain, green: plain, yellow: plain, dim: plain };
+
 export class Output {
-  readonly color: ChalkInstance;
   readonly redactor = new Redactor();
 
   constructor(
     private readonly stdout: Stream,
     private readonly stderr: Stream,
-    env: NodeJS.ProcessEnv,
-  ) {
+    readonly color: Colors = NO_COLORS,
+  ) {}
+
+  /** chalk is loaded only when colour will be shown: scripts piping `mxs token` do not pay for it. */
+  static async create(stdout: Stream, stderr: Stream, env: NodeJS.ProcessEnv): Promise<Output> {
     const colorful = Boolean(stdout.isTTY) && env.NO_COLOR === undefined && env.TERM !== 'dumb';
-    this.color = new Chalk({ level: colorful ? 1 : 0 });
+    if (!colorful) return new Output(stdout, stderr);
+    const { Chalk } = await import('chalk');
+    return new Output(stdout, stderr, new Chalk({ level: 1 }));
   }
 
   get interactive(): boolean {

@@ -1,9 +1,9 @@
-import type { ChalkInstance } from 'chalk';
 import { formatDuration } from '../duration.js';
 import type { LoginResult } from '../services/login.js';
 import type { StatusReport } from '../services/status.js';
 import type { RefreshResult } from '../services/tokens.js';
 import type { WhoamiReport } from '../services/whoami.js';
+import type { Colors } from './output.js';
 
 /** Below this share of its lifetime, a countdown turns yellow. */
 const WARN_FRACTION = 0.2;
@@ -13,7 +13,7 @@ export function clockTime(iso: string): string {
 }
 
 /** `expires in 4m 12s (21:03:12 UTC)`: green, yellow under 20% of the lifetime, red when expired. */
-export function countdown(issuedAt: string | null, expiresAt: string | null, now: number, c: ChalkInstance): string {
+export function countdown(issuedAt: string | null, expiresAt: string | null, now: number, c: Colors): string {
   if (expiresAt === null) return c.green('does not expire');
   const left = Date.parse(expiresAt) - now;
   if (left <= 0) return c.red(`expired ${formatDuration(-left)} ago (${clockTime(expiresAt)})`);
@@ -28,7 +28,7 @@ export function skewLine(skewMs: number | null): string[] {
   return [`Clock:     this machine's clock is ${formatDuration(skewMs)} ${dir} the server's; expiry times are computed locally.`];
 }
 
-export function statusLines(r: StatusReport, now: number, c: ChalkInstance): string[] {
+export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
   const s = r.status;
   if (!s.loggedIn) return [`Profile:   ${s.profile}`, `Session:   ${c.red('not logged in')}`];
   return [
@@ -42,12 +42,12 @@ export function statusLines(r: StatusReport, now: number, c: ChalkInstance): str
   ];
 }
 
-export function loginLine(r: LoginResult, now: number, c: ChalkInstance): string {
+export function loginLine(r: LoginResult, now: number, c: Colors): string {
   const expiry = countdown(r.expiresAt ? new Date(now).toISOString() : null, r.expiresAt, now, c);
   return `Logged in to ${r.homeserver} as ${r.userId} (device ${r.deviceId}); token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
 }
 
-export function refreshLine(r: RefreshResult, now: number, c: ChalkInstance): string {
+export function refreshLine(r: RefreshResult, now: number, c: Colors): string {
   return `Refreshed profile ${r.profile}: token ${countdown(new Date(now).toISOString(), r.expiresAt, now, c)}${r.refreshTokenRotated ? ' (refresh token rotated)' : ''}.`;
 }
 

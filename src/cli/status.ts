@@ -1,0 +1,39 @@
+import { loginHint } from '../errors.js';
+import { statusAllService, statusService, type StatusResult } from '../services/status.js';
+import { statusLines } from '../ui/render.js';
+import type { CommandContext } from './context.js';
+
+export interface StatusFlags {
+  all: boolean;
+  watch: boolean;
+}
+
+/**
+ * `mxs status`, free of oclif so the start-up fast path can run it. Returns the JSON result
+ * and the exit code (0 valid, 5 expired but refreshable, 4 not logged in or expired for good).
+ */
+export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<{ result: StatusResult | { profiles: StatusResult[] }; exitCode: number }> {
+  const { out, deps } = ctx;
+  if (flags.all) {
+    const reports = await statusAllService(deps);
+    if (!json) {
+      if (reports.length === 0) out.info('No stored sessions. Run: mxs login SERVER');
+      reports.forEach((r, i) => out.data((i ? '\n' : '') + statusLines(r, deps.now(), out.color).join('\n')));
+    }
+    return { result: { profiles: reports.map((r) => r.status) }, exitCode: 0 };
+  }
+  const report = await statusService(ctx.profile, deps);
+  const s = report.status;
+  if (!json) {
+    if (flags.watch && out.interactive && s.loggedIn) {
+      const { watch } = await import('../ui/watch.js');
+      await watch(out, (now) => statusLines(report, now, out.color), s.expiresAt);
+    } else {
+      out.data(statusLines(report, deps.now(), out.color).join('\n'));
+    }
+  }
+  if (!s.loggedIn) out.info(loginHint(s.profile));
+  else if (report.exitCode === 5) out.info(`The access token has expired. Run: mxs refresh${s.profile === 'default' ? '' : ` --profile ${s.profile}`}`);
+  else if (report.exitCode === 4) out.info(loginHint(s.profile, s.homeserver ?? undefined));
+  return { result: s, exitCode: report.exitCode };
+}
