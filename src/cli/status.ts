@@ -22,16 +22,20 @@ export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: b
     }
     return { result: { profiles: reports.map((r) => r.status) }, exitCode: 0 };
   }
-  const report = await statusService(ctx.profile, deps);
-  const s = report.status;
+  let report = await statusService(ctx.profile, deps);
   if (!json) {
-    if (flags.watch && out.interactive && s.loggedIn) {
+    if (flags.watch && out.interactive && report.status.loggedIn) {
+      // Re-read each second: a refresh by another mxs process shows up live.
       const { watch } = await import('../ui/watch.js');
-      await watch(out, (now) => statusLines(report, now, out.color), s.expiresAt);
+      await watch(out, async () => {
+        report = await statusService(ctx.profile, deps);
+        return { lines: statusLines(report, deps.now(), out.color), done: report.status.expired || !report.status.loggedIn };
+      });
     } else {
       out.data(statusLines(report, deps.now(), out.color).join('\n'));
     }
   }
+  const s = report.status;
   if (!s.loggedIn) out.info(loginHint(s.profile));
   else if (report.exitCode === 5) out.info(`The access token has expired. Run: mxs refresh${s.profile === 'default' ? '' : ` --profile ${s.profile}`}`);
   else if (report.exitCode === 4) out.info(loginHint(s.profile, s.homeserver ?? undefined));
