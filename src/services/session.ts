@@ -123,8 +123,12 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
       if (!rule(again.secret, deps.now())) return { session: again, refreshed: false, rotated: false };
       if (mayRetry) return refreshLocked(again, deps, rule, lifetimeMs, false);
     }
+    // The refresh token is dead: say so in the sessions file, so that `status` sends the user to
+    // `mxs login` (exit 4) rather than to `mxs refresh` again. The secret stays for `logout`.
+    await deps.sessions.write({ ...again.record, refreshable: false }).catch(() => {});
+    const serverSaid = e.message.replace(`${new URL(s.record.homeserver).host}: `, '').replace(/\.$/, '');
     throw e.with({
-      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token (${e.message.replace(/\.$/, '')}).`,
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${serverSaid}.`,
       hint: loginHint(s.record.profile, s.record.homeserver),
       exitCode: Exit.auth,
     });
@@ -167,17 +171,44 @@ export async function withAccessToken<T>(
 ): Promise<{ value: T; session: LoadedSession; refreshed: boolean }> {
   const first = await ensureFresh(profile, deps, rule);
   try {
-    return { value: await call(first.session), session: first.session, refreshed: first.refreshed };
+    const value = await call(first.session);
+    await rememberSkew(profile, deps);
+    return { value, session: first.session, refreshed: first.refreshed };
   } catch (err) {
     const e = err as MxsError;
     const rejected = e.status === 401 && e.code === 'M_UNKNOWN_TOKEN';
     if (!rejected || first.session.secret.refreshToken === null) throw authHint(e, first.session);
     const again = await ensureFresh(profile, deps, refreshIfStill(first.session.secret.accessToken));
     try {
-      return { value: await call(again.session), session: again.session, refreshed: true };
+      const value = await call(again.session);
+      await rememberSkew(profile, deps);
+      return { value, session: again.session, refreshed: true };
     } catch (err2) {
       throw authHint(err2 as MxsError, again.session);
     }
+  }
+}
+
+/**
+ * Fix (issue 5 fault suite): the clock skew was stored only by login and refresh, so after `whoami` saw
+ * the server's clock 5 minutes off, `status` (local state only) still said nothing, or kept showing a
+ * skew that had since been corrected. Keep the record's `clockSkewMs` current after any authenticated
+ * call. Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading
+ * the record there, giving up quietly when the lock is busy or the file cannot be written.
+ */
+async function rememberSkew(profile: string, deps: Deps): Promise<void> {
+  if (deps.clock.skewMs === null) return;
+  const skew = notableSkew(deps);
+  const differs = (old: number | null) => (old === null || skew === null ? old !== skew : Math.abs(old - skew) > 5000);
+  try {
+    const record = await deps.sessions.read(profile);
+    if (!record || !differs(record.clockSkewMs ?? null)) return;
+    await withLock(deps.lock.path(profile), { waitMs: 1000, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
+      const current = await deps.sessions.read(profile);
+      if (current && differs(current.clockSkewMs ?? null)) await deps.sessions.write({ ...current, clockSkewMs: skew });
+    });
+  } catch {
+    // Only status's clock line depends on it.
   }
 }
 

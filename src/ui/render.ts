@@ -36,7 +36,7 @@ export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
     `User:      ${s.userId} (device ${s.deviceId})`,
     `Server:    ${s.homeserver}`,
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
-    `Refresh:   ${s.refreshable ? (s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)') : 'no refresh token'}`,
+    `Refresh:   ${s.refreshable ? (s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)') : 'not possible: log in again when it expires'}`,
     `Secrets:   ${s.storage === 'keychain' ? 'OS keychain' : 'file (0600)'}`,
     ...skewLine(r.clockSkewMs),
   ];

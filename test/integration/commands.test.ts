@@ -350,6 +350,9 @@ describe('refresh', () => {
     expect(r.json().error.code).toBe('M_FORBIDDEN');
     expect(r.stderr).toMatch(/has ended.*\n.*mxs login/);
     expect(await readFile(secretFile(), 'utf8')).toBe(secretBefore);
+    // status now points at login, not at another refresh that would fail the same way
+    const status = await mxs(['status', '--json']);
+    expect(status.json()).toMatchObject({ loggedIn: true, refreshable: false });
   });
 
   it('counts expiry from when the request was sent, not when the answer arrived', async () => {

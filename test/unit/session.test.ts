@@ -34,6 +34,13 @@ const refreshRequests = () => w.requests().filter((r) => r.path.endsWith('/refre
 /** The stored state, including the sessions file byte for byte. */
 const snapshot = async () => ({ ...(await w.stored()), file: await readFile(w.paths.session('default'), 'utf8') });
 
+/** A refused refresh keeps the tokens (for logout) and only marks the record as no longer refreshable, so status says "log in again". */
+async function expectMarkedNotRefreshable(before: Awaited<ReturnType<typeof snapshot>>) {
+  const after = await snapshot();
+  expect(after.secret).toEqual(before.secret);
+  expect(after.record).toEqual({ ...before.record, refreshable: false });
+}
+
 describe('refreshWhenBelow (token --min-valid)', () => {
   it.each([
     ['5m token, 61s left, min-valid 60s', false, 5 * MIN, 5 * MIN - 61 * SEC, 60 * SEC],
@@ -186,17 +193,21 @@ describe('refreshService', () => {
     setup();
     const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
     expect(err).toMatchObject({ exitCode, code });
-    if (exitCode === 4) expect(err.hint).toBe(`Run: mxs login ${HS}`);
-    expect(await snapshot()).toEqual(before);
+    if (exitCode === 4) {
+      expect(err.hint).toBe(`Run: mxs login ${HS}`);
+      await expectMarkedNotRefreshable(before);
+    } else {
+      expect(await snapshot()).toEqual(before);
+    }
   });
 
-  it('the same failures through `token` also leave the stored session as it was', async () => {
+  it('the same refusal through `token` keeps the tokens and marks the session not refreshable', async () => {
     await w.seed({ issuedAt: T0, lifetimeMs: 5 * MIN });
     w.clock.set(T0 + 6 * MIN);
     const before = await snapshot();
     replyJson(w.agent, HS, 'POST', V3, 403, { errcode: 'M_FORBIDDEN', error: 'The session has expired and can no longer be refreshed' });
     await expect(tokenService('default', 60 * SEC, w.deps)).rejects.toMatchObject({ exitCode: 4, code: 'M_FORBIDDEN' });
-    expect(await snapshot()).toEqual(before);
+    await expectMarkedNotRefreshable(before);
   });
 });
 
@@ -247,12 +258,12 @@ describe('refresh endpoint fallback (v3 → v1 → MSC2918 unstable)', () => {
     expect((await w.stored()).record!.refreshPath).toBe('/unstable/org.matrix.msc2918/refresh');
   });
 
-  it('reports refresh as unavailable (exit 4, M_UNRECOGNIZED) when every path is unrecognised, storing nothing', async () => {
+  it('reports refresh as unavailable (exit 4, M_UNRECOGNIZED) when every path is unrecognised, storing no token', async () => {
     await w.seed();
     const before = await snapshot();
     for (const p of [V3, V1, UNSTABLE]) unrecognized(p);
     await expect(refreshService('default', undefined, w.deps)).rejects.toMatchObject({ code: 'M_UNRECOGNIZED', exitCode: 4 });
-    expect(await snapshot()).toEqual(before);
+    await expectMarkedNotRefreshable(before);
   });
 
   it('does not fall back on an auth error: a revoked token is not retried elsewhere', async () => {
