@@ -1,4 +1,4 @@
-import { Exit, MxsError, loginHint, notLoggedIn } from '../errors.js';
+import { Exit, MxsError, loginHint, notLoggedIn, storageError } from '../errors.js';
 import { refresh, REFRESH_PATHS } from '../matrix/client.js';
 import type { SessionRecord, SessionSecret } from '../model.js';
 import { withLock } from '../store/lock.js';
@@ -53,6 +53,14 @@ export async function loadSession(profile: string, deps: Deps): Promise<LoadedSe
   const store = deps.secretStores[record.storage];
   const secret = await store.get(record.profile);
   if (!secret) {
+    if (store.kind === 'keychain') {
+      // libsecret answers a read from a locked collection with "not found", indistinguishable
+      // from a deleted item: the session file says it is there, so treat the keychain as unusable.
+      throw storageError(
+        `The OS keychain returned no tokens for profile "${profile}": it is locked, or the item was deleted.`,
+        `Unlock the keychain and retry; if the item is gone, log in again: ${loginHint(profile, record.homeserver).replace(/^Run: /, '')}`,
+      );
+    }
     throw new MxsError({
       code: 'not_logged_in',
       message: `The tokens of profile "${profile}" are missing from ${store.describe(record.profile)}.`,

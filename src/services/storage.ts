@@ -11,7 +11,8 @@ export async function chooseSecretStore(pref: StoragePreference, profile: string
   if (pref === 'file') return deps.secretStores.file;
   const keychain = deps.secretStores.keychain;
   try {
-    await keychain.get(profile); // a read is the cheapest proof that the keychain answers
+    if (keychain.assertWritable) await keychain.assertWritable(profile);
+    else await keychain.get(profile);
     return keychain;
   } catch (err) {
     if (pref === 'keychain') throw err;

@@ -71,6 +71,16 @@ export class KeychainSecretStore implements SecretStore {
     await this.call('write', (b) => b.set(KEYCHAIN_SERVICE, this.accountFor(profile), serializeSecret(secret)));
   }
 
+  /**
+   * Proves the keychain can store an item, by writing and removing a probe. A read is not proof:
+   * libsecret answers reads from a locked collection with "not found", and only a write fails.
+   */
+  async assertWritable(profile: string): Promise<void> {
+    const probe = `${this.accountFor(profile)}.probe`;
+    await this.call('write', (b) => b.set(KEYCHAIN_SERVICE, probe, 'probe'));
+    await this.call('delete', (b) => b.delete(KEYCHAIN_SERVICE, probe));
+  }
+
   async delete(profile: string): Promise<void> {
     await this.call('delete', (b) => b.delete(KEYCHAIN_SERVICE, this.accountFor(profile)));
   }

@@ -12,6 +12,8 @@ export interface SecretStore {
   get(profile: string): Promise<SessionSecret | null>;
   set(profile: string, secret: SessionSecret): Promise<void>;
   delete(profile: string): Promise<void>;
+  /** Throws when a new secret could not be stored (used before logging in). */
+  assertWritable?(profile: string): Promise<void>;
 }
 
 export function parseSecret(text: string, where: string): SessionSecret {

@@ -294,12 +294,13 @@ describe('crash repair', () => {
     expect((await w.stored()).record).toMatchObject({ issuedAt: iso(T0 + MIN), expiresAt: null, refreshable: false });
   });
 
-  it('tokens missing from the store while the record remains: exit 4 naming the store', async () => {
+  it('tokens missing from the keychain while the record remains: exit 6 (a locked keyring reads as "not found")', async () => {
     await w.seed();
     await w.keychain.delete('default');
     const err = await rejectionOf(() => tokenService('default', 60 * SEC, w.deps));
-    expect(err).toMatchObject({ code: 'not_logged_in', exitCode: 4 });
-    expect(err.hint).toBe(`Run: mxs login ${HS}`);
+    expect(err).toMatchObject({ code: 'storage', exitCode: 6 });
+    expect(err.message).toMatch(/locked, or the item was deleted/);
+    expect(err.hint).toMatch(/Unlock the keychain.*mxs login/);
   });
 });
 
