@@ -14,6 +14,6 @@ const { execute } = await import('@oclif/core');
 await execute({ dir: import.meta.url, args: argv }).catch(() => {
   process.exitCode ??= 1;
 });
-// Exit explicitly: a keychain call abandoned after its timeout may still hold a libuv thread,
-// which must not keep the CLI alive.
+// Exit explicitly, once oclif has flushed: nothing left over (a keychain helper, a socket)
+// may keep the CLI alive.
 process.exit();

@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import { storageError } from '../errors.js';
 import type { SessionSecret } from '../model.js';
 import { parseSecret, serializeSecret, type SecretStore } from './secrets.js';
@@ -10,25 +9,21 @@ export interface KeychainBackend {
   get(service: string, account: string): Promise<string | null>;
   set(service: string, account: string, value: string): Promise<void>;
   delete(service: string, account: string): Promise<boolean>;
+  /** Gives up on calls in flight (after a timeout), so they cannot hold the process. */
+  abort?(): void;
 }
 
-/** Loads keytar lazily (it is a native, optional dependency): only commands that touch secrets pay for it. */
-export function loadKeytar(): KeychainBackend {
-  let keytar: {
-    getPassword(s: string, a: string): Promise<string | null>;
-    setPassword(s: string, a: string, v: string): Promise<void>;
-    deletePassword(s: string, a: string): Promise<boolean>;
-  };
+/**
+ * keytar (a native, optional dependency), run in a helper process so that a hung keyring can be
+ * killed; only commands that touch secrets pay for it.
+ */
+export async function loadKeytar(): Promise<KeychainBackend> {
   try {
-    keytar = createRequire(import.meta.url)('keytar');
+    const { childKeytarBackend } = await import('./keytar-child.js');
+    return childKeytarBackend();
   } catch (err) {
-    throw keychainUnavailable(`the keytar native module could not be loaded (${firstLine(err)})`, err);
+    throw keychainUnavailable(`the keytar native module is not installed (${firstLine(err)})`, err);
   }
-  return {
-    get: (s, a) => keytar.getPassword(s, a),
-    set: (s, a, v) => keytar.setPassword(s, a, v),
-    delete: (s, a) => keytar.deletePassword(s, a),
-  };
 }
 
 export function keychainUnavailable(reason: string, cause?: unknown) {
@@ -52,7 +47,7 @@ export class KeychainSecretStore implements SecretStore {
   private backend: KeychainBackend | undefined;
 
   constructor(
-    private readonly loadBackend: () => KeychainBackend,
+    private readonly loadBackend: () => KeychainBackend | Promise<KeychainBackend>,
     private readonly timeoutMs: number,
     /** The keychain account for a profile: distinct per config dir, so two dirs never share an item. */
     private readonly accountFor: (profile: string) => string = (p) => p,
@@ -86,17 +81,18 @@ export class KeychainSecretStore implements SecretStore {
   }
 
   private async call<T>(what: string, op: (b: KeychainBackend) => Promise<T>): Promise<T> {
-    this.backend ??= this.loadBackend();
+    this.backend ??= await this.loadBackend();
+    const backend = this.backend;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(keychainUnavailable(`a keychain ${what} did not answer within ${this.timeoutMs} ms (locked or not running?)`)),
-        this.timeoutMs,
-      );
+      timer = setTimeout(() => {
+        reject(keychainUnavailable(`a keychain ${what} did not answer within ${this.timeoutMs} ms (locked or not running?)`));
+        backend.abort?.();
+      }, this.timeoutMs);
       timer.unref();
     });
     try {
-      return await Promise.race([op(this.backend), timeout]);
+      return await Promise.race([op(backend), timeout]);
     } catch (err) {
       if ((err as { code?: string }).code === 'storage') throw err;
       throw keychainUnavailable(`${what} failed (${firstLine(err)})`, err);
