@@ -16,7 +16,8 @@ export default class Login extends MxsCommand {
     'printf "%s\\n" "$LOGIN_TOKEN" | <%= config.bin %> login example.org --token-stdin --profile work',
   ];
   static override args = {
-    server: Args.string({ description: 'Server name or homeserver URL (default: the profile\'s stored homeserver).' }),
+    // ignoreStdin: the password arrives on stdin (--password-stdin) and must never be taken for SERVER.
+    server: Args.string({ description: 'Server name or homeserver URL (default: the profile\'s stored homeserver).', ignoreStdin: true }),
   };
   static override flags = {
     user: Flags.string({ char: 'u', summary: 'User: a localpart (alice) or a full user ID (@alice:example.org).' }),

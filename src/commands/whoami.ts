@@ -15,7 +15,8 @@ export default class Whoami extends MxsCommand {
     'printf "%s\\n" "$TOKEN" | <%= config.bin %> whoami https://matrix.example.org --token-stdin',
   ];
   static override args = {
-    server: Args.string({ description: 'Server name or URL; only needed with --token-stdin when no session is stored.' }),
+    // ignoreStdin: the token arrives on stdin (--token-stdin) and must never be taken for SERVER.
+    server: Args.string({ description: 'Server name or URL; only needed with --token-stdin when no session is stored.', ignoreStdin: true }),
   };
   static override flags = {
     'token-stdin': Flags.boolean({ summary: 'Check an access token read from standard input; store nothing.' }),

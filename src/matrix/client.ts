@@ -45,7 +45,8 @@ export async function login(baseUrl: string, req: LoginRequest, deps: HttpDeps):
   if (req.refreshToken) body.refresh_token = true;
   if (req.deviceId) body.device_id = req.deviceId;
   if (req.deviceName) body.initial_device_display_name = req.deviceName;
-  const res = await requestJson(deps, { method: 'POST', url: `${baseUrl}${CLIENT}/v3/login`, body });
+  // Not retried: a login whose answer was lost may have created a device already.
+  const res = await requestJson(deps, { method: 'POST', url: `${baseUrl}${CLIENT}/v3/login`, body, retry: false });
   const what = 'login';
   return {
     userId: requireString(res.body, 'user_id', what),

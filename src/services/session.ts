@@ -70,9 +70,10 @@ export async function loadSession(profile: string, deps: Deps): Promise<LoadedSe
   }
   deps.rememberSecret(secret.accessToken, secret.refreshToken);
   if (record.issuedAt !== secret.issuedAt || record.expiresAt !== secret.expiresAt) {
-    // A run stopped between storing new tokens and updating the sessions file: the secret is the truth.
+    // A run stopped between storing new tokens and updating the sessions file: the secret is the
+    // truth. Not written back here (outside the lock it could overwrite a newer record); the next
+    // refresh rewrites the record whole.
     const repaired = { ...record, issuedAt: secret.issuedAt, expiresAt: secret.expiresAt, refreshable: secret.refreshToken !== null };
-    await deps.sessions.write(repaired).catch(() => {});
     return { record: repaired, store, secret };
   }
   return { record, store, secret };

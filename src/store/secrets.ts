@@ -1,4 +1,5 @@
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
 import { writeFileAtomic } from './atomic.js';
@@ -82,7 +83,13 @@ export class FileSecretStore implements SecretStore {
   }
 
   async delete(profile: string): Promise<void> {
-    await rm(this.paths.secret(profile), { force: true });
+    const file = this.paths.secret(profile);
+    await rm(file, { force: true });
+    // Also any temp file a crashed write left beside it: it may hold tokens.
+    const dir = dirname(file);
+    const prefix = `${basename(file)}.`;
+    const debris = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(debris.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true })));
   }
 }
 

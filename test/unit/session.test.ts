@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { storageError } from '../../src/errors.js';
 import type { SessionSecret } from '../../src/model.js';
-import { refreshWhenBelow, refreshWhenExpired } from '../../src/services/session.js';
+import { loadSession, refreshWhenBelow, refreshWhenExpired } from '../../src/services/session.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
 import { MemorySecretStore } from '../../src/store/secrets.js';
 import { HS, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
@@ -275,23 +275,23 @@ describe('refresh endpoint fallback (v3 → v1 → MSC2918 unstable)', () => {
 });
 
 describe('crash repair', () => {
-  it('a record whose times differ from the secret (crash between the two writes) is repaired from the secret on load', async () => {
+  it('a record whose times differ from the secret (crash between the two writes): the secret is the truth, and the record is not rewritten outside the lock', async () => {
     const { record } = await w.seed({ issuedAt: T0, lifetimeMs: 5 * MIN });
     // A refresh stored its new secret, then the process died before the sessions file was updated.
     const newer: SessionSecret = { accessToken: 'syt_newer', refreshToken: 'syr_newer', issuedAt: iso(T0 + 4 * MIN), expiresAt: iso(T0 + 9 * MIN) };
     await w.keychain.set('default', newer);
     w.clock.set(T0 + 5 * MIN);
     const result = await tokenService('default', 60 * SEC, w.deps);
-    expect(result.accessToken).toBe('syt_newer');
+    expect(result).toMatchObject({ accessToken: 'syt_newer', expiresAt: newer.expiresAt });
     expect(w.requests()).toEqual([]);
-    expect((await w.stored()).record).toEqual({ ...record, issuedAt: newer.issuedAt, expiresAt: newer.expiresAt, refreshable: true });
+    expect((await w.stored()).record).toEqual(record);
   });
 
   it('a repaired record reflects a secret without refresh token as not refreshable', async () => {
     await w.seed({ issuedAt: T0, lifetimeMs: 5 * MIN });
     await w.keychain.set('default', { accessToken: 'syt_x', refreshToken: null, issuedAt: iso(T0 + MIN), expiresAt: null });
-    await tokenService('default', 60 * SEC, w.deps);
-    expect((await w.stored()).record).toMatchObject({ issuedAt: iso(T0 + MIN), expiresAt: null, refreshable: false });
+    const loaded = await loadSession('default', w.deps);
+    expect(loaded.record).toMatchObject({ issuedAt: iso(T0 + MIN), expiresAt: null, refreshable: false });
   });
 
   it('tokens missing from the keychain while the record remains: exit 6 (a locked keyring reads as "not found")', async () => {
