@@ -23,11 +23,12 @@
 // test/support/homeserver-double.ts, temporary config dirs, child processes) is stopped and removed
 // on exit, error or Ctrl-C.
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsc, cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsc, cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { importTs } from './import-ts.mjs';
+import { fileURLToPath } from 'node:url';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 let BIN = path.join(REPO, 'bin', 'run.js'); // the snapshot's, once taken
@@ -126,22 +127,8 @@ function makeTempDir(prefix) {
 
 // --- the homeserver double ------------------------------------------------------------------------
 
-/** Loads test/support/homeserver-double.ts (node: builtins only) by transpiling it to a temporary .mjs. */
-async function loadDouble(tmp) {
-  const { default: ts } = await import('typescript');
-  const source = path.join(REPO, 'test', 'support', 'homeserver-double.ts');
-  const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
-    compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-    fileName: source,
-  });
-  const file = path.join(tmp, 'homeserver-double.mjs');
-  writeFileSync(file, outputText);
-  try {
-    return await import(pathToFileURL(file).href);
-  } finally {
-    rmSync(file, { force: true });
-  }
-}
+/** The in-process homeserver double of the tests (TypeScript, node: builtins only). */
+const loadDouble = () => importTs(path.join(REPO, 'test', 'support', 'homeserver-double.ts'));
 
 // --- the CLI under test ---------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@
 // on error, and on Ctrl-C.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import ts from 'typescript';
+import { fileURLToPath } from 'node:url';
+import { importTs } from './import-ts.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.join(here, '..');
@@ -28,22 +28,7 @@ const dim = style(2, 22);
 const cyan = style(36, 39);
 const say = (line = '') => process.stdout.write(`${line}\n`);
 
-/** Loads test/support/synapse.ts (node: imports only) by transpiling it to a temporary .mjs, as scripts/synapse.mjs does. */
-async function loadHarness() {
-  const source = path.join(repo, 'test', 'support', 'synapse.ts');
-  const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
-    compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-    fileName: source,
-  });
-  const dir = mkdtempSync(path.join(tmpdir(), 'mxs-demo-harness-'));
-  const file = path.join(dir, 'synapse.mjs');
-  writeFileSync(file, outputText);
-  try {
-    return await import(pathToFileURL(file).href);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const loadHarness = () => importTs(path.join(repo, 'test', 'support', 'synapse.ts'));
 
 // --- state to clean up --------------------------------------------------------------------------------------------
 let server; // SynapseHandle

@@ -9,30 +9,14 @@
 //     --session-lifetime 1d         session_lifetime (default unset)
 //
 // MXS_SYNAPSE_KEEP=1 keeps the server's temp dir; MXS_SYNAPSE_LOG_LEVEL=INFO logs more.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import ts from 'typescript';
+import { fileURLToPath } from 'node:url';
+import { importTs } from './import-ts.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const source = path.join(here, '..', 'test', 'support', 'synapse.ts');
 
-/** Loads synapse.ts (which imports only node: builtins) by transpiling it to a temporary .mjs. */
-async function loadHarness() {
-  const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
-    compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-    fileName: source,
-  });
-  const dir = mkdtempSync(path.join(tmpdir(), 'mxs-synapse-script-'));
-  const file = path.join(dir, 'synapse.mjs');
-  writeFileSync(file, outputText);
-  try {
-    return await import(pathToFileURL(file).href);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const loadHarness = () => importTs(source);
 
 function parseOptions(args) {
   const opts = {};

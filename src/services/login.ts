@@ -1,10 +1,10 @@
 import { Exit, MxsError } from '../errors.js';
 import { login, loginFlows, type LoginMethod } from '../matrix/client.js';
 import { resolveHomeserver } from '../matrix/discovery.js';
-import type { SessionRecord, SessionSecret, StorageKind, StoragePreference } from '../model.js';
+import type { SessionRecord, StorageKind, StoragePreference } from '../model.js';
 import { withLock } from '../store/lock.js';
 import { notableSkew, type Deps } from './deps.js';
-import { iso, remainingMs } from './session.js';
+import { remainingMs, secretFromGrant } from './session.js';
 import { chooseSecretStore } from './storage.js';
 
 export interface LoginInput {
@@ -62,12 +62,7 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
   });
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
 
-  const secret: SessionSecret = {
-    accessToken: grant.accessToken,
-    refreshToken: grant.refreshToken ?? null,
-    issuedAt: iso(grant.sentAt),
-    expiresAt: grant.expiresInMs === undefined ? null : iso(grant.sentAt + grant.expiresInMs),
-  };
+  const secret = secretFromGrant(grant, null);
   const record: SessionRecord = {
     profile: input.profile,
     homeserver,

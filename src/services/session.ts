@@ -1,5 +1,5 @@
 import { Exit, MxsError, loginHint, notLoggedIn, storageError } from '../errors.js';
-import { refresh, REFRESH_PATHS } from '../matrix/client.js';
+import { refresh, REFRESH_PATHS, type TokenGrant } from '../matrix/client.js';
 import type { SessionRecord, SessionSecret } from '../model.js';
 import { withLock } from '../store/lock.js';
 import type { SecretStore } from '../store/secrets.js';
@@ -21,6 +21,19 @@ export interface FreshSession {
 export type RefreshRule = (secret: SessionSecret, now: number) => boolean;
 
 export const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * The secret a token grant yields. Expiry counts from when the request was sent (never from when
+ * the answer was parsed); a grant without a refresh token keeps the previous one (§5.7.1).
+ */
+export function secretFromGrant(grant: TokenGrant, previousRefreshToken: string | null): SessionSecret {
+  return {
+    accessToken: grant.accessToken,
+    refreshToken: grant.refreshToken ?? previousRefreshToken,
+    issuedAt: iso(grant.sentAt),
+    expiresAt: grant.expiresInMs === undefined ? null : iso(grant.sentAt + grant.expiresInMs),
+  };
+}
 
 export function remainingMs(expiresAt: string | null, now: number): number | null {
   return expiresAt === null ? null : Date.parse(expiresAt) - now;
@@ -143,12 +156,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     });
   }
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
-  const secret: SessionSecret = {
-    accessToken: grant.accessToken,
-    refreshToken: grant.refreshToken ?? oldRefreshToken,
-    issuedAt: iso(grant.sentAt),
-    expiresAt: grant.expiresInMs === undefined ? null : iso(grant.sentAt + grant.expiresInMs),
-  };
+  const secret = secretFromGrant(grant, oldRefreshToken);
   // Store before use: if this throws, the new tokens are never used, and on Matrix the old
   // refresh token stays valid until they are, so the next run can simply refresh again.
   await s.store.set(s.record.profile, secret);

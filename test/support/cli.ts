@@ -1,6 +1,6 @@
 // Runs the built CLI (bin/run.js) as a real child process. Always async: the homeserver double
 // lives in the test's event loop and must keep answering while the CLI runs.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -35,18 +35,27 @@ export async function makeHome(storage: 'file' | 'keychain' | 'auto' = 'file'): 
   };
 }
 
-export function runMxs(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+export interface Started {
+  child: ChildProcess;
+  /** argv as given to spawn (node, bin/run.js, ...args). */
+  argv: string[];
+  done: Promise<RunResult>;
+}
+
+/** Starts the CLI and returns at once with the child process; `done` settles when it exits. */
+export function startMxs(args: string[], opts: RunOptions & { bin?: string } = {}): Started {
   const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...opts.env };
-    // Keep the child off any D-Bus session unless the test gives it one.
-    if (!opts.env || !('DBUS_SESSION_BUS_ADDRESS' in opts.env)) env.DBUS_SESSION_BUS_ADDRESS = 'unix:path=/nonexistent/mxs-test-bus';
-    const child = spawn(process.execPath, [BIN, ...args], { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...opts.env };
+  // Keep the child off any D-Bus session unless the test gives it one.
+  if (!opts.env || !('DBUS_SESSION_BUS_ADDRESS' in opts.env)) env.DBUS_SESSION_BUS_ADDRESS = 'unix:path=/nonexistent/mxs-test-bus';
+  const argv = [process.execPath, opts.bin ?? BIN, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+  const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -61,8 +70,14 @@ export function runMxs(args: string[], opts: RunOptions = {}): Promise<RunResult
         },
       });
     });
-    child.stdin.end(opts.input ?? '');
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(opts.input ?? '');
   });
+  return { child, argv, done };
+}
+
+export function runMxs(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return startMxs(args, opts).done;
 }
 
 /** Every file below `dir` with its mode and content, for leak scans and permission checks. */

@@ -2,13 +2,12 @@
 // mid-run and to read its /proc entry), a tiny HTTP proxy in front of the homeserver double (to
 // hold a committed response in flight, or to swap the double's tokens for canary values), and
 // byte-exact snapshots of a stored session.
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { cp, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, REPO, type RunResult } from './cli.js';
+import { BIN, REPO, startMxs as startCli, type Started as BaseStarted } from './cli.js';
 
 let bin = BIN;
 
@@ -48,53 +47,19 @@ export async function isolateBuild(): Promise<() => Promise<void>> {
   };
 }
 
-export interface Started {
-  child: ChildProcess;
-  /** argv as given to spawn (node, bin/run.js, ...args). */
-  argv: string[];
+export interface Started extends BaseStarted {
   /** /proc/<pid>/cmdline and /proc/<pid>/environ, read right after spawn ('' if the process was already gone). */
   procInfo: Promise<{ cmdline: string; environ: string }>;
-  done: Promise<RunResult>;
 }
 
-/** Like runMxs (same env defaults), but returns at once with the child process. */
+/** Like runMxs (same env defaults), against the private build copy, also reading the process's argv and env. */
 export function startMxs(args: string[], opts: { env?: Record<string, string | undefined>; input?: string; timeoutMs?: number } = {}): Started {
-  const started = Date.now();
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...opts.env };
-  if (!opts.env || !('DBUS_SESSION_BUS_ADDRESS' in opts.env)) env.DBUS_SESSION_BUS_ADDRESS = 'unix:path=/nonexistent/mxs-test-bus';
-  const argv = [process.execPath, bin, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
-  const procInfo = (async () => {
-    const read = (f: string) => readFile(`/proc/${child.pid}/${f}`, 'latin1').catch(() => '');
-    return { cmdline: await read('cmdline'), environ: await read('environ') };
-  })();
-  const done = new Promise<RunResult>((resolve, reject) => {
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        code,
-        signal,
-        stdout,
-        stderr,
-        ms: Date.now() - started,
-        json() {
-          return JSON.parse(stdout);
-        },
-      });
-    });
-    child.stdin!.on('error', () => {});
-    child.stdin!.end(opts.input ?? '');
-  });
-  return { child, argv, procInfo, done };
+  const started = startCli(args, { ...opts, bin });
+  const read = (f: string) => readFile(`/proc/${started.child.pid}/${f}`, 'latin1').catch(() => '');
+  const procInfo = (async () => ({ cmdline: await read('cmdline'), environ: await read('environ') }))();
+  return { ...started, procInfo };
 }
 
-/** Polls `check` (every few ms, in this event loop) until it is true; throws after `timeoutMs`. */
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000, everyMs = 2): Promise<number> {
   const start = Date.now();
   for (;;) {
