@@ -36,10 +36,16 @@ export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
     `User:      ${s.userId} (device ${s.deviceId})`,
     `Server:    ${s.homeserver}`,
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
-    `Refresh:   ${s.refreshable ? (s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)') : 'not possible: log in again when it expires'}`,
+    `Refresh:   ${refreshState(s, c)}`,
     `Secrets:   ${s.storage === 'keychain' ? 'OS keychain' : 'file (0600)'}`,
     ...skewLine(r.clockSkewMs),
   ];
+}
+
+function refreshState(s: StatusReport['status'], c: Colors): string {
+  if (s.expiresAt === null) return 'not needed (the token does not expire)';
+  if (!s.refreshable) return s.expired ? c.red('not possible: log in again') : 'not possible: log in again when it expires';
+  return s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)';
 }
 
 export function loginLine(r: LoginResult, now: number, c: Colors): string {
