@@ -445,6 +445,26 @@ describe('global flags', () => {
     expect(r.ms).toBeLessThan(4000);
   });
 
+  it.each([[['frobnicate'], /Unknown command "frobnicate"/], [['status', 'extra'], /"status" takes no argument "extra"/], [['status', '--bogus'], /Nonexistent flag: --bogus/]])(
+    'answers a usage mistake %j with exit 2, one line and a hint',
+    async (args, message) => {
+      const r = await mxs(args);
+      expect(r.code).toBe(2);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines[0]).toMatch(message);
+      expect(lines).toHaveLength(2);
+      expect(r.stdout).toBe('');
+    },
+  );
+
+  it('shows a stack trace only with --verbose', async () => {
+    const plain = await mxs(['token', '--profile', 'ghost']);
+    expect(plain.stderr).not.toMatch(/\n\s+at /);
+    const verbose = await mxs(['token', '--profile', 'ghost', '--verbose']);
+    expect(verbose.code).toBe(4);
+    expect(verbose.stderr).toMatch(/\n\s+at .+\.js:\d+/);
+  });
+
   it('keeps profiles apart (--profile and MXS_PROFILE)', async () => {
     await login(['--profile', 'work']);
     expect((await mxs(['status'])).code).toBe(4);
