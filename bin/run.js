@@ -1,6 +1,10 @@
 #!/usr/bin/env node
+import module from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// Node 22.1+ caches compiled code between runs; Node 20 has no such API (feature-detected).
+module.enableCompileCache?.();
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
