@@ -2,9 +2,8 @@ import { Exit, MxsError } from '../errors.js';
 import { login, loginFlows, type LoginMethod } from '../matrix/client.js';
 import { resolveHomeserver } from '../matrix/discovery.js';
 import type { SessionRecord, StorageKind, StoragePreference } from '../model.js';
-import { withLock } from '../store/lock.js';
 import { notableSkew, type Deps } from './deps.js';
-import { remainingMs, secretFromGrant } from './session.js';
+import { remainingMs, secretFromGrant, withProfileLock } from './session.js';
 import { chooseSecretStore } from './storage.js';
 
 export interface LoginInput {
@@ -75,7 +74,7 @@ export async function loginService(input: LoginInput, deps: Deps): Promise<Login
     ...(input.insecure ? { insecure: true } : {}),
     clockSkewMs: notableSkew(deps),
   };
-  await withLock(deps.lock.path(input.profile), { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
+  await withProfileLock(input.profile, deps, async () => {
     const previous = await deps.sessions.read(input.profile).catch(() => null);
     await store.set(input.profile, secret);
     await deps.sessions.write(record);

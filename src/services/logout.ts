@@ -1,8 +1,7 @@
 import { Exit, MxsError, notLoggedIn } from '../errors.js';
 import { logout } from '../matrix/client.js';
-import { withLock } from '../store/lock.js';
 import type { Deps } from './deps.js';
-import { withAccessToken } from './session.js';
+import { withAccessToken, withProfileLock } from './session.js';
 
 export interface LogoutResult {
   profile: string;
@@ -32,7 +31,7 @@ export async function logoutService(profile: string, opts: { local: boolean; all
       deps.notice(`The server no longer recognised the session (${e.code}); forgetting it here.`);
     }
   }
-  await withLock(deps.lock.path(profile), { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
+  await withProfileLock(profile, deps, async () => {
     await deps.secretStores[record.storage].delete(record.profile).catch((err: unknown) => {
       if (!opts.local) throw err;
     });

@@ -60,6 +60,17 @@ export const refreshIfStill =
   (s) =>
     s.accessToken === token;
 
+/** Runs `critical` under the profile's lock, with the bounds from deps (see store/lock.ts). */
+export function withProfileLock<T>(
+  profile: string,
+  deps: Deps,
+  critical: () => Promise<T>,
+  whileWaiting?: () => Promise<T | undefined>,
+  waitMs = deps.lock.waitMs,
+): Promise<T> {
+  return withLock(deps.lock.path(profile), { waitMs, staleMs: deps.lock.staleMs, now: deps.now }, critical, whileWaiting);
+}
+
 export async function loadSession(profile: string, deps: Deps): Promise<LoadedSession> {
   const record = await deps.sessions.read(profile);
   if (!record) throw notLoggedIn(profile);
@@ -105,9 +116,9 @@ export async function ensureFresh(profile: string, deps: Deps, rule: RefreshRule
     const s = await loadSession(profile, deps);
     return rule(s.secret, deps.now()) ? undefined : { session: s, refreshed: false, rotated: false };
   };
-  return withLock(
-    deps.lock.path(profile),
-    { waitMs: deps.lock.waitMs, staleMs: deps.lock.staleMs, now: deps.now },
+  return withProfileLock(
+    profile,
+    deps,
     async () => {
       const locked = await loadSession(profile, deps);
       if (!rule(locked.secret, deps.now())) return { session: locked, refreshed: false, rotated: false };
@@ -220,10 +231,16 @@ async function rememberSkew(profile: string, deps: Deps): Promise<void> {
   try {
     const record = await deps.sessions.read(profile);
     if (!record || !differs(record.clockSkewMs ?? null)) return;
-    await withLock(deps.lock.path(profile), { waitMs: 1000, staleMs: deps.lock.staleMs, now: deps.now }, async () => {
-      const current = await deps.sessions.read(profile);
-      if (current && differs(current.clockSkewMs ?? null)) await deps.sessions.write({ ...current, clockSkewMs: skew });
-    });
+    await withProfileLock(
+      profile,
+      deps,
+      async () => {
+        const current = await deps.sessions.read(profile);
+        if (current && differs(current.clockSkewMs ?? null)) await deps.sessions.write({ ...current, clockSkewMs: skew });
+      },
+      undefined,
+      1000,
+    );
   } catch {
     // Only status's clock line depends on it.
   }

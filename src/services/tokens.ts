@@ -1,4 +1,3 @@
-import { Exit, MxsError, loginHint } from '../errors.js';
 import type { Deps } from './deps.js';
 import { ensureFresh, refreshIfStill, refreshWhenBelow, remainingMs, loadSession } from './session.js';
 
@@ -17,17 +16,8 @@ export interface RefreshResult {
 
 /** `token`: the access token, refreshed first when less than `minValidMs` is left. */
 export async function tokenService(profile: string, minValidMs: number, deps: Deps): Promise<TokenResult> {
-  const { session } = await ensureFresh(profile, deps, refreshWhenBelow(minValidMs));
-  const { secret } = session;
-  if (secret.expiresAt !== null && remainingMs(secret.expiresAt, deps.now())! <= 0) {
-    // Only reachable without a refresh token: ensureFresh refreshes everything else.
-    throw new MxsError({
-      code: 'M_UNKNOWN_TOKEN',
-      message: `The access token of profile "${profile}" expired at ${secret.expiresAt} and cannot be refreshed.`,
-      hint: loginHint(profile, session.record.homeserver),
-      exitCode: Exit.auth,
-    });
-  }
+  // An expired token is always due (refreshWhenBelow), and ensureFresh refuses one it cannot refresh.
+  const { secret } = (await ensureFresh(profile, deps, refreshWhenBelow(minValidMs))).session;
   return { accessToken: secret.accessToken, expiresAt: secret.expiresAt, expiresInMs: remainingMs(secret.expiresAt, deps.now()) };
 }
 
