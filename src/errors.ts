@@ -10,15 +10,43 @@ export const Exit = {
   auth: 4,
   expired: 5,
   storage: 6,
+  http: 7,
+  cancelled: 130,
 } as const;
 export type ExitCode = (typeof Exit)[keyof typeof Exit];
+
+/**
+ * What kind of failure an error is. Protocol decoders (Matrix, OAuth) say only this and the server's
+ * fields; the exit code follows from the kind here, and the "what to run next" hint, when the error
+ * site did not give a specific one, is chosen at report time (src/cli/hints.ts), where the profile
+ * and server are known.
+ */
+export type ErrorKind = 'bug' | 'usage' | 'network' | 'auth' | 'storage' | 'http' | 'cancelled';
+
+const EXIT_FOR_KIND: Record<ErrorKind, ExitCode> = {
+  bug: Exit.bug,
+  usage: Exit.usage,
+  network: Exit.network,
+  auth: Exit.auth,
+  storage: Exit.storage,
+  http: Exit.http,
+  cancelled: Exit.cancelled,
+};
+
+const KIND_FOR_EXIT: Partial<Record<ExitCode, ErrorKind>> = Object.fromEntries(
+  Object.entries(EXIT_FOR_KIND).map(([k, v]) => [v, k as ErrorKind]),
+);
 
 export interface MxsErrorInit {
   code: string;
   message: string;
   hint?: string;
-  exitCode: ExitCode;
+  /** Give either the kind or the exit code; the other follows. */
+  kind?: ErrorKind;
+  exitCode?: ExitCode;
   status?: number;
+  /** The server's own words (Matrix `error`, OAuth `error_description`), one line, unescaped. */
+  serverMessage?: string;
   softLogout?: boolean;
   retryAfterMs?: number;
   cause?: unknown;
@@ -27,7 +55,9 @@ export interface MxsErrorInit {
 export class MxsError extends Error {
   readonly code: string;
   readonly hint: string | undefined;
+  readonly kind: ErrorKind;
   readonly exitCode: ExitCode;
+  readonly serverMessage: string | undefined;
   /** HTTP status when the error came from a server answer. */
   readonly status: number | undefined;
   readonly softLogout: boolean;
@@ -38,20 +68,25 @@ export class MxsError extends Error {
     this.name = 'MxsError';
     this.code = init.code;
     this.hint = init.hint;
-    this.exitCode = init.exitCode;
+    this.kind = init.kind ?? (init.exitCode !== undefined ? KIND_FOR_EXIT[init.exitCode] : undefined) ?? 'bug';
+    this.exitCode = init.exitCode ?? EXIT_FOR_KIND[this.kind];
+    this.serverMessage = init.serverMessage;
     this.status = init.status;
     this.softLogout = init.softLogout ?? false;
     this.retryAfterMs = init.retryAfterMs;
   }
 
   /** The same error with a clearer message or hint for the situation it arose in. */
-  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code'>>): MxsError {
+  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code' | 'kind'>>): MxsError {
+    const exitCode = changes.exitCode ?? (changes.kind ? EXIT_FOR_KIND[changes.kind] : this.exitCode);
     return new MxsError({
       code: changes.code ?? this.code,
       message: changes.message ?? this.message,
       hint: changes.hint ?? this.hint,
-      exitCode: changes.exitCode ?? this.exitCode,
+      kind: changes.kind ?? (changes.exitCode !== undefined ? KIND_FOR_EXIT[changes.exitCode] : this.kind),
+      exitCode,
       status: this.status,
+      serverMessage: this.serverMessage,
       softLogout: this.softLogout,
       retryAfterMs: this.retryAfterMs,
       cause: this.cause,
@@ -81,9 +116,17 @@ export function badResponse(message: string, cause?: unknown): MxsError {
   });
 }
 
+/** ` --profile NAME` when the profile is not the default one, so that a hint can be run as it stands. */
+export function profileFlag(profile: string): string {
+  return profile === 'default' ? '' : ` --profile ${profile}`;
+}
+
 export function loginHint(profile: string, server?: string): string {
-  const target = server ?? 'SERVER';
-  return profile === 'default' ? `Run: mxs login ${target}` : `Run: mxs login ${target} --profile ${profile}`;
+  return `Run: mxs login ${server ?? 'SERVER'}${profileFlag(profile)}`;
+}
+
+export function cancelled(what = 'Cancelled.'): MxsError {
+  return new MxsError({ code: 'cancelled', message: what, hint: 'Nothing was stored.', kind: 'cancelled' });
 }
 
 export function notLoggedIn(profile: string): MxsError {

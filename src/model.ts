@@ -3,6 +3,24 @@
 export type StorageKind = 'keychain' | 'file';
 export type StoragePreference = StorageKind | 'auto';
 
+export type LoginMethodName = 'password' | 'token' | 'oauth';
+
+/** How a session authenticates and refreshes: the Matrix API, or OAuth 2.0 with a registered client. */
+export type SessionAuth =
+  | {
+      type: 'matrix';
+      /** The refresh endpoint that worked last, once a fallback was needed. */
+      refreshPath?: string;
+    }
+  | {
+      type: 'oauth';
+      issuer: string;
+      clientId: string;
+      tokenEndpoint: string;
+      revocationEndpoint: string;
+      accountManagementUri?: string;
+    };
+
 /** Non-secret facts about a session, kept in the sessions file so `status` needs no keychain. */
 export interface SessionRecord {
   profile: string;
@@ -15,8 +33,8 @@ export interface SessionRecord {
   expiresAt: string | null;
   refreshable: boolean;
   storage: StorageKind;
-  /** The refresh endpoint that worked last, once a fallback was needed. */
-  refreshPath?: string;
+  method: LoginMethodName;
+  auth: SessionAuth;
   /** Set when the user allowed plain http:// to a non-loopback host at login. */
   insecure?: boolean;
   /** Server Date minus local clock, last measured, in ms (only kept when notable). */
@@ -29,4 +47,15 @@ export interface SessionSecret {
   refreshToken: string | null;
   issuedAt: string;
   expiresAt: string | null;
+}
+
+/** What a token endpoint (Matrix `/login`, `/refresh`, or OAuth) granted. */
+export interface TokenGrant {
+  accessToken: string;
+  /** Absent: the server did not rotate, keep the old refresh token. */
+  refreshToken?: string;
+  /** Absent: the access token does not expire. */
+  expiresInMs?: number;
+  /** When the request was sent: expiry counts from here (contract: never from parse time). */
+  sentAt: number;
 }

@@ -14,6 +14,21 @@ export interface RuntimeOptions {
 
 const DEFAULT_KEYCHAIN_TIMEOUT_MS = 3000;
 
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 export function configDir(env: NodeJS.ProcessEnv): string {
   return env.MXS_CONFIG_DIR || defaultConfigDir();
 }
@@ -28,6 +43,7 @@ export function buildDeps(opts: RuntimeOptions): Deps {
   const now = () => Date.now();
   return {
     now,
+    sleep: abortableSleep,
     clock,
     http: {
       timeoutMs: opts.timeoutMs,

@@ -1,12 +1,47 @@
-import { asMxsError, Exit, MxsError, usageError } from '../errors.js';
+import { asMxsError, loginHint, MxsError, usageError, type ErrorKind } from '../errors.js';
 import type { Output } from '../ui/output.js';
 
 /** The single error exit: one line of what happened, one of what to do, the contract's exit code. */
-export function reportError(err: unknown, out: Output, opts: { json: boolean; verbose: boolean; argv: string[] }): number {
-  const e = toMxsError(err, opts.argv);
+export function reportError(err: unknown, out: Output, opts: { json: boolean; verbose: boolean; argv: string[]; env?: NodeJS.ProcessEnv }): number {
+  let e = toMxsError(err, opts.argv);
+  if (e.hint === undefined) e = e.with({ hint: defaultHint(e.kind, profileOf(opts.argv, opts.env ?? process.env)) });
   out.error(e, opts.verbose);
   if (opts.json) out.json({ error: e.toJSON() });
   return e.exitCode;
+}
+
+/**
+ * "What to do next" for errors whose site had nothing more specific to say (most of them are
+ * decoded server answers: the protocol layers say what happened, this says what to run).
+ */
+function defaultHint(kind: ErrorKind, profile: string): string | undefined {
+  switch (kind) {
+    case 'auth':
+      return loginHint(profile);
+    case 'network':
+      return 'Retry later; --verbose shows the exchange.';
+    case 'usage':
+      return 'See: mxs --help, or mxs COMMAND --help';
+    case 'storage':
+      return 'Check the config directory (MXS_CONFIG_DIR) and the keychain.';
+    case 'http':
+      return 'The response body is on stdout; --verbose shows the exchange.';
+    case 'bug':
+      return 'This is a bug in mxs. Run again with --verbose and report the output.';
+    case 'cancelled':
+      return undefined;
+  }
+}
+
+/** The profile a hint should name: --profile/-p as given, else MXS_PROFILE, else the default. */
+function profileOf(argv: string[], env: NodeJS.ProcessEnv): string {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if ((a === '-p' || a === '--profile') && argv[i + 1]) return argv[i + 1]!;
+    const m = /^(?:--profile=|-p=?)(.+)$/.exec(a);
+    if (m) return m[1]!;
+  }
+  return env.MXS_PROFILE || 'default';
 }
 
 function toMxsError(err: unknown, argv: string[]): MxsError {
@@ -25,5 +60,5 @@ function parseError(err: Error, argv: string[]): MxsError {
     );
   }
   const first = err.message.split('\n')[0]!.trim();
-  return new MxsError({ code: 'usage', message: first, hint: 'See: mxs --help, or mxs COMMAND --help', exitCode: Exit.usage, cause: err });
+  return usageError(first, 'See: mxs --help, or mxs COMMAND --help');
 }

@@ -1,18 +1,11 @@
 import { MxsError, Exit } from '../errors.js';
 import { requestJson, type HttpDeps } from './http.js';
+import type { TokenGrant } from '../model.js';
 import { optionalBoolean, optionalLifetimeMs, optionalString, optionalToken, requireString, requireToken } from './validate.js';
 
 // The Matrix client-server API calls mxs makes: plain functions over a base URL.
 
-export interface TokenGrant {
-  accessToken: string;
-  /** Absent: the server did not rotate, keep the old refresh token. */
-  refreshToken?: string;
-  /** Absent: the access token does not expire. */
-  expiresInMs?: number;
-  /** When the request was sent: expiry counts from here (contract: never from parse time). */
-  sentAt: number;
-}
+export type { TokenGrant } from '../model.js';
 
 export interface LoginGrant extends TokenGrant {
   userId: string;
@@ -120,4 +113,9 @@ export async function whoami(baseUrl: string, accessToken: string, deps: HttpDep
 
 export async function logout(baseUrl: string, accessToken: string, all: boolean, deps: HttpDeps): Promise<void> {
   await requestJson(deps, { method: 'POST', url: `${baseUrl}${CLIENT}/v3/logout${all ? '/all' : ''}`, accessToken, body: {} });
+}
+
+/** §10.4 PUT /devices/{deviceId}: the device's display name. */
+export async function setDeviceDisplayName(baseUrl: string, accessToken: string, deviceId: string, name: string, deps: HttpDeps): Promise<void> {
+  await requestJson(deps, { method: 'PUT', url: `${baseUrl}${CLIENT}/v3/devices/${encodeURIComponent(deviceId)}`, accessToken, body: { display_name: name } });
 }

@@ -1,4 +1,4 @@
-import type { HttpDeps } from '../matrix/http.js';
+import type { HttpDeps } from '../http/transport.js';
 import type { SessionStore } from '../store/sessions.js';
 import type { SecretStore } from '../store/secrets.js';
 import type { StorageKind } from '../model.js';
@@ -6,6 +6,8 @@ import type { StorageKind } from '../model.js';
 /** Everything a service touches in the world, injected: tests swap any of it. */
 export interface Deps {
   now: () => number;
+  /** Waits, or stops early (rejecting with the reason) when `signal` aborts: device-code polling. */
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   http: HttpDeps;
   sessions: SessionStore;
   secretStores: Record<StorageKind, SecretStore>;

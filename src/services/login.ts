@@ -1,15 +1,42 @@
-import { Exit, MxsError } from '../errors.js';
-import { login, loginFlows, type LoginMethod } from '../matrix/client.js';
+import { hostname } from 'node:os';
+import { MxsError, badResponse, cancelled, usageError } from '../errors.js';
+import { login, loginFlows, setDeviceDisplayName, whoami, type LoginMethod } from '../matrix/client.js';
 import { resolveHomeserver } from '../matrix/discovery.js';
-import type { SessionRecord, StorageKind, StoragePreference } from '../model.js';
+import type { LoginMethodName, SessionAuth, SessionRecord, SessionSecret, StorageKind, StoragePreference, TokenGrant } from '../model.js';
+import {
+  API_SCOPE,
+  DEVICE_GRANT,
+  authorizationUrl,
+  deviceScope,
+  discoverAuthMetadata,
+  exchangeCode,
+  newDeviceId,
+  newPkce,
+  newState,
+  pollDeviceToken,
+  registerClient,
+  startDeviceAuthorization,
+  type AuthMetadata,
+  type DeviceAuthorization,
+} from '../oauth/client.js';
 import { notableSkew, type Deps } from './deps.js';
 import { remainingMs, secretFromGrant, withProfileLock } from './session.js';
 import { chooseSecretStore } from './storage.js';
+import { strategyFor } from './strategy.js';
+
+export type MethodChoice = 'auto' | 'oauth' | 'password' | 'token';
 
 export interface LoginInput {
   profile: string;
   server: string;
-  method: LoginMethod;
+  /** `--method` (default auto: OAuth where the server publishes auth_metadata). */
+  method?: MethodChoice;
+  /** Matrix credentials given up front (`--password-stdin`, `--token-stdin`); else asked for when needed. */
+  credentials?: LoginMethod;
+  /** `--user`: the Matrix user for a password login; a login hint for OAuth. */
+  user?: string;
+  /** OAuth with the authorization-code grant + PKCE through the browser, instead of the device grant. */
+  browser?: boolean;
   deviceId?: string;
   deviceName?: string;
   refresh: boolean;
@@ -17,79 +44,274 @@ export interface LoginInput {
   storage: StoragePreference;
 }
 
+/** The interactive edge of a login, injected: prompts, the device code display, the browser. */
+export interface LoginInteraction {
+  /** Asks for the password (or login token) when the server needs one and none was given. */
+  credentials(kind: 'password' | 'token', user: string | undefined): Promise<LoginMethod>;
+  /** Shows the device code; returns what stops its live countdown. */
+  showDeviceCode(code: DeviceAuthorization): () => void;
+  /** Prints the authorization URL and opens it in a browser when one can be. */
+  openAuthorizationUrl(url: string): Promise<void>;
+  /** Ctrl-C: aborts a login that waits on the user. */
+  signal?: AbortSignal;
+  /** How long the browser flow waits for the redirect. */
+  browserTimeoutMs?: number;
+}
+
 export interface LoginResult {
   profile: string;
   homeserver: string;
   userId: string;
   deviceId: string;
+  method: LoginMethodName;
+  issuer: string | null;
   expiresAt: string | null;
   expiresInMs: number | null;
   refreshable: boolean;
   storage: StorageKind;
 }
 
-export async function loginService(input: LoginInput, deps: Deps): Promise<LoginResult> {
+/** MSC2966: `client_uri` must be https and not localhost; overridable for one's own deployment. */
+export const CLIENT_URI = 'https://github.com/mxs-cli/mxs';
+
+const noInteraction: LoginInteraction = {
+  credentials: async () => {
+    throw usageError('No password given.', 'Pipe it in with --password-stdin.');
+  },
+  showDeviceCode: () => () => {},
+  openAuthorizationUrl: async () => {},
+};
+
+interface Granted {
+  grant: TokenGrant;
+  userId: string;
+  deviceId: string;
+  method: LoginMethodName;
+  auth: SessionAuth;
+}
+
+export async function loginService(input: LoginInput, deps: Deps, io: LoginInteraction = noInteraction): Promise<LoginResult> {
   const homeserver = await resolveHomeserver(input.server, input.insecure, deps.http);
-  const flows = await loginFlows(homeserver, deps.http).catch(() => [] as string[]);
-  if (flows.length > 0 && !flows.includes(input.method.type)) {
-    throw new MxsError({
-      code: 'usage',
-      message: `${homeserver} does not accept ${input.method.type} (it offers: ${flows.join(', ')}).`,
-      hint: input.method.type === 'm.login.password' && flows.includes('m.login.token') ? 'Get a login token through single sign-on and use: mxs login --token-stdin' : 'This server needs a login method mxs does not support yet.',
-      exitCode: Exit.usage,
-    });
-  }
+  const { meta: oauth, flows } = await chooseOAuth(homeserver, input, deps);
   // Settle where the secrets go before sending any credential: a login whose tokens cannot be
   // stored would leave a live device on the server that nobody can use or log out.
-  const store = await chooseSecretStore(input.storage, input.profile, deps);
-  if (input.method.type === 'm.login.password') deps.rememberSecret(input.method.password);
-  else deps.rememberSecret(input.method.token);
-
-  const grant = await login(
-    homeserver,
-    { method: input.method, deviceId: input.deviceId, deviceName: input.deviceName, refreshToken: input.refresh },
-    deps.http,
-  ).catch((err: MxsError) => {
-    if (err.exitCode !== Exit.auth) throw err;
-    throw err.with({
-      message:
-        input.method.type === 'm.login.password'
-          ? `Login refused for ${input.method.user} on ${new URL(homeserver).host}: wrong user name or password (${err.code}).`
-          : `Login refused: the login token was not accepted (${err.code}).`,
-      hint: input.method.type === 'm.login.password' ? 'Check the user name and password, then retry.' : 'Get a new login token and retry.',
-    });
-  });
+  const { store, fallbackNotice } = await chooseSecretStore(input.storage, input.profile, deps);
+  const granted = oauth ? await oauthLogin(homeserver, oauth, input, deps, io) : await matrixLogin(homeserver, input, deps, io, flows);
+  const { grant } = granted;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
 
   const secret = secretFromGrant(grant, null);
   const record: SessionRecord = {
     profile: input.profile,
     homeserver,
-    userId: grant.userId,
-    deviceId: grant.deviceId,
+    userId: granted.userId,
+    deviceId: granted.deviceId,
     issuedAt: secret.issuedAt,
     expiresAt: secret.expiresAt,
     refreshable: secret.refreshToken !== null,
     storage: store.kind,
+    method: granted.method,
+    auth: granted.auth,
     ...(input.insecure ? { insecure: true } : {}),
     clockSkewMs: notableSkew(deps),
   };
-  await withProfileLock(input.profile, deps, async () => {
-    const previous = await deps.sessions.read(input.profile).catch(() => null);
+  const previous = await withProfileLock(input.profile, deps, async () => {
+    const old = await deps.sessions.read(input.profile).catch(() => null);
+    const oldSecret = old ? await deps.secretStores[old.storage].get(old.profile).catch(() => null) : null;
     await store.set(input.profile, secret);
     await deps.sessions.write(record);
-    if (previous && previous.storage !== store.kind) {
-      await deps.secretStores[previous.storage].delete(previous.profile).catch(() => {});
-    }
+    if (old && old.storage !== store.kind) await deps.secretStores[old.storage].delete(old.profile).catch(() => {});
+    return old && oldSecret ? { record: old, secret: oldSecret } : null;
   });
+  if (fallbackNotice) deps.notice(fallbackNotice);
+  if (previous) await endReplacedSession(previous, record, deps);
   return {
     profile: input.profile,
     homeserver,
-    userId: grant.userId,
-    deviceId: grant.deviceId,
+    userId: granted.userId,
+    deviceId: granted.deviceId,
+    method: granted.method,
+    issuer: granted.auth.type === 'oauth' ? granted.auth.issuer : null,
     expiresAt: secret.expiresAt,
     expiresInMs: remainingMs(secret.expiresAt, deps.now()),
     refreshable: record.refreshable,
     storage: store.kind,
   };
+}
+
+/**
+ * Contract (`--method`): `auto` uses OAuth 2.0 when the server publishes auth_metadata, unless a
+ * password or login token was given on stdin for a server that still offers that login.
+ */
+async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): Promise<{ meta: AuthMetadata | null; flows?: string[] }> {
+  const method = input.method ?? 'auto';
+  if (input.browser && (method === 'password' || method === 'token' || input.credentials)) {
+    throw usageError('--browser is for OAuth 2.0 logins, not password or token logins.', 'Drop --browser, or use --method oauth.');
+  }
+  if (method === 'password' || method === 'token') return { meta: null };
+  let flows: string[] | undefined;
+  if (method === 'auto' && input.credentials) {
+    flows = await loginFlows(homeserver, deps.http).catch(() => [] as string[]);
+    if (flows.length === 0 || flows.includes(input.credentials.type)) return { meta: null, flows };
+  }
+  const meta = await discoverAuthMetadata(homeserver, deps.http);
+  if (meta) {
+    if (input.credentials) {
+      throw usageError(
+        `${homeserver} no longer accepts ${input.credentials.type === 'm.login.password' ? 'passwords' : 'login tokens'}: it logs in through OAuth 2.0.`,
+        'Run mxs login without --password-stdin/--token-stdin: it shows a code to approve in a browser (add --browser to open one here).',
+      );
+    }
+    return { meta };
+  }
+  if (method === 'oauth') {
+    throw usageError(`${homeserver} does not offer OAuth 2.0 login (no auth_metadata).`, 'Log in with a password: mxs login --method password');
+  }
+  return { meta: null, flows };
+}
+
+async function matrixLogin(homeserver: string, input: LoginInput, deps: Deps, io: LoginInteraction, knownFlows?: string[]): Promise<Granted> {
+  const wanted = input.credentials?.type ?? (input.method === 'token' ? 'm.login.token' : 'm.login.password');
+  const flows = knownFlows ?? (await loginFlows(homeserver, deps.http).catch(() => [] as string[]));
+  if (flows.length > 0 && !flows.includes(wanted)) {
+    throw usageError(
+      `${homeserver} does not accept ${wanted} (it offers: ${flows.join(', ')}).`,
+      wanted === 'm.login.password' && flows.includes('m.login.token')
+        ? 'Get a login token through single sign-on and use: mxs login --token-stdin'
+        : 'This server needs a login method mxs does not support yet.',
+    );
+  }
+  const credentials = input.credentials ?? (await io.credentials(wanted === 'm.login.token' ? 'token' : 'password', input.user));
+  // Passwords never reach a message (no redaction needed); a login token is a token: remembered.
+  if (credentials.type === 'm.login.token') deps.rememberSecret(credentials.token);
+  const grant = await login(
+    homeserver,
+    { method: credentials, deviceId: input.deviceId, deviceName: input.deviceName ?? defaultDeviceName(), refreshToken: input.refresh },
+    deps.http,
+  ).catch((err: MxsError) => {
+    if (err.kind !== 'auth') throw err;
+    throw err.with({
+      message:
+        credentials.type === 'm.login.password'
+          ? `Login refused for ${credentials.user} on ${new URL(homeserver).host}: wrong user name or password (${err.code}).`
+          : `Login refused: the login token was not accepted (${err.code}).`,
+      hint: credentials.type === 'm.login.password' ? 'Check the user name and password, then retry.' : 'Get a new login token and retry.',
+    });
+  });
+  return {
+    grant,
+    userId: grant.userId,
+    deviceId: grant.deviceId,
+    method: credentials.type === 'm.login.password' ? 'password' : 'token',
+    auth: { type: 'matrix' },
+  };
+}
+
+/** Contract: new devices get a name that says what they are. */
+export function defaultDeviceName(): string {
+  return `mxs on ${hostname()}`;
+}
+
+async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginInput, deps: Deps, io: LoginInteraction): Promise<Granted> {
+  const deviceId = input.deviceId ?? newDeviceId();
+  if (!/^[A-Za-z0-9._~-]{1,64}$/.test(deviceId)) {
+    throw usageError('--device-id must be 1-64 of A-Z a-z 0-9 . _ ~ - for an OAuth 2.0 login.', 'Leave it out to get a new random device ID.');
+  }
+  const scope = `${API_SCOPE} ${deviceScope(deviceId)}`;
+  const aborted = () => {
+    if (io.signal?.aborted) throw cancelled('Login cancelled; nothing was stored.');
+  };
+  let clientId: string;
+  let grant: TokenGrant;
+  try {
+    if (input.browser) {
+      ({ clientId, grant } = await browserGrant(meta, scope, input, deps, io));
+    } else {
+      if (!meta.deviceAuthorizationEndpoint) {
+        throw usageError(`${homeserver} offers no device-code login.`, 'Log in through a browser on this machine: mxs login --browser');
+      }
+      clientId = await registerClient(meta, { clientName: 'mxs', clientUri: CLIENT_URI, grantTypes: [DEVICE_GRANT, 'refresh_token'] }, deps.http);
+      const code = await startDeviceAuthorization(meta, clientId, scope, deps.http);
+      deps.rememberSecret(code.deviceCode);
+      const stop = io.showDeviceCode(code);
+      try {
+        grant = await pollDeviceToken(meta, clientId, code, { ...deps.http, sleep: deps.sleep }, io.signal);
+      } finally {
+        stop();
+      }
+    }
+  } catch (err) {
+    aborted();
+    throw err;
+  }
+  aborted();
+  deps.rememberSecret(grant.accessToken, grant.refreshToken);
+  const me = await whoami(homeserver, grant.accessToken, deps.http);
+  if (me.deviceId !== undefined && me.deviceId !== deviceId) {
+    throw badResponse(`The server bound the new token to device ${me.deviceId}, not the requested ${deviceId}.`);
+  }
+  // OAuth has no initial_device_display_name: name the device afterwards, best effort.
+  await setDeviceDisplayName(homeserver, grant.accessToken, deviceId, input.deviceName ?? defaultDeviceName(), deps.http).catch(() => {});
+  return {
+    grant,
+    userId: me.userId,
+    deviceId,
+    method: 'oauth',
+    auth: {
+      type: 'oauth',
+      issuer: meta.issuer,
+      clientId,
+      tokenEndpoint: meta.tokenEndpoint,
+      revocationEndpoint: meta.revocationEndpoint,
+      ...(meta.accountManagementUri ? { accountManagementUri: meta.accountManagementUri } : {}),
+    },
+  };
+}
+
+async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput, deps: Deps, io: LoginInteraction): Promise<{ clientId: string; grant: TokenGrant }> {
+  const { receiveAuthorizationCode, CALLBACK_PATH } = await import('../oauth/loopback.js');
+  const state = newState();
+  const pkce = newPkce();
+  deps.rememberSecret(pkce.verifier);
+  const receiver = await receiveAuthorizationCode({ state, issuer: meta.issuer, timeoutMs: io.browserTimeoutMs ?? 10 * 60_000, signal: io.signal });
+  try {
+    // RFC 8252 §7.3: the loopback redirect is registered without a port; any port is accepted.
+    const clientId = await registerClient(
+      meta,
+      { clientName: 'mxs', clientUri: CLIENT_URI, grantTypes: ['authorization_code', 'refresh_token'], redirectUris: [`http://127.0.0.1${CALLBACK_PATH}`] },
+      deps.http,
+    );
+    const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input.user) });
+    await io.openAuthorizationUrl(url);
+    const code = await receiver.code;
+    deps.rememberSecret(code);
+    const grant = await exchangeCode(meta, { clientId, code, redirectUri: receiver.redirectUri, verifier: pkce.verifier }, deps.http);
+    return { clientId, grant };
+  } finally {
+    receiver.close();
+  }
+}
+
+/** `--user` as an OAuth login hint (MSC4198: `mxid:@user:server`); a bare localpart is passed as is. */
+function loginHint(user: string | undefined): string | undefined {
+  if (!user) return undefined;
+  return user.startsWith('@') ? `mxid:${user}` : user;
+}
+
+/**
+ * Contract: logging in again ends the previous session on the server once the new one is stored
+ * (best effort, said on stderr), so no device is orphaned. Not when it is the same device: ending
+ * it would end the new session too.
+ */
+async function endReplacedSession(previous: { record: SessionRecord; secret: SessionSecret }, current: SessionRecord, deps: Deps): Promise<void> {
+  const { record, secret } = previous;
+  if (record.homeserver === current.homeserver && record.deviceId === current.deviceId) return;
+  try {
+    await strategyFor(record.auth).end(record, secret, { all: false }, deps.http);
+    deps.notice(`Ended the previous session of this profile on ${new URL(record.homeserver).host} (device ${record.deviceId}).`);
+  } catch (err) {
+    const e = err as MxsError;
+    if (e.kind === 'auth') return; // the server had ended it already
+    deps.notice(`Could not end the previous session (device ${record.deviceId}) on the server: ${e.message}`);
+  }
 }

@@ -1,7 +1,7 @@
-import { Exit, MxsError, notLoggedIn } from '../errors.js';
-import { logout } from '../matrix/client.js';
+import { MxsError, notLoggedIn, profileFlag, usageError } from '../errors.js';
 import type { Deps } from './deps.js';
-import { withAccessToken, withProfileLock } from './session.js';
+import { loadSession, withAccessToken, withProfileLock } from './session.js';
+import { strategyFor } from './strategy.js';
 
 export interface LogoutResult {
   profile: string;
@@ -15,17 +15,30 @@ export interface LogoutResult {
 export async function logoutService(profile: string, opts: { local: boolean; all: boolean }, deps: Deps): Promise<LogoutResult> {
   const record = await deps.sessions.read(profile);
   if (!record) throw notLoggedIn(profile);
+  if (opts.all && record.auth.type === 'oauth') {
+    const page = record.auth.accountManagementUri;
+    throw usageError(
+      'An OAuth 2.0 session cannot end the account\'s other sessions: --all is for password sessions.',
+      page ? `End other sessions on the account page: ${page}?action=org.matrix.devices_list` : 'End other sessions on your server\'s account page.',
+    );
+  }
   let serverSide = false;
   if (!opts.local) {
     try {
-      // Synapse accepts an expired token on /logout, so no refresh first; MAS-style servers
-      // answer 401 and get the contract's refresh-once-and-retry.
-      await withAccessToken(profile, deps, () => false, (s) => logout(s.record.homeserver, s.secret.accessToken, opts.all, deps.http));
+      const strategy = strategyFor(record.auth);
+      if (strategy.endNeedsAccessToken) {
+        // Synapse accepts an expired token on /logout, so no refresh first; MAS-style servers
+        // answer 401 and get the contract's refresh-once-and-retry.
+        await withAccessToken(profile, deps, () => false, (s) => strategy.end(s.record, s.secret, { all: opts.all }, deps.http));
+      } else {
+        const s = await loadSession(profile, deps);
+        await strategy.end(s.record, s.secret, { all: opts.all }, deps.http);
+      }
       serverSide = true;
     } catch (err) {
       const e = err as MxsError;
-      if (e.exitCode !== Exit.auth) {
-        throw e.with({ hint: `Nothing was forgotten. Retry, or forget the session only here: mxs logout --local${profile === 'default' ? '' : ` --profile ${profile}`}` });
+      if (e.kind !== 'auth') {
+        throw e.with({ hint: `Nothing was forgotten. Retry, or forget the session only here: mxs logout --local${profileFlag(profile)}` });
       }
       // The server no longer knows this session: it is over there already.
       deps.notice(`The server no longer recognised the session (${e.code}); forgetting it here.`);

@@ -1,9 +1,9 @@
 import { Exit, MxsError, loginHint, notLoggedIn, storageError } from '../errors.js';
-import { refresh, REFRESH_PATHS, type TokenGrant } from '../matrix/client.js';
-import type { SessionRecord, SessionSecret } from '../model.js';
+import type { SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { withLock } from '../store/lock.js';
 import type { SecretStore } from '../store/secrets.js';
 import { notableSkew, type Deps } from './deps.js';
+import { strategyFor } from './strategy.js';
 
 export interface LoadedSession {
   record: SessionRecord;
@@ -144,12 +144,12 @@ function requireRefreshToken(s: LoadedSession, now: number): void {
 async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, lifetimeMs: number | undefined, mayRetry: boolean): Promise<FreshSession> {
   requireRefreshToken(s, deps.now());
   const oldRefreshToken = s.secret.refreshToken!;
-  let grant;
+  let outcome;
   try {
-    grant = await refresh(s.record.homeserver, { refreshToken: oldRefreshToken, lifetimeMs, preferredPath: s.record.refreshPath }, deps.http);
+    outcome = await strategyFor(s.record.auth).refresh(s.record, oldRefreshToken, { lifetimeMs }, deps.http);
   } catch (err) {
     const e = err as MxsError;
-    if (e.exitCode !== Exit.auth) throw e; // network, 5xx, 429, malformed: the stored session stays as it was
+    if (e.kind !== 'auth') throw e; // network, 5xx, 429, malformed: the stored session stays as it was
     // A peer outside our lock (another machine, an older mxs) may have rotated the tokens: look again first.
     const again = await loadSession(s.record.profile, deps);
     if (again.secret.refreshToken !== oldRefreshToken) {
@@ -159,13 +159,13 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     // The refresh token is dead: say so in the sessions file, so that `status` sends the user to
     // `mxs login` (exit 4) rather than to `mxs refresh` again. The secret stays for `logout`.
     await deps.sessions.write({ ...again.record, refreshable: false }).catch(() => {});
-    const serverSaid = e.message.replace(`${new URL(s.record.homeserver).host}: `, '').replace(/\.$/, '');
     throw e.with({
-      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${serverSaid}.`,
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${e.serverMessage ?? e.code} (${e.code}).`,
       hint: loginHint(s.record.profile, s.record.homeserver),
-      exitCode: Exit.auth,
+      kind: 'auth',
     });
   }
+  const grant = outcome.grant;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
   const secret = secretFromGrant(grant, oldRefreshToken);
   // Store before use: if this throws, the new tokens are never used, and on Matrix the old
@@ -176,7 +176,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     issuedAt: secret.issuedAt,
     expiresAt: secret.expiresAt,
     refreshable: true,
-    refreshPath: grant.path === REFRESH_PATHS[0] ? undefined : grant.path,
+    auth: outcome.auth,
     clockSkewMs: notableSkew(deps),
   };
   await deps.sessions.write(record);
@@ -204,6 +204,7 @@ export async function withAccessToken<T>(
     return { value, session: first.session, refreshed: first.refreshed };
   } catch (err) {
     const e = err as MxsError;
+    // Matrix servers say an access token died with 401 M_UNKNOWN_TOKEN (MAS: "Token is not active").
     const rejected = e.status === 401 && e.code === 'M_UNKNOWN_TOKEN';
     if (!rejected || first.session.secret.refreshToken === null) throw authHint(e, first.session);
     const again = await ensureFresh(profile, deps, refreshIfStill(first.session.secret.accessToken));

@@ -1,5 +1,5 @@
 import { Exit } from '../errors.js';
-import type { SessionRecord, StorageKind } from '../model.js';
+import type { LoginMethodName, SessionRecord, StorageKind } from '../model.js';
 import type { Deps } from './deps.js';
 import { remainingMs } from './session.js';
 
@@ -9,6 +9,8 @@ export interface StatusResult {
   homeserver: string | null;
   userId: string | null;
   deviceId: string | null;
+  method: LoginMethodName | null;
+  issuer: string | null;
   issuedAt: string | null;
   expiresAt: string | null;
   expiresInMs: number | null;
@@ -22,6 +24,8 @@ export interface StatusReport {
   /** Contract exit code for this state: 0 fine, 4 not logged in / expired for good, 5 expired but refreshable. */
   exitCode: number;
   clockSkewMs: number | null;
+  /** OAuth sessions: where the user manages devices and sessions (MSC4191), when the server says. */
+  accountManagementUri: string | null;
 }
 
 /** `status` reads the sessions file only: no keychain, no network. */
@@ -44,6 +48,8 @@ export function describe(profile: string, record: SessionRecord | null, now: num
         homeserver: null,
         userId: null,
         deviceId: null,
+        method: null,
+        issuer: null,
         issuedAt: null,
         expiresAt: null,
         expiresInMs: null,
@@ -53,6 +59,7 @@ export function describe(profile: string, record: SessionRecord | null, now: num
       },
       exitCode: Exit.auth,
       clockSkewMs: null,
+      accountManagementUri: null,
     };
   }
   const left = remainingMs(record.expiresAt, now);
@@ -64,6 +71,8 @@ export function describe(profile: string, record: SessionRecord | null, now: num
       homeserver: record.homeserver,
       userId: record.userId,
       deviceId: record.deviceId,
+      method: record.method,
+      issuer: record.auth.type === 'oauth' ? record.auth.issuer : null,
       issuedAt: record.issuedAt,
       expiresAt: record.expiresAt,
       expiresInMs: left,
@@ -73,5 +82,6 @@ export function describe(profile: string, record: SessionRecord | null, now: num
     },
     exitCode: !expired ? Exit.ok : record.refreshable ? Exit.expired : Exit.auth,
     clockSkewMs: record.clockSkewMs ?? null,
+    accountManagementUri: record.auth.type === 'oauth' ? (record.auth.accountManagementUri ?? null) : null,
   };
 }

@@ -1,10 +1,17 @@
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { storageError } from '../errors.js';
-import type { SessionRecord } from '../model.js';
-import { writeFileAtomic } from './atomic.js';
-import type { StatePaths } from './paths.js';
+import type { SessionAuth, SessionRecord } from '../model.js';
+import { dirname } from 'node:path';
+import { assertDirWritable, assertReplaceable, readStateFile, writeFileAtomic } from './atomic.js';
+import { probeLockDir } from './lock.js';
+import { printable, type StatePaths } from './paths.js';
 
-const FORMAT = 1;
+/**
+ * The sessions-file format. 1 (mxs 0.1): Matrix sessions only, `refreshPath` at the top level.
+ * 2: `method` and `auth` (`matrix` with its refresh path, or `oauth` with issuer, client and
+ * endpoints). Every older format is read without loss; the next write upgrades the file.
+ */
+export const FORMAT = 2;
 
 /** The sessions files: one small JSON file per profile with the session's non-secret metadata. */
 export class SessionStore {
@@ -12,14 +19,27 @@ export class SessionStore {
 
   async read(profile: string): Promise<SessionRecord | null> {
     const file = this.paths.session(profile);
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw storageError(`Cannot read the sessions file ${file}: ${(err as Error).message}.`, 'Check its permissions.', err);
+    // Never a blocking read: a FIFO or device planted here is refused, not waited on (exit 6).
+    const read = await readStateFile(file, 'the sessions file');
+    return read === null ? null : parseRecord(read.text, file, profile);
+  }
+
+  /**
+   * A cheap probe that state for `profile` can be written, to run before anything irreversible
+   * (login calls it before sending the password): creates the sessions and locks directories (and,
+   * with `secrets`, the secrets directory) 0700 if needed, writes and removes a probe file in each,
+   * takes and releases a probe lock, and checks that nothing but a regular file sits where the
+   * profile's files go. Throws an exit-6 error naming the path and what to fix (read-only or full
+   * file system, a file where a directory belongs, a dangling symlink…). Leaves existing state alone.
+   */
+  async assertStateWritable(profile: string, opts: { secrets?: boolean } = {}): Promise<void> {
+    await assertDirWritable(this.paths.sessionsDir, 'the sessions directory');
+    await assertReplaceable(this.paths.session(profile), 'the sessions file');
+    await probeLockDir(dirname(this.paths.lock(profile)));
+    if (opts.secrets) {
+      await assertDirWritable(dirname(this.paths.secret(profile)), 'the secrets directory');
+      await assertReplaceable(this.paths.secret(profile), 'the secrets file');
     }
-    return parseRecord(text, file, profile);
   }
 
   async write(record: SessionRecord): Promise<void> {
@@ -60,15 +80,29 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   }
   if (typeof data !== 'object' || data === null) throw corrupt('not an object');
   const r = data as Record<string, unknown>;
-  if (r.format !== FORMAT) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
-  const str = (k: string) => typeof r[k] === 'string' && (r[k] as string).length > 0;
+  if (r.format !== 1 && r.format !== FORMAT) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
+  const str = (k: string, o: Record<string, unknown> = r) => typeof o[k] === 'string' && (o[k] as string).length > 0;
   const time = (k: string) => typeof r[k] === 'string' && !Number.isNaN(Date.parse(r[k] as string));
   for (const k of ['homeserver', 'userId', 'deviceId']) if (!str(k)) throw corrupt(`missing ${k}`);
   if (!time('issuedAt')) throw corrupt('bad issuedAt');
   if (r.expiresAt !== null && !time('expiresAt')) throw corrupt('bad expiresAt');
   if (typeof r.refreshable !== 'boolean') throw corrupt('bad refreshable');
   if (r.storage !== 'keychain' && r.storage !== 'file') throw corrupt('bad storage');
-  if (r.profile !== profile) throw corrupt(`it names profile ${JSON.stringify(r.profile)}`);
+  if (r.profile !== profile) throw corrupt(`it names profile ${typeof r.profile === 'string' ? `"${printable(r.profile, 64)}"` : String(r.profile)}`);
+  if (r.format === 1) {
+    // Format 1 knew only Matrix password/token sessions and did not record which of the two.
+    const { format: _f, refreshPath, ...rest } = r;
+    const auth: SessionAuth = typeof refreshPath === 'string' ? { type: 'matrix', refreshPath } : { type: 'matrix' };
+    return { ...rest, method: 'password', auth } as unknown as SessionRecord;
+  }
+  if (r.method !== 'password' && r.method !== 'token' && r.method !== 'oauth') throw corrupt('bad method');
+  const auth = r.auth as Record<string, unknown> | null;
+  if (typeof auth !== 'object' || auth === null) throw corrupt('missing auth');
+  if (auth.type === 'oauth') {
+    for (const k of ['issuer', 'clientId', 'tokenEndpoint', 'revocationEndpoint']) if (!str(k, auth)) throw corrupt(`missing auth.${k}`);
+  } else if (auth.type !== 'matrix') {
+    throw corrupt('bad auth.type');
+  }
   const { format: _format, ...record } = r;
   return record as unknown as SessionRecord;
 }

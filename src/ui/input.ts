@@ -1,4 +1,4 @@
-import { usageError } from '../errors.js';
+import { cancelled, usageError } from '../errors.js';
 
 /** Reads one secret line from standard input (`--password-stdin`, `--token-stdin`): the trailing newline is dropped. */
 export async function readStdinLine(stdin: NodeJS.ReadStream, what: string, flag: string): Promise<string> {
@@ -21,10 +21,21 @@ export async function readStdinLine(stdin: NodeJS.ReadStream, what: string, flag
 /** Asks on the terminal without echo. */
 export async function promptSecret(message: string): Promise<string> {
   const { default: password } = await import('@inquirer/password');
-  return password({ message, mask: false });
+  return asked(password({ message, mask: false }));
 }
 
 export async function promptText(message: string): Promise<string> {
   const { default: input } = await import('@inquirer/input');
-  return input({ message, required: true });
+  return asked(input({ message, required: true }));
+}
+
+/** Ctrl-C or Ctrl-D at a prompt is the user cancelling (exit 130), not a failure. */
+async function asked(answer: Promise<string>): Promise<string> {
+  try {
+    return await answer;
+  } catch (err) {
+    const name = (err as Error)?.name ?? '';
+    if (/ExitPromptError|AbortPromptError|CancelPromptError/.test(name)) throw cancelled('Cancelled at the prompt; nothing was stored or sent.');
+    throw err;
+  }
 }

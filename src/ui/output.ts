@@ -1,5 +1,6 @@
 import type { MxsError } from '../errors.js';
 import { Redactor } from '../redact.js';
+import { printable } from './escape.js';
 
 export interface Stream {
   write(chunk: string): unknown;
@@ -65,13 +66,19 @@ export class Output {
     this.stderr.write(this.redactor.redact(line) + '\n');
   }
 
+  /** Raw write to stderr (live progress lines); still redacted. */
+  infoRaw(text: string): void {
+    this.stderr.write(this.redactor.redact(text));
+  }
+
   notice(line: string): void {
     this.info(`mxs: ${line}`);
   }
 
   error(err: MxsError, verbose: boolean): void {
-    this.info(`${this.color.red('Error:')} ${err.message}`);
-    if (err.hint) this.info(err.hint);
+    // One line of what happened and one of what to do: text from servers and users inside them is escaped.
+    this.info(`${this.color.red('Error:')} ${printable(err.message)}`);
+    if (err.hint) this.info(printable(err.hint));
     if (verbose) {
       let cause: unknown = err;
       while (cause instanceof Error) {

@@ -3,6 +3,7 @@ import type { LoginResult } from '../services/login.js';
 import type { StatusReport } from '../services/status.js';
 import type { RefreshResult } from '../services/tokens.js';
 import type { WhoamiReport } from '../services/whoami.js';
+import { printable } from './escape.js';
 import type { Colors } from './output.js';
 
 /** Below this share of its lifetime, a countdown turns yellow. */
@@ -33,8 +34,10 @@ export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
   if (!s.loggedIn) return [`Profile:   ${s.profile}`, `Session:   ${c.red('not logged in')}`];
   return [
     `Profile:   ${s.profile}`,
-    `User:      ${s.userId} (device ${s.deviceId})`,
-    `Server:    ${s.homeserver}`,
+    `User:      ${printable(s.userId!)} (device ${printable(s.deviceId!)})`,
+    `Server:    ${printable(s.homeserver!)}`,
+    `Login:     ${s.method === 'oauth' ? `OAuth 2.0 (issuer ${printable(s.issuer ?? '?')})` : s.method === 'token' ? 'login token' : 'password'}`,
+    ...(r.accountManagementUri ? [`Account:   ${printable(r.accountManagementUri)}`] : []),
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
     `Refresh:   ${refreshState(s, c)}`,
     `Secrets:   ${s.storage === 'keychain' ? 'OS keychain' : 'file (0600)'}`,
@@ -50,7 +53,7 @@ function refreshState(s: StatusReport['status'], c: Colors): string {
 
 export function loginLine(r: LoginResult, now: number, c: Colors): string {
   const expiry = countdown(r.expiresAt ? new Date(now).toISOString() : null, r.expiresAt, now, c);
-  return `Logged in to ${r.homeserver} as ${r.userId} (device ${r.deviceId}); token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
+  return `Logged in to ${printable(r.homeserver)} as ${printable(r.userId)} (device ${printable(r.deviceId)})${r.method === 'oauth' ? ' with OAuth 2.0' : ''}; token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
 }
 
 export function refreshLine(r: RefreshResult, now: number, c: Colors): string {
@@ -60,7 +63,7 @@ export function refreshLine(r: RefreshResult, now: number, c: Colors): string {
 export function whoamiLines(r: WhoamiReport): string[] {
   const w = r.result;
   return [
-    `${w.userId}${w.deviceId ? ` (device ${w.deviceId})` : ''}${w.isGuest ? ' [guest]' : ''} on ${w.homeserver}${w.refreshed ? ' (token refreshed first)' : ''}`,
+    `${printable(w.userId)}${w.deviceId ? ` (device ${printable(w.deviceId)})` : ''}${w.isGuest ? ' [guest]' : ''} on ${printable(w.homeserver)}${w.refreshed ? ' (token refreshed first)' : ''}`,
     ...skewLine(r.clockSkewMs),
   ];
 }

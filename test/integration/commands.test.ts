@@ -40,6 +40,8 @@ describe('login', () => {
       profile: 'default',
       homeserver: hs.url,
       userId: '@alice:localhost',
+      method: 'password',
+      issuer: null,
       deviceId: expect.any(String),
       expiresAt: expect.any(String),
       expiresInMs: expect.any(Number),
@@ -132,7 +134,7 @@ describe('login', () => {
     const r = await login(['--storage', 'auto']);
     expect(r.code).toBe(0);
     expect(r.json().storage).toBe('file');
-    expect(r.stderr).toMatch(/keychain unavailable .*storing secrets in .*0600/i);
+    expect(r.stderr).toMatch(/keychain unavailable: .*Secrets are stored in .*0600.*--storage file or MXS_STORAGE=file/i);
   });
 
   it('fails with exit 6 under --storage keychain when the keychain is unusable, storing nothing', async () => {
@@ -159,6 +161,8 @@ describe('status', () => {
       loggedIn: true,
       homeserver: hs.url,
       userId: '@alice:localhost',
+      method: 'password',
+      issuer: null,
       deviceId: expect.any(String),
       issuedAt: expect.any(String),
       expiresAt: expect.any(String),
@@ -370,7 +374,7 @@ describe('refresh', () => {
     hs = await startHomeserverDouble({ refreshPaths: ['unstable'] });
     await login();
     expect((await mxs(['refresh'])).code).toBe(0);
-    expect((await readJson(sessionFile())).refreshPath).toBe('/unstable/org.matrix.msc2918/refresh');
+    expect((await readJson(sessionFile())).auth).toEqual({ type: 'matrix', refreshPath: '/unstable/org.matrix.msc2918/refresh' });
     const firstRun = hs.requests.filter((q) => q.path.includes('refresh')).length;
     expect((await mxs(['refresh'])).code).toBe(0);
     expect(hs.requests.filter((q) => q.path.includes('refresh')).length - firstRun).toBe(1);

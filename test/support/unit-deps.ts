@@ -18,6 +18,8 @@ export type MockScope = ReturnType<ReturnType<ReturnType<MockAgent['get']>['inte
 /** 2030-01-01T12:00:00Z: a round, far-from-epoch start for every test clock. */
 export const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
 export const HS = 'https://matrix.example.org';
+/** The OAuth issuer of OAuth unit tests (its endpoints are under it). */
+export const ISSUER = 'https://auth.example.org';
 
 export interface TestClock {
   now(): number;
@@ -77,6 +79,8 @@ export interface SeedOptions {
   /** Lifetime from issuedAt; null: never expires (default 5 minutes). */
   lifetimeMs?: number | null;
   refreshPath?: string;
+  /** An OAuth 2.0 session (issuer ISSUER, client `client-1`). */
+  oauth?: boolean;
 }
 
 export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
@@ -105,6 +109,12 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
 
   const deps: Deps = {
     now,
+    // Device-code polling waits here: recorded, the clock moved on, no real waiting.
+    sleep: async (ms, signal) => {
+      sleeps.push(ms);
+      clock.advance(ms);
+      if (signal?.aborted) throw signal.reason;
+    },
     clock: skew,
     http: {
       timeoutMs: opts.timeoutMs ?? 5000,
@@ -167,7 +177,12 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
         expiresAt: secret.expiresAt,
         refreshable: secret.refreshToken !== null,
         storage,
-        ...(s.refreshPath ? { refreshPath: s.refreshPath } : {}),
+        method: s.oauth ? 'oauth' : 'password',
+        auth: s.oauth
+          ? { type: 'oauth', issuer: `${ISSUER}/`, clientId: 'client-1', tokenEndpoint: `${ISSUER}/oauth2/token`, revocationEndpoint: `${ISSUER}/oauth2/revoke`, accountManagementUri: `${ISSUER}/account` }
+          : s.refreshPath
+            ? { type: 'matrix', refreshPath: s.refreshPath }
+            : { type: 'matrix' },
       };
       await deps.secretStores[storage].set(profile, secret);
       await sessions.write(record);

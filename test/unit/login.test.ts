@@ -19,7 +19,7 @@ afterEach(async () => {
 const input = (over: Partial<LoginInput> = {}): LoginInput => ({
   profile: 'default',
   server: HS,
-  method: { type: 'm.login.password', user: 'alice', password: 'alice-pw-1' },
+  credentials: { type: 'm.login.password', user: 'alice', password: 'alice-pw-1' },
   refresh: true,
   insecure: false,
   storage: 'auto',
@@ -51,6 +51,8 @@ describe('a successful login', () => {
       deviceId: 'NEWDEVICE',
       expiresAt,
       expiresInMs: 300_000 - 7_000,
+      method: 'password',
+      issuer: null,
       refreshable: true,
       storage: 'keychain',
     });
@@ -65,6 +67,8 @@ describe('a successful login', () => {
       expiresAt,
       refreshable: true,
       storage: 'keychain',
+      method: 'password',
+      auth: { type: 'matrix' },
       clockSkewMs: null,
     });
   });
@@ -114,7 +118,7 @@ describe('a successful login', () => {
   it('with a login token sends m.login.token', async () => {
     serverBasics();
     replyJson(w.agent, HS, 'POST', LOGIN, 200, GRANT);
-    await loginService(input({ method: { type: 'm.login.token', token: 'one-time-login-token' } }), w.deps);
+    await loginService(input({ credentials: { type: 'm.login.token', token: 'one-time-login-token' } }), w.deps);
     expect(loginRequests()[0]!.body).toMatchObject({ type: 'm.login.token', token: 'one-time-login-token' });
     expect(w.remembered).toContain('one-time-login-token');
   });
@@ -128,11 +132,12 @@ describe('a successful login', () => {
     expect((await w.stored()).record!.homeserver).toBe(HS);
   });
 
-  it('registers the password and the new tokens for redaction', async () => {
+  it('registers the new tokens for redaction, but not the password (it never reaches a message: issue 10 item 17)', async () => {
     serverBasics();
     replyJson(w.agent, HS, 'POST', LOGIN, 200, GRANT);
     await loginService(input(), w.deps);
-    expect(w.remembered).toEqual(expect.arrayContaining(['alice-pw-1', 'syt_login_access', 'syr_login_refresh']));
+    expect(w.remembered).toEqual(expect.arrayContaining(['syt_login_access', 'syr_login_refresh']));
+    expect(w.remembered).not.toContain('alice-pw-1');
   });
 
   it('replaces an earlier session of the profile, deleting its secrets from the old store', async () => {
@@ -180,6 +185,9 @@ describe('a failed login stores nothing', () => {
 
   it('a server without password login is a usage error (exit 2) and no password is sent', async () => {
     serverBasics(HS, ['m.login.sso', 'm.login.token']);
+    for (const path of ['/_matrix/client/v1/auth_metadata', '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata']) {
+      replyJson(w.agent, HS, 'GET', path, 404, { errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
+    }
     const err = await rejectionOf(() => loginService(input(), w.deps));
     expect(err).toMatchObject({ code: 'usage', exitCode: 2 });
     expect(err.hint).toContain('--token-stdin');

@@ -225,7 +225,7 @@ describe('refresh endpoint fallback (v3 → v1 → MSC2918 unstable)', () => {
     await refreshService('default', undefined, w.deps);
     expect(refreshRequests().map((r) => r.path)).toEqual([...failing, working]);
     const { record } = await w.stored();
-    expect(record!.refreshPath).toBe(remembered);
+    expect(record!.auth).toEqual(remembered ? { type: 'matrix', refreshPath: remembered } : { type: 'matrix' });
   });
 
   it('tries the remembered path first next time', async () => {
@@ -246,7 +246,7 @@ describe('refresh endpoint fallback (v3 → v1 → MSC2918 unstable)', () => {
     replyJson(w.agent, HS, 'POST', V3, 200, NEW);
     await refreshService('default', undefined, w.deps);
     expect(refreshRequests().map((r) => r.path)).toEqual([V1, V3]);
-    expect((await w.stored()).record!.refreshPath).toBeUndefined();
+    expect((await w.stored()).record!.auth).toEqual({ type: 'matrix' });
   });
 
   it('also falls back on a bare 404/405 without a Matrix error body', async () => {
@@ -255,7 +255,7 @@ describe('refresh endpoint fallback (v3 → v1 → MSC2918 unstable)', () => {
     w.agent.get(HS).intercept({ method: 'POST', path: V1 }).reply(405, '', {});
     replyJson(w.agent, HS, 'POST', UNSTABLE, 200, NEW);
     await refreshService('default', undefined, w.deps);
-    expect((await w.stored()).record!.refreshPath).toBe('/unstable/org.matrix.msc2918/refresh');
+    expect((await w.stored()).record!.auth).toEqual({ type: 'matrix', refreshPath: '/unstable/org.matrix.msc2918/refresh' });
   });
 
   it('reports refresh as unavailable (exit 4, M_UNRECOGNIZED) when every path is unrecognised, storing no token', async () => {

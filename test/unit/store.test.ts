@@ -27,14 +27,16 @@ const RECORD: SessionRecord = {
   expiresAt: null,
   refreshable: true,
   storage: 'file',
+  method: 'password',
+  auth: { type: 'matrix' },
 };
 const mode = async (p: string) => (await stat(p)).mode & 0o777;
 
 describe('SessionStore', () => {
   it('round-trips a record and lists profiles, sorted', async () => {
-    await w.deps.sessions.write({ ...RECORD, profile: 'work', refreshPath: '/v1/refresh' });
+    await w.deps.sessions.write({ ...RECORD, profile: 'work', auth: { type: 'matrix', refreshPath: '/v1/refresh' } });
     await w.deps.sessions.write(RECORD);
-    expect(await w.deps.sessions.read('work')).toEqual({ ...RECORD, profile: 'work', refreshPath: '/v1/refresh' });
+    expect(await w.deps.sessions.read('work')).toEqual({ ...RECORD, profile: 'work', auth: { type: 'matrix', refreshPath: '/v1/refresh' } });
     expect(await w.deps.sessions.profiles()).toEqual(['default', 'work']);
     await w.deps.sessions.remove('work');
     expect(await w.deps.sessions.read('work')).toBeNull();

@@ -1,0 +1,81 @@
+import { cancelled, usageError } from '../errors.js';
+import { formatDuration } from '../duration.js';
+import type { LoginMethod } from '../matrix/client.js';
+import type { DeviceAuthorization } from '../oauth/client.js';
+import type { LoginInteraction } from '../services/login.js';
+import { printable } from '../ui/escape.js';
+import { promptSecret, promptText } from '../ui/input.js';
+import type { Output } from '../ui/output.js';
+
+export interface TerminalState {
+  stdinIsTTY: boolean;
+  stderrIsTTY: boolean;
+  env: NodeJS.ProcessEnv;
+  now: () => number;
+}
+
+/** The terminal side of a login: prompts, the device-code countdown, the browser. */
+export function terminalInteraction(out: Output, term: TerminalState, signal: AbortSignal): LoginInteraction {
+  return {
+    signal,
+    async credentials(kind, user): Promise<LoginMethod> {
+      if (!term.stdinIsTTY) {
+        throw usageError(
+          `No ${kind === 'token' ? 'login token' : 'password'}: standard input is not a terminal, so mxs cannot prompt.`,
+          kind === 'token' ? 'Pipe the login token in with --token-stdin.' : 'Pipe the password in with --password-stdin.',
+        );
+      }
+      if (kind === 'token') return { type: 'm.login.token', token: await promptSecret('Login token') };
+      const name = user ?? (await promptText('User'));
+      if (!name) throw usageError('No user given.', 'Pass --user alice (or @alice:example.org).');
+      return { type: 'm.login.password', user: name, password: await promptSecret(`Password for ${printable(name)}`) };
+    },
+    showDeviceCode(code: DeviceAuthorization) {
+      out.info(`To log in, open ${printable(code.verificationUri)} in a browser and enter the code: ${out.color.green(printable(code.userCode))}`);
+      if (code.verificationUriComplete) out.info(`Or open this link, which carries the code: ${printable(code.verificationUriComplete)}`);
+      const left = () => formatDuration(Math.max(0, code.expiresAt - term.now()));
+      if (!term.stderrIsTTY) {
+        out.info(`Waiting for approval (the code expires in ${left()})...`);
+        return () => {};
+      }
+      const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+      let i = 0;
+      const draw = () => out.infoRaw(`\r\x1b[2K${frames[i++ % frames.length]} Waiting for approval; the code expires in ${left()}`);
+      draw();
+      const timer = setInterval(draw, 250);
+      return () => {
+        clearInterval(timer);
+        out.infoRaw('\r\x1b[2K');
+      };
+    },
+    async openAuthorizationUrl(url) {
+      out.info('Open this URL in a browser to log in:');
+      out.info(`  ${printable(url)}`);
+      if (!canOpenBrowser(term.env)) return;
+      try {
+        const { default: open } = await import('open');
+        const child = await open(url);
+        child.on('error', () => {});
+        child.unref();
+        out.info('(opened in your browser)');
+      } catch {
+        // The URL is printed: the user can open it by hand.
+      }
+    },
+  };
+}
+
+/** A browser can be opened on macOS and Windows, and on other systems with a display, but not over SSH without one. */
+function canOpenBrowser(env: NodeJS.ProcessEnv): boolean {
+  if (env.MXS_NO_BROWSER) return false;
+  if (process.platform === 'darwin' || process.platform === 'win32') return !env.SSH_CONNECTION;
+  return Boolean(env.DISPLAY || env.WAYLAND_DISPLAY);
+}
+
+/** Ctrl-C while a login waits on the user: abort it (exit 130, nothing stored). */
+export function cancelOnSigint(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSigint = () => controller.abort(cancelled('Login cancelled; nothing was stored.'));
+  process.once('SIGINT', onSigint);
+  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
+}

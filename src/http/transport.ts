@@ -1,0 +1,246 @@
+import type { Dispatcher } from 'undici';
+import { MxsError, badResponse } from '../errors.js';
+import { redactUrl } from '../redact.js';
+
+// The one transport of mxs: any method; JSON, form or raw bodies; bounded in time (connect to last
+// byte) and size; never following redirects (a token must never be forwarded to another host);
+// retried with backoff and jitter only where the caller says it is safe. It knows no protocol: a
+// decoder (Matrix, OAuth) turns a non-2xx answer into an MxsError with the server's fields.
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_ATTEMPTS = 3;
+/** Longest server-requested wait (429 Retry-After) that mxs sits out before giving up. */
+const MAX_RETRY_WAIT_MS = 10_000;
+
+export interface HttpDeps {
+  timeoutMs: number;
+  dispatcher?: Dispatcher;
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+  /** `--verbose`: one line per exchange (method, URL, status, time); never headers or bodies. */
+  trace?: (line: string) => void;
+  /** Called with (server Date - local clock) when a response carries a Date header. */
+  onClockSample?: (skewMs: number) => void;
+}
+
+export interface HttpRequest {
+  method: string;
+  url: string;
+  /** Sent as `Authorization: Bearer`, never in the URL. */
+  accessToken?: string;
+  /** A JSON body. */
+  json?: unknown;
+  /** An application/x-www-form-urlencoded body (OAuth). */
+  form?: Record<string, string>;
+  /** Safe to repeat on network errors, 5xx and 429. Default true. */
+  retry?: boolean;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  contentType: string | undefined;
+  text: string;
+  /** The body parsed, when it is a JSON object with a JSON content type. */
+  json: Record<string, unknown> | undefined;
+  /** When the successful attempt was sent: the base of any expiry it reports. */
+  sentAt: number;
+  host: string;
+}
+
+/** Turns a non-2xx answer into the protocol's error (with `status`, and `retryAfterMs` for 429). */
+export type ErrorDecoder = (res: HttpResponse, now: number) => MxsError;
+
+export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecoder): Promise<HttpResponse> {
+  const undici = await import('undici');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await exchange(deps, req, undici);
+      if (res.status >= 200 && res.status < 300) return res;
+      throw decode(res, deps.now());
+    } catch (err) {
+      const e = err as MxsError;
+      const retryable = req.retry !== false && isRetryable(e) && attempt < MAX_ATTEMPTS;
+      if (!retryable) throw e;
+      const wait = e.retryAfterMs ?? backoff(attempt);
+      if (wait > MAX_RETRY_WAIT_MS) throw e;
+      deps.trace?.(`  retrying in ${Math.round(wait)} ms (${e.code})`);
+      await deps.sleep(wait);
+    }
+  }
+}
+
+function isRetryable(e: MxsError): boolean {
+  if (e.code === 'network') return true;
+  if (e.status === 429) return true;
+  return e.status !== undefined && e.status >= 500;
+}
+
+function backoff(attempt: number): number {
+  const cap = 250 * 2 ** (attempt - 1);
+  return cap / 2 + Math.random() * (cap / 2);
+}
+
+/** One agent per timeout: undici's own connect timeout (10 s) must not outlast --timeout. */
+const agents = new Map<number, Dispatcher>();
+function defaultDispatcher(undici: typeof import('undici'), timeoutMs: number): Dispatcher {
+  let agent = agents.get(timeoutMs);
+  if (!agent) agents.set(timeoutMs, (agent = new undici.Agent({ connect: { timeout: timeoutMs } })));
+  return agent;
+}
+
+async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import('undici')): Promise<HttpResponse> {
+  const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'mxs' };
+  if (req.accessToken !== undefined) headers.authorization = `Bearer ${req.accessToken}`;
+  let payload: string | undefined;
+  if (req.json !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = JSON.stringify(req.json);
+  } else if (req.form !== undefined) {
+    headers['content-type'] = 'application/x-www-form-urlencoded';
+    payload = new URLSearchParams(req.form).toString();
+  }
+  const host = hostOf(req.url);
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, deps.timeoutMs);
+  const sentAt = deps.now();
+  let status = 0;
+  try {
+    const res = await undici.request(req.url, {
+      method: req.method as Dispatcher.HttpMethod,
+      headers,
+      body: payload,
+      signal: controller.signal,
+      dispatcher: deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs),
+    });
+    status = res.statusCode;
+    if (status >= 300 && status < 400) {
+      res.body.destroy();
+      throw redirectRefused(status, header(res.headers, 'location'), host);
+    }
+    const text = await readCapped(res.body, host);
+    const date = header(res.headers, 'date');
+    if (date && deps.onClockSample) {
+      const serverTime = Date.parse(date);
+      if (!Number.isNaN(serverTime)) deps.onClockSample(serverTime - (sentAt + deps.now()) / 2);
+    }
+    const contentType = header(res.headers, 'content-type');
+    return { status, headers: res.headers, contentType, text, json: parseJsonObject(contentType, text), sentAt, host };
+  } catch (err) {
+    if (err instanceof MxsError) throw err;
+    if (timedOut) {
+      throw new MxsError({
+        code: 'timeout',
+        message: `${host} did not answer within ${deps.timeoutMs} ms.`,
+        hint: 'Check the network and the server, or allow more time with --timeout.',
+        kind: 'network',
+        cause: err,
+      });
+    }
+    throw networkError(err, host);
+  } finally {
+    clearTimeout(timer);
+    deps.trace?.(`${req.method} ${redactUrl(req.url)} → ${status || 'no answer'} (${deps.now() - sentAt} ms)`);
+  }
+}
+
+const TLS_CODES = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
+
+function networkError(err: unknown, host: string): MxsError {
+  const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+  const code = e.code ?? e.cause?.code ?? '';
+  const detail = (e.cause?.message ?? e.message ?? String(err)).split('\n')[0];
+  if (TLS_CODES.test(code)) {
+    return new MxsError({
+      code: 'network',
+      message: `TLS failure talking to ${host}: ${detail}.`,
+      hint: 'The server certificate is not trusted for that name; check the URL (mxs never disables certificate checks).',
+      kind: 'network',
+      cause: err,
+    });
+  }
+  return new MxsError({
+    code: 'network',
+    message: `Cannot reach ${host}: ${detail}${code && !detail?.includes(code) ? ` (${code})` : ''}.`,
+    hint: 'Check the network connection and the server URL, then retry.',
+    kind: 'network',
+    cause: err,
+  });
+}
+
+function redirectRefused(status: number, location: string | undefined, host: string): MxsError {
+  let to = 'elsewhere';
+  try {
+    if (location) to = new URL(location, `https://${host}`).host;
+  } catch {
+    // a malformed Location is still a redirect mxs refuses
+  }
+  return badResponse(`${host} redirected the request to ${to} (HTTP ${status}); mxs does not follow redirects with credentials.`);
+}
+
+async function readCapped(body: AsyncIterable<Buffer> & { destroy?: () => void }, host: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) {
+      body.destroy?.();
+      throw badResponse(`${host} sent a response larger than ${MAX_BODY_BYTES / 1024} KiB; refusing it.`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseJsonObject(contentType: string | undefined, text: string): Record<string, unknown> | undefined {
+  if (!/^application\/([a-z.+-]*\+)?json\b/i.test(contentType ?? '')) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return 'the server';
+  }
+}
+
+/** The body of a 2xx answer as a JSON object, or the error that says it is not one. */
+export function jsonBody(res: HttpResponse, what: string): Record<string, unknown> {
+  if (res.json !== undefined) return res.json;
+  if (!/json/i.test(res.contentType ?? '')) {
+    throw badResponse(`${res.host} answered HTTP ${res.status} with ${res.contentType ?? 'no content type'} instead of JSON; is it ${what}?`);
+  }
+  throw badResponse(`${res.host} answered HTTP ${res.status} with malformed JSON (truncated or not an object).`);
+}
+
+/** 429: the wait the server asked for (Matrix `retry_after_ms`, else `Retry-After` seconds or date). */
+export function retryAfterMs(res: HttpResponse, now: number): number | undefined {
+  const ms = res.json?.retry_after_ms;
+  if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) return ms;
+  const retryAfter = header(res.headers, 'retry-after');
+  if (retryAfter === undefined) return undefined;
+  const secs = Number(retryAfter);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const at = Date.parse(retryAfter);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** One line of server text, bounded; escaping for the terminal happens at output. */
+export function serverLine(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v.split('\n')[0]!.slice(0, 200) : undefined;
+}
