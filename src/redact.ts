@@ -1,6 +1,6 @@
 // Secrets never reach output, logs or errors: everything printed passes through here.
 
-const SECRET_PARAMS = /([?&](?:access_token|refresh_token|login_token|token|password)=)[^&#]*/gi;
+const SECRET_PARAMS = /([?&](?:access_token|refresh_token|login_token|token|password|code|code_verifier|device_code)=)[^&#]*/gi;
 const TOKEN_SHAPES = /\b(sy[tr]_[A-Za-z0-9_]+|mat_[A-Za-z0-9_]+|mar_[A-Za-z0-9_]+)/g;
 const BEARER = /(Bearer\s+)\S+/gi;
 export const REDACTED = '[REDACTED]';

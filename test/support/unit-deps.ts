@@ -155,7 +155,7 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
         url: c.fullUrl,
         path: c.path,
         headers: lowerCaseHeaders(c.headers),
-        body: typeof c.body === 'string' && c.body !== '' ? JSON.parse(c.body) : c.body,
+        body: parseBody(c.body, lowerCaseHeaders(c.headers)['content-type']),
       })),
     seed: async (s = {}) => {
       const profile = s.profile ?? 'default';
@@ -201,6 +201,13 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
   return world;
 }
 
+/** JSON bodies parsed; form bodies (OAuth) as a plain object of their fields. */
+function parseBody(body: unknown, contentType: string | undefined): unknown {
+  if (typeof body !== 'string' || body === '') return body;
+  if (contentType?.startsWith('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(body));
+  return JSON.parse(body);
+}
+
 function lowerCaseHeaders(h: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (!h) return out;
@@ -218,7 +225,7 @@ export const JSON_HEADERS = { headers: { 'content-type': 'application/json' } };
 export function replyJson(
   agent: MockAgent,
   origin: string,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'PUT',
   path: string,
   status: number,
   body: unknown,
@@ -239,7 +246,7 @@ export function replyVersions(agent: MockAgent, origin: string): void {
 export function replyJsonWith(
   agent: MockAgent,
   origin: string,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'PUT',
   path: string,
   answer: (req: { headers: unknown; body: unknown }) => { status: number; body: unknown; headers?: Record<string, string> },
 ): MockScope {

@@ -12,6 +12,9 @@ describe('Redactor', () => {
     ['a bearer value in any case', 'BEARER opaque-value', 'BEARER [REDACTED]'],
     ['an access_token query parameter', 'GET /sync?access_token=opaque123&since=s1', 'GET /sync?access_token=[REDACTED]&since=s1'],
     ['a password query parameter', 'POST /x?user=a&password=pw', 'POST /x?user=a&password=[REDACTED]'],
+    ['an OAuth redirect code (not the state or the PKCE challenge)', 'GET /callback?code=abc123&state=st4te&code_challenge=ch', 'GET /callback?code=[REDACTED]&state=st4te&code_challenge=ch'],
+    ['a code_verifier and a device_code parameter', '?code_verifier=v3r1f13r&device_code=dc1', '?code_verifier=[REDACTED]&device_code=[REDACTED]'],
+    ['an OAuth mar_ refresh token', 'refresh mar_abcdef123 now', 'refresh [REDACTED] now'],
   ])('masks %s', (_what, input, output) => {
     const r = new Redactor();
     r.add('hunter2-secret');
