@@ -1,0 +1,60 @@
+// A session stored by the previous release (sessions-file format 1, written by mxs 0.1: see
+// test/fixtures/format1) keeps working with this one: status, token, refresh, whoami and logout,
+// against the homeserver double, through the real CLI.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
+import { makeHome, REPO, runMxs } from '../support/cli.js';
+
+let hs: HomeserverDouble;
+let home: Awaited<ReturnType<typeof makeHome>>;
+const mxs = (args: string[], input?: string) => runMxs(args, { input, env: home.env });
+const sessionFile = () => join(home.env.MXS_CONFIG_DIR!, 'sessions', 'default.json');
+
+beforeEach(async () => {
+  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
+  home = await makeHome('file');
+});
+afterEach(async () => {
+  await hs.close();
+  await home.cleanup();
+});
+
+/** Logs in with today's mxs, then puts the session back in format 1 exactly as mxs 0.1 wrote it. */
+async function sessionInFormat1(): Promise<Record<string, unknown>> {
+  expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n')).code).toBe(0);
+  const current = JSON.parse(await readFile(sessionFile(), 'utf8'));
+  const fixture = JSON.parse(await readFile(join(REPO, 'test', 'fixtures', 'format1', 'default.json'), 'utf8'));
+  const old = { ...fixture, homeserver: current.homeserver, userId: current.userId, deviceId: current.deviceId, issuedAt: current.issuedAt, expiresAt: current.expiresAt };
+  expect(Object.keys(old).sort()).toEqual(Object.keys(fixture).sort());
+  await writeFile(sessionFile(), JSON.stringify(old, null, 2) + '\n');
+  return old;
+}
+
+it('status reads a format-1 session as a password session', async () => {
+  const old = await sessionInFormat1();
+  const r = await mxs(['status', '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json()).toMatchObject({ loggedIn: true, userId: old.userId, deviceId: old.deviceId, method: 'password', issuer: null });
+});
+
+it('token, refresh and whoami work on a format-1 session; the refresh rewrites it in the current format', async () => {
+  await sessionInFormat1();
+  expect((await mxs(['token'])).code).toBe(0);
+  const refreshed = await mxs(['refresh', '--json']);
+  expect(refreshed.code).toBe(0);
+  expect(hs.count('/_matrix/client/v3/refresh')).toBe(1);
+  const upgraded = JSON.parse(await readFile(sessionFile(), 'utf8'));
+  expect(upgraded).toMatchObject({ format: 2, method: 'password', auth: { type: 'matrix' } });
+  const who = await mxs(['whoami', '--json']);
+  expect(who.code).toBe(0);
+  expect(who.json().userId).toBe('@alice:localhost');
+});
+
+it('logout ends a format-1 session on the server', async () => {
+  await sessionInFormat1();
+  const r = await mxs(['logout', '--json']);
+  expect(r.code).toBe(0);
+  expect(r.json()).toEqual({ profile: 'default', serverSide: true });
+  expect(hs.sessions()).toEqual([]);
+});
