@@ -1,8 +1,11 @@
 /**
  * An in-process Matrix homeserver double for tests: plain `node:http` on 127.0.0.1, no dependencies.
+ * This comment is the double's spec; test/unit/homeserver-double.test.ts checks every rule in it.
  *
- * It follows what Synapse does (see /work/shared/MATRIX-NOTES.md), not only what the spec says:
+ * LEGACY AUTH (the default). It follows what Synapse does (see /work/shared/MATRIX-NOTES.md), not only
+ * what the spec says:
  * - `POST /login` (password and `m.login.token`), `GET /login`, `GET /versions`, `/.well-known` (404).
+ *   `GET /_matrix/client/v1/auth_metadata` (and the unstable MSC2965 path) answer 404 M_UNRECOGNIZED.
  * - Refresh (`/v3/refresh`, `/r0/refresh`, `/v1/refresh`, `/unstable/org.matrix.msc2918/refresh` and
  *   `/unstable/org.matrix.msc2918.refresh_token/refresh`, as enabled by `refreshPaths`) with Synapse's
  *   rotation rules, from `AuthHandler.refresh_token` (synapse/handlers/auth.py) and
@@ -20,11 +23,88 @@
  *   not copied: its access-token cache keeps a deleted ATn working if it had been used before.)
  * - Authenticated endpoints: `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two
  *   accept an expired access token, as Synapse does). `POST /r0/tokenrefresh` answers 403.
- * - Every response has `Date` (skewable) and `Content-Type: application/json`; unknown paths answer
- *   404 M_UNRECOGNIZED, a known path with the wrong method 405 M_UNRECOGNIZED.
+ *
+ * OAUTH 2.0 (`oauth: {…}`): a homeserver that delegates auth to the Matrix Authentication Service
+ * (MAS), with MAS on the same origin. Endpoints (issuer = `url + '/'`):
+ *   `GET /_matrix/client/v1/auth_metadata`, `GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata`
+ *   (also `/.well-known/openid-configuration`): RFC 8414 metadata naming the endpoints below;
+ *   `POST /oauth2/registration` (RFC 7591), `POST /oauth2/device` (RFC 8628), `GET /authorize`,
+ *   `POST /oauth2/token`, `POST /oauth2/revoke` (RFC 7009); `account_management_uri` is `/account/`,
+ *   `verification_uri` is `/link` (neither is served).
+ * - Registration (JSON body; 201 with `client_id`, a ULID, plus the metadata). Public clients only:
+ *   `token_endpoint_auth_method` must be `none`. MAS's policy: `client_uri` required, https, no
+ *   user/password, not localhost/loopback; `logo_uri`/`tos_uri`/`policy_uri` https on the client_uri's host
+ *   or a subdomain. `grant_types` (default [authorization_code]) ⊆ {authorization_code, refresh_token,
+ *   urn:ietf:params:oauth:grant-type:device_code}; `response_types` (default [code]) ⊆ {code}, and
+ *   `code` ⟺ authorization_code (so a device-only client sends `response_types: []`). With
+ *   authorization_code, `redirect_uris` is required: for `application_type: native`, http loopback
+ *   (`127.0.0.1`, `[::1]`, `localhost`) WITHOUT a port, or a private-use reverse-DNS scheme; for `web`
+ *   (the default), https on the client_uri's host. Errors: 400 `invalid_client_metadata` /
+ *   `invalid_redirect_uri` (`{error, error_description}`).
+ * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
+ *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
+ *   else is `invalid_scope`. The device ID becomes the session's device.
+ * - Form endpoints (device, token, revoke) need `application/x-www-form-urlencoded` (else 400
+ *   invalid_request); a repeated parameter is invalid_request (RFC 6749 §3.2). Client: `client_id` in
+ *   the form; unknown or missing → 401 invalid_client; a grant the client did not register → 400
+ *   unauthorized_client; unknown grant_type → 400 unsupported_grant_type. Token answers carry
+ *   `Cache-Control: no-store`.
+ * - Device grant: `POST /oauth2/device` (client_id, scope) → device_code, user_code (6 of A-Z0-9),
+ *   verification_uri (`…/link`), expires_in (`deviceCodeLifetimeSec`, 1200), interval
+ *   (`deviceIntervalSec`, 5); `verification_uri_complete` (`…/link?code=USERCODE`) only with
+ *   `verificationUriComplete`. Polling `POST /oauth2/token` with grant_type
+ *   urn:ietf:params:oauth:grant-type:device_code, device_code, client_id: pending → 403
+ *   authorization_pending, denied → 403 access_denied, expired → 403 expired_token (checked before
+ *   the code's state), already exchanged / unknown / other client → 400 invalid_grant; never slow_down, however
+ *   fast the polling. Controls: `approveDevice(userCode, localpart?)`, `denyDevice`, `expireDeviceCodes`,
+ *   `deviceAuthorizations()`.
+ * - Authorization code + PKCE: `GET /authorize?response_type=code&client_id&redirect_uri&scope&state
+ *   &code_challenge&code_challenge_method=S256[&response_mode=query|fragment][&login_hint][&prompt]`.
+ *   Unknown client, or a redirect_uri not registered: 400 JSON, no redirect. A loopback redirect_uri
+ *   registered without a port matches any port (RFC 8252 §7.3). Otherwise 302 to redirect_uri with
+ *   `code`, `state` (when sent) and `iss` (RFC 9207) — or `error` (invalid_request for a missing or
+ *   non-S256 PKCE challenge, unsupported_response_type, invalid_scope, unauthorized_client, or
+ *   access_denied when the user denies). The "user" approves as `authorizeAs` (default the first user;
+ *   null = denies); `setAuthorizeAs()` changes it. Every request lands in `authorizationRequests`.
+ *   Token: grant_type=authorization_code with code, redirect_uri (exactly as sent to /authorize),
+ *   client_id, code_verifier (S256) — any mismatch 400 invalid_grant; a code used twice is
+ *   invalid_grant AND ends the session it gave (RFC 6749 §4.1.2).
+ * - Tokens: `mat_…` / `mar_…` (MAS shape: 30 alphanumerics + base62 CRC32), token_type Bearer,
+ *   expires_in in SECONDS (`accessTokenLifetimeSec`, 300), scope. MAS refresh (grant_type
+ *   refresh_token, refresh_token, client_id): rotates and revokes ATn at once; RTn may be replayed while
+ *   RTn+1 is unused and ATn+1 was never used (the replay revokes that pair and issues a new one); after
+ *   that, and for unknown, revoked, expired (`expireRefreshTokens`) or other-client tokens, 400
+ *   invalid_grant — the session itself survives. Every attempt lands in `usedRefreshTokens`.
+ * - Revocation (form token, token_type_hint, client_id): a live `mat_`/`mar_` token ends its whole
+ *   session (both tokens) → 200; unknown, compat, expired access or consumed refresh tokens → 200 and
+ *   nothing happens (MAS treats them as unknown: revoking only an EXPIRED access token does not end the
+ *   session); another client's token → 400 unauthorized_client. Every call lands in `revocations`.
+ * - Authenticated routes take OAuth (and compat) tokens; an unknown, revoked or expired one → 401
+ *   M_UNKNOWN_TOKEN "Token is not active", soft_logout false (Synapse after MAS introspection).
+ *   `POST /logout` ends the token's session (MAS's compat logout takes OAuth tokens too; it needs a
+ *   live token, unlike Synapse). `POST /logout/all` ends all the user's sessions (a choice: mxs should
+ *   never send it for OAuth). `POST /v3/delete_devices` and `DELETE /v3/devices/{id}` answer 401
+ *   user-interactive auth `{flows: [{stages: ['m.oauth']}], params: {'m.oauth': {url}}, session}` with
+ *   url = account_management_uri + `?action=org.matrix.device_delete&device_id=ID` (one device) or
+ *   `?action=org.matrix.devices_list` (several); retried with `auth: {session}` after the devices are
+ *   gone (`endSession(deviceId)` plays the account page), they answer 200 `{}`.
+ * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED — unless
+ *   `compat: true` (MAS's compatibility layer): then `GET /login` lists m.login.password (if
+ *   `passwordLogin`), `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST
+ *   /login` issues compat sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with
+ *   `refresh_token: true`, no expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat
+ *   tokens only, MAS's compat/refresh.rs way: the old access token expires at once, a consumed refresh
+ *   token → 401 M_UNKNOWN_TOKEN (no replay grace), an OAuth or unknown token → 401 M_UNKNOWN_TOKEN.
+ *   `refreshPaths` is ignored in OAuth mode.
+ *
+ * Every response has `Date` (skewable) and `Content-Type: application/json`; unknown paths answer
+ * 404 M_UNRECOGNIZED, a known path with the wrong method 405 M_UNRECOGNIZED. `RecordedRequest.body`
+ * is the parsed JSON, or for `application/x-www-form-urlencoded` the parsed form (an object), else the
+ * raw text.
  *
  * Faults: `inject('POST /_matrix/client/v3/refresh', fault1, fault2)` queues faults for a route
- * (method + path without query; method `*` matches any method). Each matching request consumes one.
+ * (method + path without query; method `*` matches any method), OAuth routes included
+ * (`inject('POST /oauth2/token', …)`). Each matching request consumes one.
  *
  * IMPORTANT for users: the double runs in the test's own event loop. Spawn the CLI with the async
  * `child_process.spawn` / `execFile` (or `util.promisify(execFile)`), never `spawnSync`/`execFileSync`/
@@ -34,7 +114,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import zlib from 'node:zlib';
 
 export interface DoubleOptions {
@@ -42,22 +122,35 @@ export interface DoubleOptions {
   accessTokenLifetimeMs?: number | null;
   /** Lifetime of refresh tokens (Synapse `refresh_token_lifetime`). Default null (never expire). */
   refreshTokenLifetimeMs?: number | null;
-  /** Lifetime of access tokens issued without a refresh token (Synapse `nonrefreshable_access_token_lifetime`). Default null. */
-  nonRefreshableAccessTokenLifetimeMs?: number | null;
   /** Whole session lifetime, across refreshes (Synapse `session_lifetime`). Default null. */
   sessionLifetimeMs?: number | null;
   /** Delete ATn as soon as RTn is refreshed, instead of Synapse's lazier cleanup. Default false. */
   revokeOldAccessTokenOnRefresh?: boolean;
   /** localpart -> password. Default `{alice: 'alice-pw'}`. */
   users?: Record<string, string>;
-  /** Default 'localhost'. */
-  serverName?: string;
   /** Which refresh endpoints exist. Default ['v3'] ('v3' also enables '/r0/refresh'). */
   refreshPaths?: ('v3' | 'v1' | 'unstable')[];
   /** Offer and accept m.login.password. Default true. */
   passwordLogin?: boolean;
   /** m.login.token value -> localpart; each is single use. */
   loginTokens?: Record<string, string>;
+  /** Delegate auth to a Matrix Authentication Service double (see the header). Default: off (legacy auth). */
+  oauth?: OAuthOptions;
+}
+
+export interface OAuthOptions {
+  /** MAS's compatibility layer: `POST /login` (compat sessions) and `/v3/refresh` for compat tokens. Default false. */
+  compat?: boolean;
+  /** `expires_in` of OAuth access tokens (and compat ones issued with a refresh token), whole seconds ≥ 0. Default 300 (MAS). */
+  accessTokenLifetimeSec?: number;
+  /** `interval` of device authorizations, whole seconds ≥ 0. Default 5 (MAS). */
+  deviceIntervalSec?: number;
+  /** `expires_in` of device codes, whole seconds ≥ 0. Default 1200 (MAS). */
+  deviceCodeLifetimeSec?: number;
+  /** Include `verification_uri_complete` in device authorizations. Default false (MAS). */
+  verificationUriComplete?: boolean;
+  /** The user at `/authorize` approves as this localpart; null = denies. Default: the first of `users`. */
+  authorizeAs?: string | null;
 }
 
 export interface Fault {
@@ -92,14 +185,64 @@ export interface RecordedRequest {
 }
 
 export interface DoubleSession {
+  /** 'synapse' (legacy login), 'oauth' (an OAuth 2.0 grant) or 'compat' (MAS compat login). */
+  kind: 'synapse' | 'oauth' | 'compat';
   deviceId: string;
   userId: string;
   accessToken: string;
   refreshToken: string | null;
   /** Access-token expiry (ms since epoch), null = never. */
   expiresAt: number | null;
-  /** The device's initial_device_display_name, if given. */
+  /** The device's initial_device_display_name (the client_name for OAuth sessions), if given. */
   displayName: string | null;
+  /** OAuth sessions: the client_id; null otherwise. */
+  clientId: string | null;
+  /** OAuth sessions: the granted scope; null otherwise. */
+  scope: string | null;
+}
+
+export interface RegisteredClient {
+  clientId: string;
+  /** The registration request's metadata, as sent. */
+  metadata: Record<string, unknown>;
+  applicationType: 'web' | 'native';
+  grantTypes: string[];
+  responseTypes: string[];
+  redirectUris: string[];
+}
+
+export interface DeviceAuthorization {
+  userCode: string;
+  deviceCode: string;
+  clientId: string;
+  scope: string;
+  deviceId: string;
+  status: 'pending' | 'approved' | 'denied' | 'expired' | 'exchanged';
+  /** The localpart that approved, once approved. */
+  approvedAs: string | null;
+  /** Token-endpoint polls for this code. */
+  polls: number;
+}
+
+export interface AuthorizationRequest {
+  /** The query parameters as sent. */
+  params: Record<string, string>;
+  clientId: string | null;
+  redirectUri: string | null;
+  scope: string | null;
+  state: string | null;
+  loginHint: string | null;
+  prompt: string | null;
+  /** 'approved' (302 with a code), an OAuth error code sent in the redirect (e.g. 'access_denied'), or 'rejected' (400, no redirect). */
+  outcome: string;
+}
+
+export interface Revocation {
+  token: string | null;
+  tokenTypeHint: string | null;
+  clientId: string | null;
+  /** Whether a session was ended. */
+  revoked: boolean;
 }
 
 export interface HomeserverDouble {
@@ -114,7 +257,26 @@ export interface HomeserverDouble {
   revokeAll(): void;
   sessions(): DoubleSession[];
   accessTokenStatus(token: string): 'valid' | 'expired' | 'unknown';
+  /** Every refresh token presented for refresh (legacy `/refresh`, compat `/refresh`, OAuth `refresh_token` grant), in order. */
   usedRefreshTokens: string[];
+  /** End every session (legacy or MAS) on this device ID, as MAS's account page or an admin would. */
+  endSession(deviceId: string): void;
+
+  // OAuth mode. The controls (approveDevice, denyDevice, expireDeviceCodes, setAuthorizeAs) throw when `oauth` is off.
+  /** The OAuth issuer (`url + '/'`); null when `oauth` is off. */
+  issuer: string | null;
+  clients(): RegisteredClient[];
+  deviceAuthorizations(): DeviceAuthorization[];
+  /** The user enters `userCode` at `verification_uri` and approves as `localpart` (default: the first user). Throws for an unknown or non-pending code. */
+  approveDevice(userCode: string, localpart?: string): void;
+  /** The user denies `userCode`. Throws for an unknown or non-pending code. */
+  denyDevice(userCode: string): void;
+  /** Every device code not yet exchanged expires now. */
+  expireDeviceCodes(): void;
+  /** How `/authorize` answers from now on: approve as `localpart`, or deny (null). */
+  setAuthorizeAs(localpart: string | null): void;
+  authorizationRequests: AuthorizationRequest[];
+  revocations: Revocation[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,6 +303,15 @@ function base62(n: number, minWidth: number): string {
 function makeToken(prefix: 'syt' | 'syr', localpart: string): string {
   const b64 = Buffer.from(localpart, 'utf8').toString('base64').replace(/=+$/, '');
   const base = `${prefix}_${b64}_${randomLetters(20)}`;
+  return `${base}_${base62(zlib.crc32(base), 6)}`;
+}
+
+const ALNUM = BASE62;
+const ULID_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/** MAS's token shape (mas-data-model `TokenType`): `<prefix>_<30 alphanumerics>_<base62 crc32>`. */
+function makeMasToken(prefix: 'mat' | 'mar' | 'mct' | 'mcr'): string {
+  const base = `${prefix}_${randomLetters(30, ALNUM)}`;
   return `${base}_${base62(zlib.crc32(base), 6)}`;
 }
 
@@ -191,7 +362,158 @@ class MatrixError {
   }
 }
 
+/** An RFC 6749 §5.2 / RFC 7591 §3.2.2 error: `{error, error_description}`. */
+class OAuthError {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    readonly description: string,
+  ) {}
+  answer(): Answer {
+    return { status: this.status, json: { error: this.error, error_description: this.description }, headers: NO_STORE };
+  }
+}
+
+const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' };
+
 const ok = (json: unknown): Answer => ({ status: 200, json });
+
+// MAS's tables, simplified: a session (OAuth or compat) with its access and refresh tokens.
+interface MasSession {
+  id: number;
+  kind: 'oauth' | 'compat';
+  clientId: string | null;
+  userId: string;
+  deviceId: string;
+  scope: string | null;
+  displayName: string | null;
+  active: boolean;
+}
+
+interface MasAccessToken {
+  token: string;
+  sessionId: number;
+  seq: number;
+  expiresAt: number | null;
+  /** Set the first time it authenticates a request (Synapse introspects it: MAS records it as used). */
+  used: boolean;
+  revoked: boolean;
+}
+
+interface MasRefreshToken {
+  token: string;
+  sessionId: number;
+  seq: number;
+  /** The access token issued together with this refresh token. */
+  accessToken: string;
+  /** Set when consumed: the refresh token that replaced it. */
+  next: string | null;
+  consumed: boolean;
+  revoked: boolean;
+  expiresAt: number | null;
+}
+
+interface DeviceGrant {
+  deviceCode: string;
+  userCode: string;
+  clientId: string;
+  scope: string;
+  deviceId: string;
+  expiresAt: number;
+  state: 'pending' | 'approved' | 'denied' | 'exchanged';
+  approvedAs: string | null;
+  polls: number;
+}
+
+interface AuthCodeGrant {
+  code: string;
+  clientId: string;
+  /** The redirect_uri sent to /authorize (null when it was left out and the only registered one was used). */
+  redirectUriSent: string | null;
+  scope: string;
+  deviceId: string;
+  userId: string;
+  codeChallenge: string;
+  exchangedSessionId: number | null;
+}
+
+const API_SCOPE = 'urn:matrix:client:api:*';
+const DEVICE_SCOPE_PREFIX = 'urn:matrix:client:device:';
+const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT];
+const ACCOUNT_ACTIONS = [
+  'org.matrix.profile',
+  'org.matrix.devices_list',
+  'org.matrix.device_view',
+  'org.matrix.device_delete',
+  'org.matrix.account_deactivate',
+  'org.matrix.cross_signing_reset',
+];
+
+/** MSC2967: `urn:matrix:client:api:*` plus exactly one device scope; returns the device ID. */
+function checkScope(scope: string | null): { scope: string; deviceId: string } {
+  if (scope === null || scope.trim() === '') throw new OAuthError(400, 'invalid_scope', 'A scope is required');
+  const tokens = scope.split(' ').filter((t) => t !== '');
+  if (new Set(tokens).size !== tokens.length) throw new OAuthError(400, 'invalid_scope', 'Duplicate scope');
+  const devices = tokens.filter((t) => t.startsWith(DEVICE_SCOPE_PREFIX));
+  const others = tokens.filter((t) => t !== API_SCOPE && !t.startsWith(DEVICE_SCOPE_PREFIX));
+  if (!tokens.includes(API_SCOPE)) throw new OAuthError(400, 'invalid_scope', `The scope must include ${API_SCOPE}`);
+  if (devices.length !== 1) throw new OAuthError(400, 'invalid_scope', 'The scope must include exactly one device scope');
+  if (others.length > 0) throw new OAuthError(400, 'invalid_scope', `Unsupported scope: ${others[0]}`);
+  const deviceId = devices[0].slice(DEVICE_SCOPE_PREFIX.length);
+  if (!/^[A-Za-z0-9._~-]+$/.test(deviceId)) throw new OAuthError(400, 'invalid_scope', 'Invalid device ID in the device scope');
+  return { scope: tokens.join(' '), deviceId };
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+function parseUrl(raw: string): URL | null {
+  try {
+    return new URL(raw);
+  } catch {
+    return null;
+  }
+}
+
+/** A native app's loopback redirect URI, registered without a port (RFC 8252 §7.3; MAS policy). */
+function isPortlessLoopback(raw: string): boolean {
+  const u = parseUrl(raw);
+  return (
+    u !== null &&
+    u.protocol === 'http:' &&
+    LOOPBACK_HOSTS.has(u.hostname) &&
+    // WHATWG URL drops ':80', so look at the raw text too.
+    /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw)
+  );
+}
+
+/** A private-use URI scheme in reverse-DNS form (RFC 8252 §7.1), e.g. `org.example.app:/cb`. */
+function isPrivateUseScheme(raw: string): boolean {
+  const u = parseUrl(raw);
+  return u !== null && /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+:$/i.test(u.protocol);
+}
+
+function sameSiteOrSubdomain(host: string, clientHost: string): boolean {
+  return host === clientHost || host.endsWith(`.${clientHost}`);
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname.endsWith('.localhost') || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/** Does the redirect_uri sent to /authorize match a registered one? Loopback without port: any port. */
+function redirectMatches(sent: string, registered: string): boolean {
+  if (sent === registered) return true;
+  if (!isPortlessLoopback(registered)) return false;
+  const s = parseUrl(sent);
+  const r = parseUrl(registered);
+  if (!s || !r || s.protocol !== 'http:' || s.username !== '' || s.password !== '') return false;
+  return s.hostname === r.hostname && s.pathname === r.pathname && s.search === r.search && s.hash === '';
+}
+
+function s256(verifier: string): string {
+  return createHash('sha256').update(verifier, 'ascii').digest('base64url');
+}
 
 type Handler = (ctx: RequestContext) => Answer;
 
@@ -232,14 +554,31 @@ function parseJsonObject(raw: string): Record<string, unknown> {
 export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<HomeserverDouble> {
   const accessTokenLifetimeMs = opts.accessTokenLifetimeMs === undefined ? 60_000 : opts.accessTokenLifetimeMs;
   const refreshTokenLifetimeMs = opts.refreshTokenLifetimeMs ?? null;
-  const nonRefreshableLifetimeMs = opts.nonRefreshableAccessTokenLifetimeMs ?? null;
   const sessionLifetimeMs = opts.sessionLifetimeMs ?? null;
   const revokeOldAccessTokenOnRefresh = opts.revokeOldAccessTokenOnRefresh ?? false;
   const users = opts.users ?? { alice: 'alice-pw' };
-  const serverName = opts.serverName ?? 'localhost';
+  const serverName = 'localhost';
   const refreshPaths = new Set(opts.refreshPaths ?? ['v3']);
   const passwordLogin = opts.passwordLogin ?? true;
   const loginTokens = new Map(Object.entries(opts.loginTokens ?? {}));
+  const oauth = opts.oauth ?? null;
+  const compat = oauth?.compat ?? false;
+  const wholeSeconds = (name: string, v: number | undefined, dflt: number): number => {
+    if (v === undefined) return dflt;
+    if (!Number.isInteger(v) || v < 0) throw new Error(`startHomeserverDouble: oauth.${name} must be a whole number of seconds >= 0, got ${v}`);
+    return v;
+  };
+  const oauthAccessLifetimeSec = wholeSeconds('accessTokenLifetimeSec', oauth?.accessTokenLifetimeSec, 300);
+  const deviceIntervalSec = wholeSeconds('deviceIntervalSec', oauth?.deviceIntervalSec, 5);
+  const deviceCodeLifetimeSec = wholeSeconds('deviceCodeLifetimeSec', oauth?.deviceCodeLifetimeSec, 1200);
+  const verificationUriComplete = oauth?.verificationUriComplete ?? false;
+  const checkLocalpart = (localpart: string | null): string | null => {
+    if (localpart !== null && !(localpart in users)) throw new Error(`homeserver double: unknown user ${JSON.stringify(localpart)}`);
+    return localpart;
+  };
+  let authorizeAs: string | null = checkLocalpart(oauth?.authorizeAs === undefined ? Object.keys(users)[0] : oauth.authorizeAs);
+  /** The double's base URL; set once it listens. */
+  let baseUrl = '';
 
   let dateSkewMs = 0;
   let closed = false;
@@ -255,6 +594,19 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const refreshIdByToken = new Map<string, number>();
   const displayNames = new Map<string, string>(); // `${userId}|${deviceId}` -> name
   let nextRefreshId = 1;
+
+  // MAS "database" (OAuth mode).
+  const clients = new Map<string, RegisteredClient>();
+  const masSessions = new Map<number, MasSession>();
+  const masAccessTokens = new Map<string, MasAccessToken>();
+  const masRefreshTokens = new Map<string, MasRefreshToken>();
+  const deviceGrants = new Map<string, DeviceGrant>(); // by device_code
+  const authCodes = new Map<string, AuthCodeGrant>();
+  const uiaSessions = new Map<string, { userId: string; devices: string[] }>();
+  const authorizationRequests: AuthorizationRequest[] = [];
+  const revocations: Revocation[] = [];
+  let nextMasSessionId = 1;
+  let nextSeq = 1;
 
   const now = () => Date.now();
 
@@ -353,7 +705,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return match ?? null;
   }
 
-  const login: Handler = (ctx) => {
+  /** The credential checks of `POST /login` (Synapse's; MAS's compat layer answers the same way). */
+  function checkLogin(ctx: RequestContext): { body: Record<string, unknown>; userId: string; deviceId: string } {
     const body = parseJsonObject(ctx.rawBody);
     const type = body.type;
     if (typeof type !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Bad parameter: type');
@@ -390,6 +743,11 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     }
     const userId = `@${localpart}:${serverName}`;
     const deviceId = (body.device_id as string | undefined) ?? randomLetters(10, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ');
+    return { body, userId, deviceId };
+  }
+
+  const login: Handler = (ctx) => {
+    const { body, userId, deviceId } = checkLogin(ctx);
     const displayKey = `${userId}|${deviceId}`;
     if (typeof body.initial_device_display_name === 'string' && !displayNames.has(displayKey)) {
       displayNames.set(displayKey, body.initial_device_display_name);
@@ -408,7 +766,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       response.access_token = issueAccessToken(userId, deviceId, expiresAt, rt.id);
       response.refresh_token = rt.token;
     } else {
-      expiresAt = capToSession(nonRefreshableLifetimeMs === null ? null : t + nonRefreshableLifetimeMs);
+      expiresAt = capToSession(null);
       response.access_token = issueAccessToken(userId, deviceId, expiresAt, null);
     }
     if (expiresAt !== null) response.expires_in_ms = expiresAt - t;
@@ -469,8 +827,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   };
 
   const whoami: Handler = (ctx) => {
-    const row = authenticate(ctx);
-    return ok({ user_id: row.userId, device_id: row.deviceId, is_guest: false });
+    const who = oauth ? authenticateMas(ctx) : authenticate(ctx);
+    return ok({ user_id: who.userId, device_id: who.deviceId, is_guest: false });
   };
 
   const logout: Handler = (ctx) => {
@@ -485,6 +843,512 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok({});
   };
 
+  // --- Matrix Authentication Service (OAuth mode) ---------------------------------------------
+
+  const issuer = () => `${baseUrl}/`;
+  const accountManagementUri = () => `${baseUrl}/account/`;
+
+  const authMetadata: Handler = () =>
+    ok({
+      issuer: issuer(),
+      authorization_endpoint: `${baseUrl}/authorize`,
+      token_endpoint: `${baseUrl}/oauth2/token`,
+      revocation_endpoint: `${baseUrl}/oauth2/revoke`,
+      registration_endpoint: `${baseUrl}/oauth2/registration`,
+      device_authorization_endpoint: `${baseUrl}/oauth2/device`,
+      account_management_uri: accountManagementUri(),
+      account_management_actions_supported: ACCOUNT_ACTIONS,
+      response_types_supported: ['code'],
+      grant_types_supported: GRANT_TYPES,
+      response_modes_supported: ['query', 'fragment'],
+      code_challenge_methods_supported: ['S256'],
+      token_endpoint_auth_methods_supported: ['none'],
+      revocation_endpoint_auth_methods_supported: ['none'],
+      authorization_response_iss_parameter_supported: true,
+    });
+
+  /** An `application/x-www-form-urlencoded` body; each parameter at most once (RFC 6749 §3.2). */
+  function parseForm(ctx: RequestContext): Map<string, string> {
+    const type = String(ctx.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/x-www-form-urlencoded') {
+      throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
+    }
+    const form = new Map<string, string>();
+    for (const [k, v] of new URLSearchParams(ctx.rawBody)) {
+      if (form.has(k)) throw new OAuthError(400, 'invalid_request', `Parameter ${k} was given more than once`);
+      form.set(k, v);
+    }
+    return form;
+  }
+
+  /** Public clients authenticate with `client_id` alone. */
+  function clientFrom(form: Map<string, string>): RegisteredClient {
+    const id = form.get('client_id');
+    if (id === undefined || id === '') throw new OAuthError(401, 'invalid_client', 'Missing client_id');
+    const client = clients.get(id);
+    if (!client) throw new OAuthError(401, 'invalid_client', 'Client not found');
+    return client;
+  }
+
+  function createMasSession(kind: MasSession['kind'], clientId: string | null, userId: string, deviceId: string, scope: string | null, displayName: string | null): MasSession {
+    const session: MasSession = { id: nextMasSessionId++, kind, clientId, userId, deviceId, scope, displayName, active: true };
+    masSessions.set(session.id, session);
+    return session;
+  }
+
+  function endMasSession(id: number): void {
+    const session = masSessions.get(id);
+    if (!session) return;
+    session.active = false;
+    for (const at of masAccessTokens.values()) if (at.sessionId === id) at.revoked = true;
+    for (const rt of masRefreshTokens.values()) if (rt.sessionId === id) rt.revoked = true;
+  }
+
+  function issueMasTokens(session: MasSession, withRefresh: boolean, expiresAt: number | null): { at: MasAccessToken; rt: MasRefreshToken | null } {
+    const compatSession = session.kind === 'compat';
+    const at: MasAccessToken = { token: makeMasToken(compatSession ? 'mct' : 'mat'), sessionId: session.id, seq: nextSeq++, expiresAt, used: false, revoked: false };
+    masAccessTokens.set(at.token, at);
+    if (!withRefresh) return { at, rt: null };
+    const rt: MasRefreshToken = {
+      token: makeMasToken(compatSession ? 'mcr' : 'mar'),
+      sessionId: session.id,
+      seq: nextSeq++,
+      accessToken: at.token,
+      next: null,
+      consumed: false,
+      revoked: false,
+      expiresAt: null,
+    };
+    masRefreshTokens.set(rt.token, rt);
+    return { at, rt };
+  }
+
+  /** RFC 6749 §5.1. */
+  function tokenResponse(session: MasSession): Answer {
+    const t = now();
+    const { at, rt } = issueMasTokens(session, true, t + oauthAccessLifetimeSec * 1000);
+    return {
+      status: 200,
+      json: { access_token: at.token, token_type: 'Bearer', expires_in: oauthAccessLifetimeSec, refresh_token: rt!.token, scope: session.scope },
+      headers: NO_STORE,
+    };
+  }
+
+  const clientName = (client: RegisteredClient) => (typeof client.metadata.client_name === 'string' ? client.metadata.client_name : null);
+  const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
+
+  /** Synapse with MAS: every token is introspected; anything not active is the same 401. Marks the token used. */
+  function authenticateMas(ctx: RequestContext): MasSession {
+    const token = accessTokenFrom(ctx);
+    const at = masAccessTokens.get(token);
+    const session = at === undefined ? undefined : masSessions.get(at.sessionId);
+    if (!at || !session || !session.active || at.revoked || expired(at.expiresAt)) {
+      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Token is not active', { soft_logout: false });
+    }
+    at.used = true;
+    return session;
+  }
+
+  /** MAS `oauth2/registration.rs` + its client-registration policy; public clients only. */
+  const registerClient: Handler = (ctx) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(ctx.rawBody);
+    } catch {
+      throw new OAuthError(400, 'invalid_client_metadata', 'The body is not JSON');
+    }
+    if (!isPlainObject(parsed)) throw new OAuthError(400, 'invalid_client_metadata', 'The body must be a JSON object');
+    const meta = parsed;
+    const bad = (d: string) => new OAuthError(400, 'invalid_client_metadata', d);
+    const badRedirect = (d: string) => new OAuthError(400, 'invalid_redirect_uri', d);
+    const optString = (k: string): string | undefined => {
+      const v = meta[k];
+      if (v === undefined) return undefined;
+      if (typeof v !== 'string') throw bad(`${k} must be a string`);
+      return v;
+    };
+    const optStrings = (k: string): string[] | undefined => {
+      const v = meta[k];
+      if (v === undefined) return undefined;
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad(`${k} must be an array of strings`);
+      return v as string[];
+    };
+
+    const clientUriRaw = optString('client_uri');
+    if (clientUriRaw === undefined) throw bad('missing client_uri');
+    const clientUri = parseUrl(clientUriRaw);
+    if (!clientUri) throw bad('invalid client_uri');
+    if (clientUri.protocol !== 'https:') throw bad('client_uri must use https');
+    if (clientUri.username !== '' || clientUri.password !== '') throw bad('client_uri must not contain a user or password');
+    if (isLoopbackHost(clientUri.hostname)) throw bad('client_uri must not be localhost');
+    for (const k of ['logo_uri', 'tos_uri', 'policy_uri']) {
+      const raw = optString(k);
+      if (raw === undefined) continue;
+      const u = parseUrl(raw);
+      if (!u || u.protocol !== 'https:') throw bad(`${k} must be an https URL`);
+      if (!sameSiteOrSubdomain(u.hostname, clientUri.hostname)) throw bad(`${k} must be on the client_uri's host or a subdomain of it`);
+    }
+    const authMethod = optString('token_endpoint_auth_method');
+    if (authMethod !== 'none') {
+      throw bad(`token_endpoint_auth_method must be none (public clients only), got ${authMethod ?? 'nothing (client_secret_basic)'}`);
+    }
+    const applicationType = optString('application_type') ?? 'web';
+    if (applicationType !== 'web' && applicationType !== 'native') throw bad('application_type must be web or native');
+    const grantTypes = optStrings('grant_types') ?? ['authorization_code'];
+    for (const g of grantTypes) if (!GRANT_TYPES.includes(g)) throw bad(`unsupported grant type ${g}`);
+    const responseTypes = optStrings('response_types') ?? ['code'];
+    for (const r of responseTypes) if (r !== 'code') throw bad(`unsupported response type ${r}`);
+    const authCode = grantTypes.includes('authorization_code');
+    if (responseTypes.includes('code') && !authCode) throw bad('response type code needs the authorization_code grant type');
+    if (authCode && !responseTypes.includes('code')) throw bad('the authorization_code grant type needs response type code');
+    const redirectUris = optStrings('redirect_uris') ?? [];
+    if (authCode && redirectUris.length === 0) throw badRedirect('redirect_uris is required for the authorization_code grant type');
+    for (const raw of redirectUris) {
+      const u = parseUrl(raw);
+      if (!u) throw badRedirect(`invalid redirect URI ${raw}`);
+      if (raw.includes('#')) throw badRedirect(`redirect URI ${raw} must not have a fragment`);
+      if (applicationType === 'native') {
+        const reverseDns = isPrivateUseScheme(raw) && sameSiteOrSubdomain(u.protocol.slice(0, -1).split('.').reverse().join('.'), clientUri.hostname);
+        if (!isPortlessLoopback(raw) && !reverseDns) {
+          throw badRedirect(`native redirect URI ${raw} must be http://127.0.0.1/, http://[::1]/ or http://localhost/ without a port, or a private-use scheme matching client_uri`);
+        }
+      } else if (u.protocol !== 'https:' || !sameSiteOrSubdomain(u.hostname, clientUri.hostname)) {
+        throw badRedirect(`web redirect URI ${raw} must be https on the client_uri's host`);
+      }
+    }
+    const clientId = `01${randomLetters(24, ULID_ALPHABET)}`;
+    clients.set(clientId, { clientId, metadata: meta, applicationType, grantTypes, responseTypes, redirectUris });
+    return {
+      status: 201,
+      json: {
+        ...meta,
+        client_id: clientId,
+        client_id_issued_at: Math.floor(now() / 1000),
+        application_type: applicationType,
+        grant_types: grantTypes,
+        response_types: responseTypes,
+        redirect_uris: redirectUris,
+        token_endpoint_auth_method: 'none',
+      },
+      headers: NO_STORE,
+    };
+  };
+
+  /** RFC 8628 §3.1-3.2, as MAS answers. */
+  const deviceAuthorization: Handler = (ctx) => {
+    const form = parseForm(ctx);
+    const client = clientFrom(form);
+    if (!client.grantTypes.includes(DEVICE_CODE_GRANT)) throw new OAuthError(400, 'unauthorized_client', 'The client did not register the device code grant');
+    const { scope, deviceId } = checkScope(form.get('scope') ?? null);
+    let userCode: string;
+    do userCode = randomLetters(6, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789');
+    while ([...deviceGrants.values()].some((g) => g.userCode === userCode));
+    const grant: DeviceGrant = {
+      deviceCode: randomLetters(32, ALNUM),
+      userCode,
+      clientId: client.clientId,
+      scope,
+      deviceId,
+      expiresAt: now() + deviceCodeLifetimeSec * 1000,
+      state: 'pending',
+      approvedAs: null,
+      polls: 0,
+    };
+    deviceGrants.set(grant.deviceCode, grant);
+    const json: Record<string, unknown> = {
+      device_code: grant.deviceCode,
+      user_code: userCode,
+      verification_uri: `${baseUrl}/link`,
+      expires_in: deviceCodeLifetimeSec,
+      interval: deviceIntervalSec,
+    };
+    if (verificationUriComplete) json.verification_uri_complete = `${baseUrl}/link?code=${userCode}`;
+    return { status: 200, json, headers: NO_STORE };
+  };
+
+  /** RFC 6749 §4.1.1-4.1.2 + RFC 7636 + RFC 9207; the "user" answers at once, as `authorizeAs` says. */
+  const authorize: Handler = (ctx) => {
+    const get = (k: string) => ctx.query.get(k);
+    const record: AuthorizationRequest = {
+      params: Object.fromEntries(ctx.query),
+      clientId: get('client_id'),
+      redirectUri: get('redirect_uri'),
+      scope: get('scope'),
+      state: get('state'),
+      loginHint: get('login_hint'),
+      prompt: get('prompt'),
+      outcome: 'rejected',
+    };
+    authorizationRequests.push(record);
+    // Errors before the redirect URI is trusted are shown to the user, never redirected (§4.1.2.1).
+    const client = clients.get(record.clientId ?? '');
+    if (!client) throw new OAuthError(400, 'invalid_client', 'Unknown client_id');
+    let redirectUri: string;
+    if (record.redirectUri === null) {
+      if (client.redirectUris.length !== 1) throw new OAuthError(400, 'invalid_request', 'redirect_uri is required');
+      redirectUri = client.redirectUris[0];
+    } else {
+      if (!client.redirectUris.some((r) => redirectMatches(record.redirectUri!, r))) {
+        throw new OAuthError(400, 'invalid_request', 'redirect_uri is not registered for this client');
+      }
+      redirectUri = record.redirectUri;
+    }
+    const responseMode = get('response_mode') ?? 'query';
+    if (responseMode !== 'query' && responseMode !== 'fragment') throw new OAuthError(400, 'invalid_request', `Unsupported response_mode ${responseMode}`);
+
+    const redirect = (params: Record<string, string>): Answer => {
+      const out = new URLSearchParams(params);
+      if (record.state !== null) out.set('state', record.state);
+      out.set('iss', issuer());
+      let location: string;
+      if (responseMode === 'fragment') {
+        location = `${redirectUri}#${out}`;
+      } else {
+        const u = new URL(redirectUri);
+        for (const [k, v] of out) u.searchParams.append(k, v);
+        location = u.toString();
+      }
+      return { status: 302, json: {}, headers: { Location: location } };
+    };
+    const fail = (error: string, description: string): Answer => {
+      record.outcome = error;
+      return redirect({ error, error_description: description });
+    };
+
+    const responseType = get('response_type');
+    if (responseType === null) return fail('invalid_request', 'Missing response_type');
+    if (responseType !== 'code') return fail('unsupported_response_type', `Unsupported response_type ${responseType}`);
+    if (!client.grantTypes.includes('authorization_code')) return fail('unauthorized_client', 'The client did not register the authorization_code grant');
+    let scoped: { scope: string; deviceId: string };
+    try {
+      scoped = checkScope(record.scope);
+    } catch (e) {
+      if (e instanceof OAuthError) return fail(e.error, e.description);
+      throw e;
+    }
+    const challenge = get('code_challenge');
+    if (challenge === null) return fail('invalid_request', 'PKCE is required: code_challenge is missing');
+    if (get('code_challenge_method') !== 'S256') return fail('invalid_request', 'code_challenge_method must be S256');
+    if (!/^[A-Za-z0-9_-]{43}$/.test(challenge)) return fail('invalid_request', 'code_challenge is not an S256 challenge');
+    if (authorizeAs === null) return fail('access_denied', 'The user denied the request');
+
+    const code = randomLetters(32, ALNUM);
+    authCodes.set(code, {
+      code,
+      clientId: client.clientId,
+      redirectUriSent: record.redirectUri,
+      scope: scoped.scope,
+      deviceId: scoped.deviceId,
+      userId: `@${authorizeAs}:${serverName}`,
+      codeChallenge: challenge,
+      exchangedSessionId: null,
+    });
+    record.outcome = 'approved';
+    return redirect({ code });
+  };
+
+  function authorizationCodeGrant(form: Map<string, string>, client: RegisteredClient): Answer {
+    const invalidGrant = (d: string) => new OAuthError(400, 'invalid_grant', d);
+    const code = form.get('code');
+    if (code === undefined) throw new OAuthError(400, 'invalid_request', 'Missing code');
+    const grant = authCodes.get(code);
+    if (!grant) throw invalidGrant('Unknown authorization code');
+    if (grant.exchangedSessionId !== null) {
+      // RFC 6749 §4.1.2: a code used twice revokes what it gave.
+      endMasSession(grant.exchangedSessionId);
+      throw invalidGrant('The authorization code was already used');
+    }
+    if (grant.clientId !== client.clientId) throw invalidGrant('The authorization code was issued to another client');
+    if (grant.redirectUriSent !== null && form.get('redirect_uri') !== grant.redirectUriSent) {
+      throw invalidGrant('redirect_uri does not match the authorization request');
+    }
+    const verifier = form.get('code_verifier');
+    if (verifier === undefined) throw invalidGrant('Missing code_verifier');
+    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier) || s256(verifier) !== grant.codeChallenge) throw invalidGrant('PKCE verification failed');
+    const session = createMasSession('oauth', client.clientId, grant.userId, grant.deviceId, grant.scope, clientName(client));
+    grant.exchangedSessionId = session.id;
+    return tokenResponse(session);
+  }
+
+  /** MAS `oauth2/token.rs` refresh_token_grant: rotation with a grace for a lost response. */
+  function refreshTokenGrant(token: string, client: RegisteredClient): Answer {
+    const invalidGrant = (d: string) => new OAuthError(400, 'invalid_grant', d);
+    const rt = masRefreshTokens.get(token);
+    const session = rt === undefined ? undefined : masSessions.get(rt.sessionId);
+    if (!rt || !session || session.kind !== 'oauth') throw invalidGrant('Unknown refresh token');
+    if (!session.active || rt.revoked) throw invalidGrant('The refresh token was revoked');
+    if (expired(rt.expiresAt)) throw invalidGrant('The refresh token has expired');
+    if (session.clientId !== client.clientId) throw invalidGrant('The refresh token was issued to another client');
+    if (rt.consumed) {
+      // A replay is a lost response only while its successor pair is untouched.
+      const next = rt.next === null ? undefined : masRefreshTokens.get(rt.next);
+      const nextAt = next === undefined ? undefined : masAccessTokens.get(next.accessToken);
+      if (!next || next.consumed || next.revoked || !nextAt || nextAt.used) throw invalidGrant('The refresh token was already used');
+      next.revoked = true;
+      nextAt.revoked = true;
+    }
+    const answer = tokenResponse(session);
+    rt.consumed = true;
+    rt.next = (answer.json as { refresh_token: string }).refresh_token;
+    const oldAt = masAccessTokens.get(rt.accessToken);
+    if (oldAt) oldAt.revoked = true;
+    return answer;
+  }
+
+  function deviceCodeGrant(form: Map<string, string>, client: RegisteredClient): Answer {
+    const code = form.get('device_code');
+    if (code === undefined) throw new OAuthError(400, 'invalid_request', 'Missing device_code');
+    const grant = deviceGrants.get(code);
+    if (!grant) throw new OAuthError(400, 'invalid_grant', 'Unknown device code');
+    grant.polls++;
+    if (grant.clientId !== client.clientId) throw new OAuthError(400, 'invalid_grant', 'The device code was issued to another client');
+    // MAS answers these three with 403, not RFC 8628's 400, and never sends slow_down.
+    if (grant.expiresAt < now()) throw new OAuthError(403, 'expired_token', 'The device code has expired');
+    if (grant.state === 'exchanged') throw new OAuthError(400, 'invalid_grant', 'The device code was already exchanged');
+    if (grant.state === 'pending') throw new OAuthError(403, 'authorization_pending', 'The user has not approved the request yet');
+    if (grant.state === 'denied') throw new OAuthError(403, 'access_denied', 'The user denied the request');
+    const session = createMasSession('oauth', client.clientId, `@${grant.approvedAs}:${serverName}`, grant.deviceId, grant.scope, clientName(client));
+    grant.state = 'exchanged';
+    return tokenResponse(session);
+  }
+
+  const tokenEndpoint: Handler = (ctx) => {
+    const form = parseForm(ctx);
+    const grantType = form.get('grant_type');
+    if (grantType === undefined) throw new OAuthError(400, 'invalid_request', 'Missing grant_type');
+    if (!GRANT_TYPES.includes(grantType)) throw new OAuthError(400, 'unsupported_grant_type', `Unsupported grant_type ${grantType}`);
+    const refreshToken = form.get('refresh_token');
+    if (grantType === 'refresh_token') {
+      if (refreshToken === undefined) throw new OAuthError(400, 'invalid_request', 'Missing refresh_token');
+      usedRefreshTokens.push(refreshToken);
+    }
+    const client = clientFrom(form);
+    if (!client.grantTypes.includes(grantType)) throw new OAuthError(400, 'unauthorized_client', `The client did not register the ${grantType} grant`);
+    if (grantType === 'authorization_code') return authorizationCodeGrant(form, client);
+    if (grantType === 'refresh_token') return refreshTokenGrant(refreshToken!, client);
+    return deviceCodeGrant(form, client);
+  };
+
+  /** MAS `oauth2/revoke.rs`: only a live token of this client ends its session; anything else is a quiet 200. */
+  const revoke: Handler = (ctx) => {
+    const form = parseForm(ctx);
+    const record: Revocation = {
+      token: form.get('token') ?? null,
+      tokenTypeHint: form.get('token_type_hint') ?? null,
+      clientId: form.get('client_id') ?? null,
+      revoked: false,
+    };
+    revocations.push(record);
+    const client = clientFrom(form);
+    if (record.token === null) throw new OAuthError(400, 'invalid_request', 'Missing token');
+    let sessionId: number | null = null;
+    const at = masAccessTokens.get(record.token);
+    const rt = masRefreshTokens.get(record.token);
+    if (at && !at.revoked && !expired(at.expiresAt)) sessionId = at.sessionId;
+    if (rt && !rt.revoked && !rt.consumed) sessionId = rt.sessionId;
+    const session = sessionId === null ? undefined : masSessions.get(sessionId);
+    if (!session || !session.active || session.kind !== 'oauth') return { status: 200, json: {}, headers: NO_STORE };
+    if (session.clientId !== client.clientId) throw new OAuthError(400, 'unauthorized_client', 'The token was issued to another client');
+    endMasSession(session.id);
+    record.revoked = true;
+    return { status: 200, json: {}, headers: NO_STORE };
+  };
+
+  /** MAS's compat logout takes compat and OAuth tokens, live ones only. */
+  const masLogout: Handler = (ctx) => {
+    endMasSession(authenticateMas(ctx).id);
+    return ok({});
+  };
+
+  const masLogoutAll: Handler = (ctx) => {
+    const { userId } = authenticateMas(ctx);
+    for (const s of masSessions.values()) if (s.userId === userId) endMasSession(s.id);
+    return ok({});
+  };
+
+  /** Synapse on MAS: device deletion is user-interactive auth with the `m.oauth` stage (spec v1.17). */
+  function deviceDeletion(ctx: RequestContext, devices: string[], body: Record<string, unknown>): Answer {
+    const { userId } = authenticateMas(ctx);
+    const auth = body.auth;
+    let sessionId: string | null = null;
+    if (isPlainObject(auth) && typeof auth.session === 'string' && uiaSessions.get(auth.session)?.userId === userId) {
+      sessionId = auth.session;
+      const left = [...masSessions.values()].some((s) => s.active && s.userId === userId && devices.includes(s.deviceId));
+      if (!left) {
+        uiaSessions.delete(sessionId);
+        return ok({});
+      }
+    }
+    if (sessionId === null) {
+      sessionId = randomLetters(24);
+      uiaSessions.set(sessionId, { userId, devices });
+    }
+    const url =
+      devices.length === 1
+        ? `${accountManagementUri()}?action=org.matrix.device_delete&device_id=${encodeURIComponent(devices[0])}`
+        : `${accountManagementUri()}?action=org.matrix.devices_list`;
+    return { status: 401, json: { flows: [{ stages: ['m.oauth'] }], params: { 'm.oauth': { url } }, session: sessionId } };
+  }
+
+  const deleteDevicesRoute: Handler = (ctx) => {
+    const body = parseJsonObject(ctx.rawBody);
+    const devices = body.devices;
+    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) throw new MatrixError(400, 'M_BAD_JSON', 'devices must be a list of strings');
+    return deviceDeletion(ctx, devices as string[], body);
+  };
+
+  const deleteDeviceRoute: Handler = (ctx) => {
+    const deviceId = decodeURIComponent(/\/devices\/([^/]+)$/.exec(ctx.pathname)![1]);
+    const body = ctx.rawBody === '' ? {} : parseJsonObject(ctx.rawBody);
+    return deviceDeletion(ctx, [deviceId], body);
+  };
+
+  const compatLoginFlows: Handler = () => {
+    const flows: Record<string, unknown>[] = [];
+    if (passwordLogin) flows.push({ type: 'm.login.password' });
+    flows.push({ type: 'm.login.sso', oauth_aware_preferred: true });
+    flows.push({ type: 'm.login.token' });
+    return ok({ flows });
+  };
+
+  /** MAS `compat/login.rs`: Synapse's checks, a compat session; it expires only with refresh_token: true. */
+  const compatLogin: Handler = (ctx) => {
+    const { body, userId, deviceId } = checkLogin(ctx);
+    const displayName = typeof body.initial_device_display_name === 'string' ? body.initial_device_display_name : null;
+    const session = createMasSession('compat', null, userId, deviceId, null, displayName);
+    const wantsRefresh = body.refresh_token === true;
+    const t = now();
+    const expiresAt = wantsRefresh ? t + oauthAccessLifetimeSec * 1000 : null;
+    const { at, rt } = issueMasTokens(session, wantsRefresh, expiresAt);
+    const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName, access_token: at.token };
+    if (rt) {
+      response.refresh_token = rt.token;
+      response.expires_in_ms = (expiresAt as number) - t;
+    }
+    return ok(response);
+  };
+
+  /** MAS `compat/refresh.rs`: compat tokens only, no replay grace, the old access token expires at once. */
+  const compatRefresh: Handler = (ctx) => {
+    const body = parseJsonObject(ctx.rawBody);
+    const token = body.refresh_token;
+    if (typeof token !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'refresh_token must be a string');
+    usedRefreshTokens.push(token);
+    const rt = masRefreshTokens.get(token);
+    const session = rt === undefined ? undefined : masSessions.get(rt.sessionId);
+    if (!rt || !session || session.kind !== 'compat' || expired(rt.expiresAt)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid refresh token');
+    if (rt.consumed || rt.revoked) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Refresh token already consumed');
+    if (!session.active) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid session');
+    const t = now();
+    const expiresAt = t + oauthAccessLifetimeSec * 1000;
+    const next = issueMasTokens(session, true, expiresAt);
+    rt.consumed = true;
+    rt.next = next.rt!.token;
+    const oldAt = masAccessTokens.get(rt.accessToken);
+    if (oldAt && !expired(oldAt.expiresAt)) oldAt.expiresAt = t - 1;
+    return ok({ access_token: next.at.token, refresh_token: next.rt!.token, expires_in_ms: expiresAt - t });
+  };
+
   const client = (versions: string, rest: string) => new RegExp(`^/_matrix/client/(?:${versions})/${rest}$`);
   const routes: Route[] = [
     { pattern: /^\/_matrix\/client\/versions$/, methods: { GET: () => ok({ versions: VERSIONS, unstable_features: {} }) } },
@@ -492,22 +1356,46 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       pattern: /^\/\.well-known\/matrix\/client$/,
       methods: { GET: () => new MatrixError(404, 'M_NOT_FOUND', '.well-known not available').answer() },
     },
-    { pattern: client('r0|v3', 'login'), methods: { GET: loginFlows, POST: login } },
     { pattern: client('r0|v3', 'account/whoami'), methods: { GET: whoami } },
-    { pattern: client('r0|v3', 'logout'), methods: { POST: logout } },
-    { pattern: client('r0|v3', 'logout/all'), methods: { POST: logoutAll } },
     {
       pattern: client('r0|v3', 'tokenrefresh'),
       methods: { POST: () => new MatrixError(403, 'M_FORBIDDEN', 'tokenrefresh is no longer supported.').answer() },
     },
   ];
-  if (refreshPaths.has('v3')) routes.push({ pattern: client('r0|v3', 'refresh'), methods: { POST: refresh } });
-  if (refreshPaths.has('v1')) routes.push({ pattern: client('v1', 'refresh'), methods: { POST: refresh } });
-  if (refreshPaths.has('unstable')) {
-    routes.push({
-      pattern: client('unstable/org\\.matrix\\.msc2918|unstable/org\\.matrix\\.msc2918\\.refresh_token', 'refresh'),
-      methods: { POST: refresh },
-    });
+  if (!oauth) {
+    routes.push(
+      { pattern: client('r0|v3', 'login'), methods: { GET: loginFlows, POST: login } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: logout } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: logoutAll } },
+    );
+    if (refreshPaths.has('v3')) routes.push({ pattern: client('r0|v3', 'refresh'), methods: { POST: refresh } });
+    if (refreshPaths.has('v1')) routes.push({ pattern: client('v1', 'refresh'), methods: { POST: refresh } });
+    if (refreshPaths.has('unstable')) {
+      routes.push({
+        pattern: client('unstable/org\\.matrix\\.msc2918|unstable/org\\.matrix\\.msc2918\\.refresh_token', 'refresh'),
+        methods: { POST: refresh },
+      });
+    }
+  } else {
+    routes.push(
+      { pattern: client('v1|unstable/org\\.matrix\\.msc2965', 'auth_metadata'), methods: { GET: authMetadata } },
+      { pattern: /^\/\.well-known\/openid-configuration$/, methods: { GET: authMetadata } },
+      { pattern: /^\/oauth2\/registration$/, methods: { POST: registerClient } },
+      { pattern: /^\/oauth2\/device$/, methods: { POST: deviceAuthorization } },
+      { pattern: /^\/authorize$/, methods: { GET: authorize } },
+      { pattern: /^\/oauth2\/token$/, methods: { POST: tokenEndpoint } },
+      { pattern: /^\/oauth2\/revoke$/, methods: { POST: revoke } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogoutAll } },
+      { pattern: client('v3', 'delete_devices'), methods: { POST: deleteDevicesRoute } },
+      { pattern: client('r0|v3', 'devices/[^/]+'), methods: { DELETE: deleteDeviceRoute } },
+    );
+    if (compat) {
+      routes.push(
+        { pattern: client('r0|v3', 'login'), methods: { GET: compatLoginFlows, POST: compatLogin } },
+        { pattern: client('r0|v3', 'refresh'), methods: { POST: compatRefresh } },
+      );
+    }
   }
 
   function dispatch(ctx: RequestContext): Answer {
@@ -518,7 +1406,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     try {
       return handler(ctx);
     } catch (e) {
-      if (e instanceof MatrixError) return e.answer();
+      if (e instanceof MatrixError || e instanceof OAuthError) return e.answer();
       return new MatrixError(500, 'M_UNKNOWN', `Internal server error: ${String(e)}`).answer();
     }
   }
@@ -594,7 +1482,10 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const url = new URL(target, 'http://127.0.0.1');
 
     let parsedBody: unknown = undefined;
-    if (rawBody !== '') {
+    const contentType = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (rawBody !== '' && contentType === 'application/x-www-form-urlencoded') {
+      parsedBody = Object.fromEntries(new URLSearchParams(rawBody));
+    } else if (rawBody !== '') {
       try {
         parsedBody = JSON.parse(rawBody);
       } catch {
@@ -657,11 +1548,27 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     });
   });
   const { port } = server.address() as AddressInfo;
+  baseUrl = `http://127.0.0.1:${port}`;
+
+  function requireOAuth(what: string): void {
+    if (!oauth) throw new Error(`homeserver double: ${what} needs the oauth option`);
+  }
+
+  function pendingDeviceGrant(userCode: string, what: string): DeviceGrant {
+    requireOAuth(what);
+    const grant = [...deviceGrants.values()].find((g) => g.userCode === userCode.toUpperCase());
+    if (!grant) throw new Error(`homeserver double: ${what}: no device authorization has user code ${JSON.stringify(userCode)}`);
+    if (grant.state !== 'pending' || grant.expiresAt < now()) throw new Error(`homeserver double: ${what}: user code ${userCode} is not pending`);
+    return grant;
+  }
 
   const double: HomeserverDouble = {
-    url: `http://127.0.0.1:${port}`,
+    url: baseUrl,
     requests,
     usedRefreshTokens,
+    issuer: oauth ? issuer() : null,
+    authorizationRequests,
+    revocations,
 
     async close() {
       if (closed) return;
@@ -700,11 +1607,13 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     expireAccessTokens() {
       const t = now() - 1;
       for (const at of accessTokens.values()) at.expiresAt = t;
+      for (const at of masAccessTokens.values()) at.expiresAt = t;
     },
 
     expireRefreshTokens() {
       const t = now() - 1;
       for (const rt of refreshTokens.values()) rt.expiresAt = t;
+      for (const rt of masRefreshTokens.values()) rt.expiresAt = t;
     },
 
     revokeAll() {
@@ -712,6 +1621,53 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       refreshTokens.clear();
       refreshIdByToken.clear();
       displayNames.clear();
+      for (const session of masSessions.values()) endMasSession(session.id);
+    },
+
+    endSession(deviceId: string) {
+      const userIds = new Set([...accessTokens.values(), ...refreshTokens.values()].filter((r) => r.deviceId === deviceId).map((r) => r.userId));
+      for (const userId of userIds) deleteDevices(userId, deviceId);
+      for (const session of masSessions.values()) if (session.deviceId === deviceId) endMasSession(session.id);
+    },
+
+    clients() {
+      return [...clients.values()];
+    },
+
+    deviceAuthorizations() {
+      return [...deviceGrants.values()].map((g) => ({
+        userCode: g.userCode,
+        deviceCode: g.deviceCode,
+        clientId: g.clientId,
+        scope: g.scope,
+        deviceId: g.deviceId,
+        status: g.state !== 'exchanged' && g.expiresAt < now() ? 'expired' : g.state,
+        approvedAs: g.approvedAs,
+        polls: g.polls,
+      }));
+    },
+
+    approveDevice(userCode: string, localpart?: string) {
+      const grant = pendingDeviceGrant(userCode, 'approveDevice');
+      const who = localpart ?? Object.keys(users)[0];
+      checkLocalpart(who);
+      grant.state = 'approved';
+      grant.approvedAs = who;
+    },
+
+    denyDevice(userCode: string) {
+      pendingDeviceGrant(userCode, 'denyDevice').state = 'denied';
+    },
+
+    expireDeviceCodes() {
+      requireOAuth('expireDeviceCodes');
+      const t = now() - 1;
+      for (const g of deviceGrants.values()) if (g.state !== 'exchanged') g.expiresAt = t;
+    },
+
+    setAuthorizeAs(localpart: string | null) {
+      requireOAuth('setAuthorizeAs');
+      authorizeAs = checkLocalpart(localpart);
     },
 
     sessions() {
@@ -726,12 +1682,35 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
           refreshToken = rt.token;
         }
         out.push({
+          kind: 'synapse',
           deviceId: at.deviceId,
           userId: at.userId,
           accessToken: at.token,
           refreshToken,
           expiresAt: at.expiresAt,
           displayName: displayNames.get(`${at.userId}|${at.deviceId}`) ?? null,
+          clientId: null,
+          scope: null,
+        });
+      }
+      // MAS sessions: the newest access token and the live refresh token of each active session.
+      for (const session of masSessions.values()) {
+        if (!session.active) continue;
+        const newest = <T extends { sessionId: number; seq: number }>(rows: Iterable<T>, live: (r: T) => boolean) =>
+          [...rows].filter((r) => r.sessionId === session.id && live(r)).sort((a, b) => b.seq - a.seq)[0];
+        const at = newest(masAccessTokens.values(), (r) => !r.revoked);
+        if (!at) continue;
+        const rt = newest(masRefreshTokens.values(), (r) => !r.revoked && !r.consumed);
+        out.push({
+          kind: session.kind,
+          deviceId: session.deviceId,
+          userId: session.userId,
+          accessToken: at.token,
+          refreshToken: rt?.token ?? null,
+          expiresAt: at.expiresAt,
+          displayName: session.displayName,
+          clientId: session.clientId,
+          scope: session.scope,
         });
       }
       return out;
@@ -739,8 +1718,10 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
 
     accessTokenStatus(token: string) {
       const at = accessTokens.get(token);
-      if (!at) return 'unknown';
-      return at.expiresAt !== null && at.expiresAt < now() ? 'expired' : 'valid';
+      if (at) return expired(at.expiresAt) ? 'expired' : 'valid';
+      const mat = masAccessTokens.get(token);
+      if (!mat || mat.revoked || !masSessions.get(mat.sessionId)?.active) return 'unknown';
+      return expired(mat.expiresAt) ? 'expired' : 'valid';
     },
   };
   return double;
