@@ -1,6 +1,9 @@
 // A real Synapse homeserver for tests.
 //
 // ensureSynapseInstalled() keeps a Python venv with a pinned matrix-synapse under <repo>/.cache/synapse-venv;
+// ensureSynapseInstalled(OAUTH_SYNAPSE_INSTALL) keeps a second one, .cache/synapse-oauth-venv, with
+// matrix-synapse[oidc] 1.156.0 (the last release that delegates auth to a generic OAuth server; see
+// oauth-homeserver.ts), and startSynapse({install: OAUTH_SYNAPSE_INSTALL, ...}) runs that one.
 // startSynapse() runs a throwaway homeserver (temp dir, SQLite, 127.0.0.1, free port) and returns a handle.
 // jest's globalSetup (global-setup.ts) starts one shared server per run and passes it to test files through
 // MXS_TEST_SYNAPSE_URL / MXS_TEST_SYNAPSE_VERSION / MXS_TEST_SYNAPSE_SHARED_SECRET; test files wrap their
@@ -22,6 +25,40 @@ import { createInterface } from 'node:readline';
 /** The Synapse release the tests run against (bump deliberately; CI installs exactly this). */
 export const SYNAPSE_PINNED_VERSION = '1.163.2';
 
+/** Which matrix-synapse a venv holds: pip requirement `matrix-synapse${extras}==${version}` in `venvDir()`. */
+export interface SynapseInstallSpec {
+  /** Exact matrix-synapse release. */
+  version: string;
+  /** pip extras including brackets, e.g. '[oidc]'; '' for none. */
+  extras: string;
+  /** Python modules the extras bring, checked on import: a venv without them counts as not installed. */
+  imports: string[];
+  /** The venv directory (a function: it reads env vars and the cwd when called). */
+  venvDir(): string;
+}
+
+/** The default install: SYNAPSE_PINNED_VERSION in .cache/synapse-venv (MXS_SYNAPSE_VENV overrides). */
+export const DEFAULT_SYNAPSE_INSTALL: SynapseInstallSpec = {
+  version: SYNAPSE_PINNED_VERSION,
+  extras: '',
+  imports: [],
+  venvDir: () => synapseVenvDir(),
+};
+
+/**
+ * Synapse 1.156.0 is the last release with `experimental_features.msc3861` (auth delegated to any OAuth 2.0
+ * server); 1.157 removed it. The `oidc` extra brings authlib, which that code path needs.
+ */
+export const SYNAPSE_OAUTH_PINNED_VERSION = '1.156.0';
+
+/** The OAuth-delegating install: .cache/synapse-oauth-venv (MXS_SYNAPSE_OAUTH_VENV overrides). */
+export const OAUTH_SYNAPSE_INSTALL: SynapseInstallSpec = {
+  version: SYNAPSE_OAUTH_PINNED_VERSION,
+  extras: '[oidc]',
+  imports: ['authlib'],
+  venvDir: () => process.env.MXS_SYNAPSE_OAUTH_VENV || path.join(repoRoot(), '.cache', 'synapse-oauth-venv'),
+};
+
 /** Users that globalSetup registers on the shared test server (`@alice:localhost`, `@bob:localhost`). */
 export const TEST_USERS = {
   alice: { user: 'alice', password: 'alice-pw-1', userId: '@alice:localhost' },
@@ -37,8 +74,10 @@ export interface StartSynapseOptions {
   sessionLifetime?: string | number;
   /** `nonrefreshable_access_token_lifetime` (tokens of clients that did not ask for a refresh token). Default: unset. */
   nonrefreshableAccessTokenLifetime?: string | number;
-  /** Extra top-level homeserver.yaml keys, applied last (they override the defaults above). */
+  /** Extra top-level homeserver.yaml keys, applied last (they override the defaults above; `undefined` removes a key). */
   extraConfig?: Record<string, unknown>;
+  /** Which installed Synapse to run. Default DEFAULT_SYNAPSE_INSTALL. */
+  install?: SynapseInstallSpec;
 }
 
 export interface SynapseHandle {
@@ -70,7 +109,7 @@ const log = (msg: string): void => {
 // Installation
 
 /** The repo root: the nearest directory above the cwd whose package.json is this project's; else the cwd. */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = process.cwd();
   for (;;) {
     const pkg = path.join(dir, 'package.json');
@@ -136,14 +175,15 @@ function run(cmd: string, args: string[], opts: { progress?: boolean; cwd?: stri
 
 const tail = (text: string, lines = 30): string => text.trimEnd().split('\n').slice(-lines).join('\n');
 
-async function installedVersion(python: string): Promise<string | undefined> {
+async function installedVersion(python: string, spec: SynapseInstallSpec): Promise<string | undefined> {
   if (!existsSync(python)) return undefined;
-  const r = await run(python, ['-c', "import importlib.metadata as m; print(m.version('matrix-synapse'))"]);
+  const probe = spec.imports.map((m) => `import ${m}; `).join('');
+  const r = await run(python, ['-c', `${probe}import importlib.metadata as m; print(m.version('matrix-synapse'))`]);
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
 /** Checks that a usable python3 (≥ 3.10, with venv and ensurepip) exists; throws an Error that says what is missing. */
-async function checkSystemPython(python3: string): Promise<void> {
+async function checkSystemPython(python3: string, spec: SynapseInstallSpec): Promise<void> {
   const probe = await run(python3, ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])']);
   if (probe.spawnError || probe.code !== 0) {
     const why = probe.spawnError ? probe.spawnError.message : tail(probe.stderr, 5);
@@ -155,7 +195,7 @@ async function checkSystemPython(python3: string): Promise<void> {
   const version = probe.stdout.trim();
   const [major, minor] = version.split('.').map(Number);
   if (major !== 3 || minor < 10) {
-    throw new Error(`Cannot run Synapse for the tests: ${python3} is Python ${version}; matrix-synapse ${SYNAPSE_PINNED_VERSION} needs Python 3.10 or newer.`);
+    throw new Error(`Cannot run Synapse for the tests: ${python3} is Python ${version}; matrix-synapse ${spec.version} needs Python 3.10 or newer.`);
   }
   const venv = await run(python3, ['-c', 'import venv, ensurepip']);
   if (venv.code !== 0) {
@@ -217,37 +257,44 @@ async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-let installing: Promise<{ python: string; version: string }> | undefined;
+const installing = new Map<string, Promise<{ python: string; version: string }>>();
 
 /**
- * Makes sure `<repo>/.cache/synapse-venv` holds matrix-synapse at the pinned version (creating the venv with
- * `python3 -m venv` and running pip when needed; progress goes to stderr) and returns its python and version.
- * Throws an Error explaining what is missing when python3 or its venv module is not there, or pip fails.
+ * Makes sure `<repo>/.cache/synapse-venv` (or the venv of `spec`) holds matrix-synapse at the pinned version
+ * (creating the venv with `python3 -m venv` and running pip when needed; progress goes to stderr) and returns
+ * its python and version. Throws an Error explaining what is missing when python3 or its venv module is not
+ * there, or pip fails.
  */
-export function ensureSynapseInstalled(): Promise<{ python: string; version: string }> {
-  installing ??= doEnsureInstalled().catch((err: unknown) => {
-    installing = undefined; // allow a later retry
-    throw err;
-  });
-  return installing;
+export function ensureSynapseInstalled(spec: SynapseInstallSpec = DEFAULT_SYNAPSE_INSTALL): Promise<{ python: string; version: string }> {
+  const key = `${spec.venvDir()}\0${spec.extras}\0${spec.version}`;
+  let pending = installing.get(key);
+  if (!pending) {
+    pending = doEnsureInstalled(spec).catch((err: unknown) => {
+      installing.delete(key); // allow a later retry
+      throw err;
+    });
+    installing.set(key, pending);
+  }
+  return pending;
 }
 
-async function doEnsureInstalled(): Promise<{ python: string; version: string }> {
-  const venv = synapseVenvDir();
+async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: string; version: string }> {
+  const venv = spec.venvDir();
   const python = venvPython(venv);
-  const current = await installedVersion(python);
-  if (current === SYNAPSE_PINNED_VERSION) return { python, version: current };
+  const requirement = `matrix-synapse${spec.extras}==${spec.version}`;
+  const current = await installedVersion(python, spec);
+  if (current === spec.version) return { python, version: current };
 
   mkdirSync(path.dirname(venv), { recursive: true });
   return withLock(`${venv}.lock`, async () => {
     // Someone else may have finished while we waited.
-    const now = await installedVersion(python);
-    if (now === SYNAPSE_PINNED_VERSION) return { python, version: now };
+    const now = await installedVersion(python, spec);
+    if (now === spec.version) return { python, version: now };
 
     const started = Date.now();
     if (!existsSync(python) || !(await run(python, ['-c', 'import sys']).then((r) => r.code === 0))) {
       const python3 = process.env.MXS_PYTHON || 'python3';
-      await checkSystemPython(python3);
+      await checkSystemPython(python3, spec);
       rmSync(venv, { recursive: true, force: true });
       log(`creating Python venv ${venv}`);
       const mk = await run(python3, ['-m', 'venv', venv]);
@@ -258,18 +305,18 @@ async function doEnsureInstalled(): Promise<{ python: string; version: string }>
         );
       }
     }
-    log(`installing matrix-synapse==${SYNAPSE_PINNED_VERSION} into ${venv}${now ? ` (replacing ${now})` : ''}; this takes a minute or two`);
+    log(`installing ${requirement} into ${venv}${now ? ` (replacing ${now})` : ''}; this takes a minute or two`);
     const pip = await run(
       python,
-      ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', `matrix-synapse==${SYNAPSE_PINNED_VERSION}`],
+      ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', requirement],
       { progress: true },
     );
     if (pip.code !== 0) {
-      throw new Error(`Cannot run Synapse for the tests: pip install matrix-synapse==${SYNAPSE_PINNED_VERSION} failed:\n${tail(pip.stdout + pip.stderr)}`);
+      throw new Error(`Cannot run Synapse for the tests: pip install ${requirement} failed:\n${tail(pip.stdout + pip.stderr)}`);
     }
-    const version = await installedVersion(python);
-    if (version !== SYNAPSE_PINNED_VERSION) {
-      throw new Error(`Cannot run Synapse for the tests: after pip install, the venv reports matrix-synapse ${version ?? '(none)'}, not ${SYNAPSE_PINNED_VERSION}`);
+    const version = await installedVersion(python, spec);
+    if (version !== spec.version) {
+      throw new Error(`Cannot run Synapse for the tests: after pip install, the venv reports matrix-synapse ${version ?? '(none)'}, not ${spec.version}`);
     }
     log(`matrix-synapse ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
     return { python, version };
@@ -493,7 +540,7 @@ async function serverVersion(baseUrl: string): Promise<string | undefined> {
  * answers 200. Access tokens from `refresh_token: true` logins live `accessTokenLifetime` (default 6 s).
  */
 export async function startSynapse(opts: StartSynapseOptions = {}): Promise<SynapseHandle> {
-  const { python, version: installed } = await ensureSynapseInstalled();
+  const { python, version: installed } = await ensureSynapseInstalled(opts.install);
   let lastError: Error | undefined;
   // A port found free can be taken before Synapse binds it: retry a couple of times on "Address already in use".
   for (let attempt = 1; attempt <= 3; attempt++) {
