@@ -152,7 +152,7 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
   let flows: string[] | undefined;
   if (method === 'auto' && input.credentials) {
     flows = await loginFlows(homeserver, deps.http).catch(() => [] as string[]);
-    if (flows.length === 0 || flows.includes(input.credentials.type)) return { meta: null, flows };
+    if (flows.includes(input.credentials.type)) return { meta: null, flows };
   }
   const meta = await discoverAuthMetadata(homeserver, deps.http);
   if (meta) {

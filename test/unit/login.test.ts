@@ -154,6 +154,9 @@ describe('a successful login', () => {
   it('still logs in when GET /login fails (the flows check is advisory)', async () => {
     replyVersions(w.agent, HS);
     replyJson(w.agent, HS, 'GET', LOGIN, 400, { errcode: 'M_UNRECOGNIZED' });
+    for (const path of ['/_matrix/client/v1/auth_metadata', '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata']) {
+      replyJson(w.agent, HS, 'GET', path, 404, { errcode: 'M_UNRECOGNIZED' });
+    }
     replyJson(w.agent, HS, 'POST', LOGIN, 200, GRANT);
     await expect(loginService(input(), w.deps)).resolves.toMatchObject({ userId: '@alice:example.org' });
   });
