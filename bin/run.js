@@ -7,10 +7,9 @@ import { fileURLToPath } from 'node:url';
 module.enableCompileCache?.();
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const argv = process.argv.slice(2);
-
 // `status` and `token` with plain flags skip loading oclif (see src/cli/fast-path.ts).
-const { tryFastPath } = await import('../dist/cli/fast-path.js');
+const { tryFastPath, normalizeArgv } = await import('../dist/cli/fast-path.js');
+const argv = normalizeArgv(process.argv.slice(2));
 const code = await tryFastPath(argv, root);
 if (code !== undefined) process.exit(code);
 

@@ -5,6 +5,8 @@ import { Output } from '../ui/output.js';
 import { commandContext, type GlobalFlags } from './context.js';
 import { reportError } from './report-error.js';
 
+export { normalizeArgv } from './argv.js';
+
 // `mxs status` and `mxs token` run in prompts and shell loops, so their start-up is the
 // product's speed. Loading @oclif/core alone costs about as much as Node's own start, so for
 // these two commands, when the argv is plain, mxs parses it here, from the flag definitions in

@@ -59,6 +59,12 @@ function parseError(err: Error, argv: string[]): MxsError {
       'Use --password-stdin or --token-stdin, or let mxs prompt for the password.',
     );
   }
-  const first = err.message.split('\n')[0]!.trim();
-  return usageError(first, 'See: mxs --help, or mxs COMMAND --help');
+  // oclif puts the substance after a generic first line ("The following error occurred:").
+  const lines = err.message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^The following errors? occurred:?$/i.test(l) && !/^See more help with/i.test(l));
+  const clash = lines.map((l) => /^(--[\w-]+)(?:=\S*)? cannot also be provided when using (--[\w-]+)/.exec(l)).find(Boolean);
+  if (clash) return usageError(`${clash[2]} and ${clash[1]} cannot be used together.`, 'Drop one of them; see: mxs COMMAND --help');
+  return usageError(lines[0] ?? 'Invalid arguments.', 'See: mxs --help, or mxs COMMAND --help');
 }
