@@ -1,4 +1,4 @@
-import { loginHint } from '../errors.js';
+import { loginHint, profileFlag } from '../errors.js';
 import { statusAllService, statusService, type StatusResult } from '../services/status.js';
 import { statusLines } from '../ui/render.js';
 import type { CommandContext } from './context.js';
@@ -12,15 +12,21 @@ export interface StatusFlags {
  * `mxs status`, free of oclif so the start-up fast path can run it. Returns the JSON result
  * and the exit code (0 valid, 5 expired but refreshable, 4 not logged in or expired for good).
  */
-export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<{ result: StatusResult | { profiles: StatusResult[] }; exitCode: number }> {
+export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<{ result: StatusResult | { defaultProfile: string; profiles: StatusResult[] }; exitCode: number }> {
   const { out, deps } = ctx;
   if (flags.all) {
     const reports = await statusAllService(deps);
+    // `mxs switch` is not built yet: the default profile is `default` (MXS_PROFILE chooses per command).
+    const defaultProfile = 'default';
     if (!json) {
       if (reports.length === 0) out.info('No stored sessions. Run: mxs login SERVER');
-      reports.forEach((r, i) => out.data((i ? '\n' : '') + statusLines(r, deps.now(), out.color).join('\n')));
+      reports.forEach((r, i) => {
+        const lines = statusLines(r, deps.now(), out.color);
+        if (r.status.profile === defaultProfile) lines[0] += ' (default)';
+        out.data((i ? '\n' : '') + lines.join('\n'));
+      });
     }
-    return { result: { profiles: reports.map((r) => r.status) }, exitCode: 0 };
+    return { result: { defaultProfile, profiles: reports.map((r) => r.status) }, exitCode: 0 };
   }
   let report = await statusService(ctx.profile, deps);
   if (!json) {
@@ -37,7 +43,7 @@ export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: b
   }
   const s = report.status;
   if (!s.loggedIn) out.info(loginHint(s.profile));
-  else if (report.exitCode === 5) out.info(`The access token has expired. Run: mxs refresh${s.profile === 'default' ? '' : ` --profile ${s.profile}`}`);
+  else if (report.exitCode === 5) out.info(`The access token has expired. Run: mxs refresh${profileFlag(s.profile)}`);
   else if (report.exitCode === 4) out.info(loginHint(s.profile, s.homeserver ?? undefined));
   return { result: s, exitCode: report.exitCode };
 }

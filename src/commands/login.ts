@@ -3,7 +3,7 @@ import { MxsCommand } from '../base-command.js';
 import { usageError } from '../errors.js';
 import type { LoginMethod } from '../matrix/client.js';
 import { loginService, type LoginResult } from '../services/login.js';
-import { readStdinLine } from '../ui/input.js';
+import { checkTokenShape, readStdinLine } from '../ui/input.js';
 import { cancelOnSigint, terminalInteraction } from '../cli/login-interaction.js';
 import { loginLine } from '../ui/render.js';
 
@@ -68,7 +68,7 @@ export default class Login extends MxsCommand {
 
   /** Credentials piped in on stdin; anything else is asked for only when the server needs it. */
   private async givenCredentials(flags: { user?: string; 'password-stdin': boolean; 'token-stdin': boolean }): Promise<LoginMethod | undefined> {
-    if (flags['token-stdin']) return { type: 'm.login.token', token: await readStdinLine(process.stdin, 'login token', '--token-stdin') };
+    if (flags['token-stdin']) return { type: 'm.login.token', token: checkTokenShape(await readStdinLine(process.stdin, 'login token', '--token-stdin'), 'login token', '--token-stdin') };
     if (!flags['password-stdin']) return undefined;
     if (!flags.user) throw usageError('No user given.', 'Pass --user alice (or @alice:example.org).');
     return { type: 'm.login.password', user: flags.user, password: await readStdinLine(process.stdin, 'password', '--password-stdin') };

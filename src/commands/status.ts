@@ -13,7 +13,7 @@ export default class Status extends MxsCommand {
     watch: Flags.boolean({ summary: 'Live countdown on a terminal until expiry or Ctrl-C.', exclusive: ['json'] }),
   };
 
-  async run(): Promise<StatusResult | { profiles: StatusResult[] }> {
+  async run(): Promise<StatusResult | { defaultProfile: string; profiles: StatusResult[] }> {
     const { flags } = await this.parse(Status);
     const { result, exitCode } = await runStatus(this.setup(flags), flags, this.jsonEnabled());
     this.exitWith(exitCode);

@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { MxsCommand } from '../base-command.js';
 import { usageError } from '../errors.js';
 import { whoamiService, whoamiTokenService, type WhoamiResult } from '../services/whoami.js';
-import { readStdinLine } from '../ui/input.js';
+import { checkTokenShape, readStdinLine } from '../ui/input.js';
 import { whoamiLines } from '../ui/render.js';
 
 export default class Whoami extends MxsCommand {
@@ -31,7 +31,7 @@ export default class Whoami extends MxsCommand {
       const stored = args.server ? null : await deps.sessions.read(profile);
       const server = args.server ?? stored?.homeserver;
       if (!server) throw usageError('No server to ask: give SERVER, or log in first.', 'Run: mxs whoami example.org --token-stdin');
-      const token = await readStdinLine(process.stdin, 'access token', '--token-stdin');
+      const token = checkTokenShape(await readStdinLine(process.stdin, 'access token', '--token-stdin'), 'access token', '--token-stdin');
       report = await whoamiTokenService(token, server, flags.insecure || Boolean(stored?.insecure), deps);
     } else {
       if (args.server) throw usageError('SERVER is only used with --token-stdin.', 'Run: mxs whoami (the stored session knows its server).');

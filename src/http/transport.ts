@@ -70,8 +70,11 @@ export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecode
   }
 }
 
+/** Failures that the same request cannot get past: TLS trouble, a plain-HTTP port. */
+const permanent = new WeakSet<MxsError>();
+
 function isRetryable(e: MxsError): boolean {
-  if (e.code === 'network') return true;
+  if (e.code === 'network') return !permanent.has(e);
   if (e.status === 429) return true;
   return e.status !== undefined && e.status >= 500;
 }
@@ -132,6 +135,19 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import(
     return { status, headers: res.headers, contentType, text, json: parseJsonObject(contentType, text), sentAt, host };
   } catch (err) {
     if (err instanceof MxsError) throw err;
+    const tls = TLS_CODES.test(errorCode(err));
+    if ((timedOut || tls) && req.url.startsWith('https:') && (await speaksPlainHttp(req.url, Math.min(1000, deps.timeoutMs)))) {
+      const u = new URL(req.url);
+      const e = new MxsError({
+        code: 'network',
+        message: `${host} answered in plain HTTP, not HTTPS: this port does not speak TLS.`,
+        hint: `Use http://${u.host} (allowed to loopback; elsewhere only with --insecure), or the server's HTTPS port.`,
+        kind: 'network',
+        cause: err,
+      });
+      permanent.add(e);
+      throw e;
+    }
     if (timedOut) {
       throw new MxsError({
         code: 'timeout',
@@ -150,18 +166,50 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import(
 
 const TLS_CODES = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
 
+function errorCode(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+  return e?.code ?? e?.cause?.code ?? '';
+}
+
+/** Whether the port behind an https:// URL answers a plain HTTP request (then TLS cannot work there). */
+async function speaksPlainHttp(url: string, timeoutMs: number): Promise<boolean> {
+  const { connect } = await import('node:net');
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) });
+    let answer = '';
+    const done = (result: boolean) => {
+      socket.destroy();
+      resolve(result);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write(`HEAD / HTTP/1.0\r\nHost: ${u.host}\r\n\r\n`));
+    socket.on('data', (d) => {
+      answer += d.toString('latin1');
+      if (answer.length >= 5) done(answer.startsWith('HTTP/'));
+    });
+    socket.on('end', () => done(answer.startsWith('HTTP/')));
+  });
+}
+
 function networkError(err: unknown, host: string): MxsError {
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
-  const code = e.code ?? e.cause?.code ?? '';
+  const code = errorCode(err);
   const detail = (e.cause?.message ?? e.message ?? String(err)).split('\n')[0];
   if (TLS_CODES.test(code)) {
-    return new MxsError({
+    const untrusted = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code);
+    const failure = new MxsError({
       code: 'network',
       message: `TLS failure talking to ${host}: ${detail}.`,
-      hint: 'The server certificate is not trusted for that name; check the URL (mxs never disables certificate checks).',
+      hint: untrusted
+        ? 'The server certificate is not trusted for that name; check the URL (mxs never disables certificate checks).'
+        : 'The TLS handshake failed; check that the URL names the server\'s HTTPS port.',
       kind: 'network',
       cause: err,
     });
+    permanent.add(failure);
+    return failure;
   }
   return new MxsError({
     code: 'network',

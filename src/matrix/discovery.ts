@@ -9,18 +9,23 @@ export function isLoopbackHost(hostname: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** The server as typed, for messages: never its user:password@ part. */
+export function withoutUserinfo(raw: string): string {
+  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@/?#]*@/i, '$1');
+}
+
 /** Enforces the contract's rule: http:// only to loopback unless --insecure. Returns the normalised base URL. */
 export function checkBaseUrl(raw: string, insecure: boolean): string {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw usageError(`"${raw}" is not a valid URL.`, 'Give a server name (example.org) or a URL (https://matrix.example.org).');
+    throw usageError(`"${withoutUserinfo(raw)}" is not a valid URL.`, 'Give a server name (example.org) or a URL (https://matrix.example.org).');
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw usageError(`Unsupported URL scheme "${url.protocol}" in ${raw}.`, 'Use an https:// URL.');
+    throw usageError(`Unsupported URL scheme "${url.protocol}" in ${withoutUserinfo(raw)}.`, 'Use an https:// URL.');
   }
-  if (url.username || url.password) throw usageError('Credentials in the server URL are not accepted.', 'Give the URL without user:password@.');
+  if (url.username || url.password) throw usageError('Credentials in the server URL are not accepted (and were not sent anywhere).', 'Give the URL without user:password@.');
   if (url.protocol === 'http:' && !insecure && !isLoopbackHost(url.hostname)) {
     throw usageError(
       `Refusing plain http:// to ${url.host}: tokens would cross the network unencrypted.`,
@@ -44,6 +49,7 @@ export async function resolveHomeserver(server: string, insecure: boolean, deps:
     baseUrl = checkBaseUrl(input, insecure);
   } else {
     if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(input) && !/^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(input)) {
+      if (input.includes('@')) throw usageError('Credentials in the server name are not accepted (and were not sent anywhere).', 'Give the server without user:password@.');
       throw usageError(`"${input}" is neither a server name nor a URL.`, 'Give a server name (example.org) or a URL (https://matrix.example.org).');
     }
     baseUrl = await wellKnown(input, insecure, deps);

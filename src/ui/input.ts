@@ -18,6 +18,17 @@ export async function readStdinLine(stdin: NodeJS.ReadStream, what: string, flag
   return line;
 }
 
+/** A token from stdin must be a token: printable ASCII, no spaces or control characters (checked before anything is sent). */
+export function checkTokenShape(token: string, what: string, flag: string): string {
+  if (!/^[\x21-\x7e]{1,4096}$/.test(token)) {
+    throw usageError(
+      `The ${what} read from standard input contains spaces, control characters or non-ASCII text, so it cannot be a token; nothing was sent.`,
+      `Pipe the token alone, e.g.: printf '%s\\n' "$TOKEN" | mxs ... ${flag}`,
+    );
+  }
+  return token;
+}
+
 /** Asks on the terminal without echo. */
 export async function promptSecret(message: string): Promise<string> {
   const { default: password } = await import('@inquirer/password');

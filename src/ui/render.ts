@@ -1,4 +1,5 @@
 import { formatDuration } from '../duration.js';
+import { profileFlag } from '../errors.js';
 import type { LoginResult } from '../services/login.js';
 import type { StatusReport } from '../services/status.js';
 import type { RefreshResult } from '../services/tokens.js';
@@ -17,9 +18,10 @@ export function clockTime(iso: string): string {
 export function countdown(issuedAt: string | null, expiresAt: string | null, now: number, c: Colors): string {
   if (expiresAt === null) return c.green('does not expire');
   const left = Date.parse(expiresAt) - now;
-  if (left <= 0) return c.red(`expired ${formatDuration(-left)} ago (${clockTime(expiresAt)})`);
+  // Whole seconds, so a countdown never switches units below one second (1s, then 1s, not 466ms).
+  if (left <= 0) return c.red(`expired ${formatDuration(Math.max(1000, Math.floor(-left / 1000) * 1000))} ago (${clockTime(expiresAt)})`);
   const lifetime = issuedAt ? Date.parse(expiresAt) - Date.parse(issuedAt) : 0;
-  const text = `expires in ${formatDuration(left)} (${clockTime(expiresAt)})`;
+  const text = `expires in ${formatDuration(Math.ceil(left / 1000) * 1000)} (${clockTime(expiresAt)})`;
   return lifetime > 0 && left < lifetime * WARN_FRACTION ? c.yellow(text) : c.green(text);
 }
 
@@ -46,9 +48,11 @@ export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
 }
 
 function refreshState(s: StatusReport['status'], c: Colors): string {
+  const p = profileFlag(s.profile);
   if (s.expiresAt === null) return 'not needed (the token does not expire)';
-  if (!s.refreshable) return s.expired ? c.red('not possible: log in again') : 'not possible: log in again when it expires';
-  return s.expired ? c.yellow('possible: run mxs refresh') : 'automatic (refresh token stored)';
+  if (!s.refreshable) return s.expired ? c.red(`not possible: log in again (mxs login${p})`) : `not possible: log in again when it expires (mxs login${p})`;
+  // Nothing refreshes in the background: say which commands do it.
+  return s.expired ? c.yellow(`possible: mxs refresh${p} (or mxs token${p}, which refreshes first)`) : `on use: mxs token, whoami and refresh renew it (refresh token stored)`;
 }
 
 export function loginLine(r: LoginResult, now: number, c: Colors): string {

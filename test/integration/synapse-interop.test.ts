@@ -199,7 +199,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
       expect(text.stdout).toContain(`User:      ${u.userId} (device ${loggedIn.deviceId})`);
       expect(text.stdout).toContain(`Server:    ${base()}`);
       expect(text.stdout).toMatch(/Token: +expires in [1-6]s \(\d\d:\d\d:\d\d UTC\)/);
-      expect(text.stdout).toMatch(/Refresh: +automatic \(refresh token stored\)/);
+      expect(text.stdout).toMatch(/Refresh: +on use: mxs token, whoami and refresh renew it \(refresh token stored\)/);
       expect(json.code).toBe(0);
       const s = json.json();
       expect(s).toEqual({
@@ -509,7 +509,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
       expect(out.code).toBe(0);
       expect(out.json()).toEqual({ profile: 'second', serverSide: false });
       expect(out.stderr).toMatch(/no longer recognised the session/);
-      expect((await mxs(['status', '--all', '--json'])).json()).toEqual({ profiles: [] });
+      expect((await mxs(["status", "--all", "--json"])).json()).toEqual({ defaultProfile: "default", profiles: [] });
     });
   });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { Chalk } from 'chalk';
-import { countdown } from '../../src/ui/render.js';
+import type { StatusReport } from '../../src/services/status.js';
+import { countdown, statusLines } from '../../src/ui/render.js';
 
 const color = new Chalk({ level: 1 });
 const plain = new Chalk({ level: 0 });
@@ -19,9 +20,10 @@ describe('countdown', () => {
     ['plenty left', FIVE_MIN_BEFORE, 252_000, 'expires in 4m 12s (21:03:12 UTC)', GREEN],
     ['exactly 20% of the lifetime left', FIVE_MIN_BEFORE, 60_000, 'expires in 1m (21:03:12 UTC)', GREEN],
     ['under 20% of the lifetime left', FIVE_MIN_BEFORE, 59_000, 'expires in 59s (21:03:12 UTC)', YELLOW],
-    ['under a second left', FIVE_MIN_BEFORE, 400, 'expires in 400ms (21:03:12 UTC)', YELLOW],
+    ['under a second left: still whole seconds, no switch to ms (issue 10 item 20)', FIVE_MIN_BEFORE, 466, 'expires in 1s (21:03:12 UTC)', YELLOW],
+    ['1.5 s left rounds up', FIVE_MIN_BEFORE, 1500, 'expires in 2s (21:03:12 UTC)', YELLOW],
     ['little left but no known issue time', null, 5_000, 'expires in 5s (21:03:12 UTC)', GREEN],
-    ['expired just now', FIVE_MIN_BEFORE, 0, 'expired 0ms ago (21:03:12 UTC)', RED],
+    ['expired just now', FIVE_MIN_BEFORE, 0, 'expired 1s ago (21:03:12 UTC)', RED],
     ['expired a while ago', FIVE_MIN_BEFORE, -90_000, 'expired 1m 30s ago (21:03:12 UTC)', RED],
   ])('%s: %j', (_case, issuedAt, leftMs, text, ansi) => {
     const now = expiresMs - leftMs;
@@ -38,5 +40,32 @@ describe('countdown', () => {
     for (const left of [252_000, 10_000, -5_000]) {
       expect(countdown(FIVE_MIN_BEFORE, EXPIRES, expiresMs - left, plain)).not.toMatch(/\u001b/);
     }
+  });
+});
+
+describe('status lines (issue 10 item 20)', () => {
+  const report = (over: Partial<StatusReport['status']>): StatusReport => ({
+    status: { profile: 'work', loggedIn: true, homeserver: 'https://hs', userId: '@a:hs', deviceId: 'D', method: 'password', issuer: null, issuedAt: FIVE_MIN_BEFORE, expiresAt: EXPIRES, expiresInMs: 1, expired: false, refreshable: true, storage: 'file', ...over },
+    exitCode: 0,
+    clockSkewMs: null,
+    accountManagementUri: null,
+  });
+  const refreshLine = (r: StatusReport) => statusLines(r, expiresMs - 10_000, plain).find((l) => l.startsWith('Refresh:'));
+
+  it('says what renews a valid token instead of promising an automatic refresh', () => {
+    expect(refreshLine(report({}))).toBe('Refresh:   on use: mxs token, whoami and refresh renew it (refresh token stored)');
+  });
+
+  it.each([
+    [{ expired: true }, 'mxs refresh --profile work'],
+    [{ refreshable: false }, 'mxs login --profile work'],
+  ])('names --profile in the command to run for a non-default profile: %j', (over, command) => {
+    expect(refreshLine(report(over))).toContain(command);
+  });
+
+  it('escapes control characters in server-given names', () => {
+    const lines = statusLines(report({ userId: '@a\x1b]0;pwned\x07:hs', deviceId: 'D\nFake: line' }), expiresMs, plain);
+    expect(lines.join('\n')).not.toMatch(/\x1b|\x07/);
+    expect(lines.find((l) => l.startsWith('User:'))).toBe('User:      @a\\x1b]0;pwned\\x07:hs (device D\\nFake: line)');
   });
 });
