@@ -125,8 +125,9 @@ export function loginHint(profile: string, server?: string): string {
   return `Run: mxs login ${server ?? 'SERVER'}${profileFlag(profile)}`;
 }
 
+/** Ctrl-C or end of input at a prompt: one line, exit 130, no hint (the user knows what they did). */
 export function cancelled(what = 'Cancelled.'): MxsError {
-  return new MxsError({ code: 'cancelled', message: what, hint: 'Nothing was stored.', kind: 'cancelled' });
+  return new MxsError({ code: 'cancelled', message: what, kind: 'cancelled' });
 }
 
 export function notLoggedIn(profile: string): MxsError {
