@@ -129,6 +129,16 @@ export async function ensureFresh(profile: string, deps: Deps, rule: RefreshRule
 }
 
 function requireRefreshToken(s: LoadedSession, now: number): void {
+  if (s.secret.refreshToken !== null && !s.record.refreshable) {
+    // The server refused this refresh token before (the record says so); the token stays stored
+    // only for logout. Sending it again would only be refused again.
+    throw new MxsError({
+      code: 'not_refreshable',
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token earlier.`,
+      hint: loginHint(s.record.profile, s.record.homeserver),
+      kind: 'auth',
+    });
+  }
   if (s.secret.refreshToken !== null) return;
   const expired = refreshWhenExpired(s.secret, now);
   throw new MxsError({

@@ -399,6 +399,15 @@ describe('OAuth sessions after login', () => {
     expect((await w.stored()).record!.refreshable).toBe(false);
   });
 
+  it('once refused, the dead refresh token is not sent again: exit 4 not_refreshable, no request', async () => {
+    await w.seed({ oauth: true, refreshToken: 'mar_old', storage: 'file', lifetimeMs: 1000 });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 400, { error: 'invalid_grant' });
+    await expect(refreshService('default', undefined, w.deps)).rejects.toMatchObject({ code: 'invalid_grant' });
+    w.clock.advance(2000);
+    await expect(tokenService('default', 60_000, w.deps)).rejects.toMatchObject({ exitCode: 4, code: 'not_refreshable' });
+    expect(tokenRequests()).toHaveLength(1);
+  });
+
   it.each([
     ['503', () => replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 503, { error: 'temporarily_unavailable' }).times(3)],
     ['HTML 502 from a proxy', () => w.agent.get(ISSUER).intercept({ method: 'POST', path: '/oauth2/token' }).reply(502, '<html>Bad gateway</html>', { headers: { 'content-type': 'text/html' } }).times(3)],
