@@ -292,3 +292,72 @@ export function retryAfterMs(res: HttpResponse, now: number): number | undefined
 export function serverLine(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v.split('\n')[0]!.slice(0, 200) : undefined;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Streaming exchanges (`mxs api`): the body is not read here, so a 100 MiB download never sits in
+// memory. --timeout bounds the connect phase, the wait for the headers, and each silence in the body.
+
+export interface StreamRequest {
+  method: string;
+  url: string;
+  accessToken?: string;
+  headers?: Record<string, string>;
+  /** A replayable body (string or Buffer), or a factory for a fresh stream per attempt. */
+  body?: string | Buffer | (() => NodeJS.ReadableStream);
+  /** Safe to repeat on network errors, 5xx and 429. */
+  retry: boolean;
+}
+
+export interface StreamResponse {
+  status: number;
+  statusText: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: NodeJS.ReadableStream & { destroy(): void; text(): Promise<string> };
+  sentAt: number;
+}
+
+export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<StreamResponse> {
+  const undici = await import('undici');
+  const host = hostOf(req.url);
+  for (let attempt = 1; ; attempt++) {
+    const sentAt = deps.now();
+    let status = 0;
+    try {
+      const res = await undici.request(req.url, {
+        method: req.method as Dispatcher.HttpMethod,
+        headers: { 'user-agent': 'mxs', ...req.headers, ...(req.accessToken !== undefined ? { authorization: `Bearer ${req.accessToken}` } : {}) },
+        body: typeof req.body === 'function' ? (req.body() as unknown as import('node:stream').Readable) : req.body,
+        headersTimeout: deps.timeoutMs,
+        bodyTimeout: deps.timeoutMs,
+        dispatcher: deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs),
+      });
+      status = res.statusCode;
+      const retryable = req.retry && (status >= 500 || status === 429) && attempt < MAX_ATTEMPTS;
+      if (retryable) {
+        await res.body.dump();
+        const wait = status === 429 ? Math.min(Number(header(res.headers, 'retry-after')) * 1000 || backoff(attempt), MAX_RETRY_WAIT_MS) : backoff(attempt);
+        deps.trace?.(`  retrying in ${Math.round(wait)} ms (HTTP ${status})`);
+        await deps.sleep(wait);
+        continue;
+      }
+      return { status, statusText: STATUS_TEXT[status] ?? '', headers: res.headers, body: res.body as unknown as StreamResponse['body'], sentAt };
+    } catch (err) {
+      const e = timeoutOrNetwork(err, host, deps.timeoutMs);
+      if (!(req.retry && e.code === 'network' && !permanent.has(e) && attempt < MAX_ATTEMPTS)) throw e;
+      await deps.sleep(backoff(attempt));
+    } finally {
+      deps.trace?.(`${req.method} ${redactUrl(req.url)} → ${status || 'no answer'} (${deps.now() - sentAt} ms)`);
+    }
+  }
+}
+
+function timeoutOrNetwork(err: unknown, host: string, timeoutMs: number): MxsError {
+  if (err instanceof MxsError) return err;
+  const code = errorCode(err);
+  if (/TIMEOUT/.test(code)) {
+    return new MxsError({ code: 'timeout', message: `${host} went silent for ${timeoutMs} ms.`, hint: 'Check the network and the server, or allow more time with --timeout.', kind: 'network', cause: err });
+  }
+  return networkError(err, host);
+}
+
+const STATUS_TEXT: Record<number, string> = { 200: 'OK', 201: 'Created', 204: 'No Content', 302: 'Found', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };

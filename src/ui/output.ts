@@ -53,6 +53,17 @@ export class Output {
     this.stdout.write(this.redactor.redact(text));
   }
 
+  /** Bytes as the server sent them (`mxs api`): unredacted and unescaped, like `curl`'s output. */
+  rawData(text: string | Buffer): void {
+    this.stdout.write(text as string);
+  }
+
+  /** Streams a body to stdout with backpressure (a 100 MiB download never sits in memory). */
+  async pipeData(body: NodeJS.ReadableStream): Promise<void> {
+    const { pipeline } = await import('node:stream/promises');
+    await pipeline(body, this.stdout as unknown as NodeJS.WritableStream, { end: false });
+  }
+
   /** The only unredacted path: `mxs token`. */
   secretData(line: string): void {
     this.stdout.write(line + '\n');
