@@ -3,10 +3,12 @@
 // upload and a 100 MiB streamed download; against the real OAuth homeserver for an OAuth session.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, makeHome, runMxs } from '../support/cli.js';
+import { BIN, makeHome, runMxs, startMxs } from '../support/cli.js';
+import { waitFor } from '../support/fault-kit.js';
+import { describeWithOAuthHomeserver, oauthHomeserverFromEnv } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, registerUserWithSecret, startSynapse, testSynapseUrl, type SynapseHandle } from '../support/synapse.js';
 
 let home: Awaited<ReturnType<typeof makeHome>>;
@@ -251,4 +253,29 @@ describeWithSynapse('media through a real Synapse (100 MiB)', () => {
     expect(down.maxRssKiB - baseline.maxRssKiB).toBeLessThan(80 * 1024);
     expect(up.maxRssKiB - baseline.maxRssKiB).toBeLessThan(80 * 1024);
   }, 240_000);
+});
+
+describeWithOAuthHomeserver('on an OAuth session (Synapse 1.156 + oidc-provider)', () => {
+  it('calls the API with the OAuth token, and refreshes it at the token endpoint once it expired', async () => {
+    const hs = oauthHomeserverFromEnv();
+    const env = { ...home.env, MXS_NO_BROWSER: '1' };
+    const login = startMxs(['login', hs.baseUrl, '--browser', '--user', 'alice', '--json'], { env });
+    let stderr = '';
+    login.child.stderr!.on('data', (d) => (stderr += d));
+    await waitFor('the authorization URL', () => /\n\s+(http\S+\/auth\S*)/.test(stderr), 20_000, 20);
+    const url = /\n\s+(http\S+\/auth\S*)/.exec(stderr)![1]!;
+    await hs.authorize(url, 'alice');
+    expect((await login.done).code).toBe(0);
+    const first = await mxs(['api', 'account/whoami']);
+    expect(first.code).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ user_id: '@alice:localhost' });
+    const before = JSON.parse(await readFile(join(home.env.MXS_CONFIG_DIR!, 'secrets', 'default.json'), 'utf8'));
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(before.expiresAt) - Date.now()) + 500));
+    const after = await mxs(['api', 'account/whoami']);
+    expect(after.code).toBe(0);
+    const secret = JSON.parse(await readFile(join(home.env.MXS_CONFIG_DIR!, 'secrets', 'default.json'), 'utf8'));
+    expect(secret.accessToken).not.toBe(before.accessToken);
+    expect(secret.refreshToken).not.toBe(before.refreshToken);
+    expect((await mxs(['logout'])).code).toBe(0);
+  }, 60_000);
 });
