@@ -1,10 +1,33 @@
 import { usageError } from './errors.js';
+import { printable } from './store/paths.js';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const PART = /(\d+)(ms|s|m|h|d)/gy;
 
-/** Parses `1500ms`, `90s`, `5m`, `1h30m` (parts in any order, each once-or-more) into milliseconds. */
-export function parseDuration(input: string, flag = 'duration'): number {
+const HOUR = UNIT_MS.h!;
+const DAY = UNIT_MS.d!;
+
+/** The longest wait a Node timer holds (2^31-1 ms, about 24.8 days); longer ones fire after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The most each duration flag accepts, used when the caller gives no maximum. `--timeout` is capped
+ * by the contract; flags that feed a timer stay far below MAX_TIMER_MS; the others are sane bounds.
+ */
+export const DURATION_MAX_MS: Readonly<Record<string, number>> = {
+  '--timeout': HOUR, // contract: at most 1h; also bounds the connect phase and the lock wait
+  '--drain': HOUR, // proxy shutdown (a timer)
+  '--min-valid': DAY, // refresh-ahead margin; capped at half the token's lifetime anyway
+  '--lifetime': 366 * DAY, // requested refresh-token lifetime
+  '--older-than': 3660 * DAY, // devices not seen for this long
+};
+
+/**
+ * Parses `1500ms`, `90s`, `5m`, `1h30m`, `7d` (parts in any order, each once-or-more) into
+ * milliseconds. Anything longer than `maxMs` (default: DURATION_MAX_MS[flag], else no bound but
+ * Number.MAX_SAFE_INTEGER) is a usage error (exit 2) naming the flag and the maximum.
+ */
+export function parseDuration(input: string, flag = 'duration', maxMs: number = DURATION_MAX_MS[flag] ?? Number.MAX_SAFE_INTEGER): number {
   const text = input.trim();
   let total = 0;
   let matched = 0;
@@ -15,11 +38,28 @@ export function parseDuration(input: string, flag = 'duration'): number {
   }
   if (text === '' || matched !== text.length || !Number.isSafeInteger(total)) {
     throw usageError(
-      `Invalid ${flag} "${input}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
+      `Invalid ${flag} "${printable(input, 40)}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
       'Give a whole number followed by a unit: ms, s, m, h or d.',
     );
   }
+  if (total > maxMs) {
+    const max = durationText(maxMs);
+    throw usageError(`${flag} ${printable(text, 40)} is too long: the most it accepts is ${max}.`, `Give at most ${max}, e.g. ${flag} ${max}`);
+  }
   return total;
+}
+
+/** A duration in the syntax parseDuration reads, exactly: `1h`, `366d`, `1h30m`, `1500ms`. */
+export function durationText(ms: number): string {
+  if (ms === 0) return '0s';
+  let rest = ms;
+  let out = '';
+  for (const unit of ['d', 'h', 'm', 's', 'ms']) {
+    const n = Math.floor(rest / UNIT_MS[unit]!);
+    if (n > 0) out += `${n}${unit}`;
+    rest -= n * UNIT_MS[unit]!;
+  }
+  return out;
 }
 
 /** `4m 12s`, `1h 3m`, `2d 4h`, `850ms`: the two largest non-zero units. */

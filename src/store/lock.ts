@@ -1,21 +1,56 @@
-import { mkdir, rmdir, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { link, lstat, open, readFile, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { MxsError, Exit } from '../errors.js';
-import { ensurePrivateDir } from './atomic.js';
+import { ensurePrivateDir, fsFailure } from './atomic.js';
+
+// The per-profile lock (issue 10 item 14: staleness must not depend on wall-clock agreement).
+//
+// The lock is a small regular file, `locks/PROFILE.lock`, created atomically with its content in
+// place (written to a temp file, then hard-linked to the lock path: link(2) fails with EEXIST when
+// the lock exists, and a lock is never seen half-written). The content says who holds it: PID, the
+// process's start time as the kernel counts it (clock ticks since boot, /proc/PID/stat), hostname,
+// boot id, PID namespace, a random nonce. While it holds the lock, the holder touches the file's
+// mtime (a heartbeat) every staleMs/4.
+//
+// A waiter takes a lock over only when:
+// - its holder is provably dead: same host (hostname, boot id and PID namespace all equal) and the
+//   PID is gone, or the PID now belongs to a process with another start time (reused). A live
+//   holder on this host is never taken over, whatever the clocks say;
+// - or, when that cannot be checked (another host sharing the directory, a PID alive but no start
+//   time to compare, an unreadable lock, a directory lock from mxs 0.1), the lock has not changed
+//   (inode, mtime, size) for staleMs as measured by the waiter's MONOTONIC clock. File times are
+//   compared only with earlier file times, never with any clock: a clock step on either side
+//   cannot make a fresh lock look old. (Directory locks from mxs 0.1, touched every 1.5 s by their
+//   holders, are given staleMs/2.)
+// Removal of a stale lock is serialised by `<lock>.takeover` (created the same atomic way, and
+// itself recovered the same way), and re-checked under it, so one waiter removes one stale lock
+// and never a fresh one (proper-lockfile issue #121, which the previous design worked around).
+//
+// proper-lockfile is no longer used: its staleness is mtime against the local wall clock.
 
 export interface LockOptions {
-  /** How long to wait for another process before giving up. */
+  /** How long to wait for another process before giving up (measured on the monotonic clock). */
   waitMs: number;
-  /** A lock whose holder stopped touching it this long ago is taken over (its holder died). */
+  /** A lock whose holder cannot be checked for life is taken over after this long without a heartbeat. */
   staleMs?: number;
   sleep?: (ms: number) => Promise<void>;
+  /** @deprecated Ignored: the lock never reads the wall clock (kept so existing callers compile). */
   now?: () => number;
+  /** The monotonic clock, in ms (default performance.now). */
+  monotonic?: () => number;
 }
+
+const DEFAULT_STALE_MS = 6000;
 
 /**
  * Runs `critical` holding the per-profile lock. While another process holds it, `whileWaiting`
  * is polled: when it returns a value (the holder already did the work, e.g. stored a fresh
  * token), that value is returned without ever taking the lock. Never runs `critical` unlocked.
+ * File-system failures (read-only, full, a path in the way) are exit 6, naming the path.
  */
 export async function withLock<T>(
   lockPath: string,
@@ -23,45 +58,26 @@ export async function withLock<T>(
   critical: () => Promise<T>,
   whileWaiting?: () => Promise<T | undefined>,
 ): Promise<T> {
-  const now = opts.now ?? Date.now;
+  const clock = opts.monotonic ?? (() => performance.now());
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const staleMs = opts.staleMs ?? 6000;
-  const deadline = now() + opts.waitMs;
-  // Loaded here, not at start-up: only a refresh or a login needs the lock.
-  const { default: lockfile } = await import('proper-lockfile');
-  await ensurePrivateDir(dirname(lockPath));
+  const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
+  const deadline = clock() + opts.waitMs;
+  await ensureLockDir(lockPath);
   for (let attempt = 0; ; attempt++) {
-    let release: (() => Promise<void>) | undefined;
-    try {
-      release = await lockfile.lock(lockPath, {
-        realpath: false,
-        lockfilePath: lockPath,
-        // proper-lockfile's own stale takeover is off (see takeOverIfStale); it only keeps our lock's mtime fresh.
-        stale: NEVER_STALE,
-        update: Math.max(1000, Math.floor(staleMs / 4)),
-        retries: 0,
-        // Losing the lock (a stall past staleMs) is not a reason to fail work that already
-        // finished: the critical section stores before it returns, and store writes are atomic.
-        onCompromised: () => {},
-      });
-    } catch (err) {
-      // ENOENT: the lock vanished between proper-lockfile's mkdir and its mtime probe; just try again.
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ELOCKED' && code !== 'ENOENT') throw err;
-      if (code === 'ELOCKED' && (await takeOverIfStale(lockPath, staleMs))) continue;
-    }
-    if (release) {
+    const held = await tryAcquire(lockPath, staleMs);
+    if (held) {
       try {
         return await critical();
       } finally {
-        await release().catch(() => {});
+        await held.release();
       }
     }
+    if (await takeOverIfStale(lockPath, staleMs, clock)) continue;
     if (whileWaiting) {
       const done = await whileWaiting();
       if (done !== undefined) return done;
     }
-    if (now() >= deadline) {
+    if (clock() >= deadline) {
       throw new MxsError({
         code: 'timeout',
         message: `Another mxs process held the session lock for more than ${Math.round(opts.waitMs / 1000)}s.`,
@@ -75,43 +91,294 @@ export async function withLock<T>(
   }
 }
 
-const NEVER_STALE = Number.MAX_SAFE_INTEGER;
+/**
+ * Proves that locks can be taken in `locksDir` (creating it, 0700): takes and releases a probe
+ * lock there. Exit 6, naming the path and what to fix, when it cannot.
+ */
+export async function probeLockDir(locksDir: string): Promise<void> {
+  const probe = join(locksDir, `.probe.${process.pid}.${randomBytes(4).toString('hex')}.lock`);
+  await ensureLockDir(probe);
+  const held = await tryAcquire(probe, DEFAULT_STALE_MS);
+  if (!held) throw fsFailure(Object.assign(new Error('a probe lock already exists'), { code: 'EEXIST' }), probe, `Cannot take a lock in ${locksDir}`);
+  await held.release();
+}
+
+async function ensureLockDir(lockPath: string): Promise<void> {
+  try {
+    await ensurePrivateDir(dirname(lockPath));
+  } catch (err) {
+    throw fsFailure(err, lockPath, `Cannot take the session lock ${lockPath}`, dirname(lockPath));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who holds a lock.
+
+/** What a lock file says about its holder. */
+export interface LockOwner {
+  v: 1;
+  pid: number;
+  /** The holder's start time in clock ticks since boot (/proc/PID/stat field 22); null off Linux. */
+  start: string | null;
+  host: string;
+  /** /proc/sys/kernel/random/boot_id; null off Linux. */
+  boot: string | null;
+  /** The PID namespace (/proc/self/ns/pid); null off Linux. */
+  pidns: string | null;
+  nonce: string;
+  /** For people reading the file; never used to judge staleness. */
+  since: string;
+}
+
+function readText(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Field 22 of /proc/PID/stat (after the parenthesised command name, which may hold spaces). */
+export function processStart(pid: number): string | null {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (!stat) return null;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[19] ?? null;
+}
+
+function pidNamespace(): string | null {
+  try {
+    return readlinkSync('/proc/self/ns/pid') || null; // e.g. "pid:[4026531836]"
+  } catch {
+    return null;
+  }
+}
+
+let self: Omit<LockOwner, 'nonce' | 'since'> | undefined;
+function me(): Omit<LockOwner, 'nonce' | 'since'> {
+  self ??= {
+    v: 1,
+    pid: process.pid,
+    start: processStart(process.pid),
+    host: hostname(),
+    boot: readText('/proc/sys/kernel/random/boot_id'),
+    pidns: pidNamespace(),
+  };
+  return self;
+}
+
+function parseOwner(text: string): LockOwner | null {
+  try {
+    const o = JSON.parse(text) as Partial<LockOwner>;
+    if (o && o.v === 1 && Number.isSafeInteger(o.pid) && o.pid! > 0 && typeof o.host === 'string' && typeof o.nonce === 'string') return o as LockOwner;
+  } catch {
+    // unreadable
+  }
+  return null;
+}
+
+type Verdict = 'alive' | 'dead' | 'unknown';
+
+/** Whether the holder is provably alive or dead, from this host; 'unknown' when that cannot be told. */
+export function holderState(owner: LockOwner): Verdict {
+  const here = me();
+  if (owner.host !== here.host || owner.boot !== here.boot || owner.pidns !== here.pidns) return 'unknown';
+  try {
+    process.kill(owner.pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return 'dead';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return 'unknown';
+  }
+  if (owner.start === null || here.start === null) return 'unknown';
+  const start = processStart(owner.pid);
+  if (start === null) return 'unknown'; // alive, but /proc hides it (hidepid): cannot tell reuse
+  return start === owner.start ? 'alive' : 'dead';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Taking and releasing.
+
+interface Held {
+  release(): Promise<void>;
+}
+
+async function tryAcquire(lockPath: string, staleMs: number): Promise<Held | null> {
+  const owner: LockOwner = { ...me(), nonce: randomBytes(8).toString('hex'), since: new Date().toISOString() };
+  const created = await createExclusive(lockPath, JSON.stringify(owner) + '\n');
+  if (!created) return null;
+  const { ino } = created;
+  // Ours only while it is the same file (inode numbers are reused: also check the nonce in it).
+  const ours = async () => {
+    const st = await lstat(lockPath).catch(() => null);
+    if (!st || st.ino !== ino || !st.isFile()) return false;
+    return (await readSmall(lockPath)).includes(`"nonce":"${owner.nonce}"`);
+  };
+  // Heartbeat: a strictly increasing mtime (so it changes even if the clock stands still or steps
+  // back). Waiters only compare it with what they saw before, never with a clock.
+  let beat = Date.now();
+  const timer = setInterval(() => {
+    beat = Math.max(Date.now(), beat + 1000);
+    void (async () => {
+      if (!(await ours())) return clearInterval(timer); // taken over: not ours to touch
+      await utimes(lockPath, beat / 1000, beat / 1000).catch(() => {});
+    })();
+  }, Math.max(250, Math.floor(staleMs / 4)));
+  timer.unref();
+  return {
+    async release() {
+      clearInterval(timer);
+      // Remove only our own lock: after a takeover (we were judged dead), the file is someone else's.
+      if (await ours()) await unlink(lockPath).catch(() => {});
+    },
+  };
+}
 
 /**
- * Fix (issue 5 fault suite; proper-lockfile issue #121): proper-lockfile takes a stale lock over with
- * stat -> rmdir -> mkdir, so a waiter that saw the stale lock can rmdir the fresh lock another waiter
- * has just created. With several processes waiting on a dead holder's lock, two of them then ran
- * the refresh at once (two refreshes, the first one's tokens revoked), or one died with ENOENT from
- * proper-lockfile's mtime probe (exit 1); reproduced with 10 in-process waiters on a stale lock.
- * Here a stale lock is removed only by the waiter holding `<lock>.takeover` (mkdir is atomic), after
- * re-checking under it that the lock is still stale; a fresh lock is never stale, so never removed.
- * Returns true when it removed the lock (the caller then tries to take it at once).
+ * Creates `path` holding `content`, atomically and only if nothing is there: the content goes to a
+ * temp file, which is then hard-linked to `path` (so no one ever reads a half-written lock). On a
+ * file system without hard links, falls back to O_EXCL. Null when `path` exists; exit 6 on any
+ * other failure.
  */
-async function takeOverIfStale(lockPath: string, staleMs: number): Promise<boolean> {
-  // File times are wall-clock times: compare with the real clock, not an injected one.
-  const isStale = async (p: string) => {
-    try {
-      return (await stat(p)).mtimeMs < Date.now() - staleMs;
-    } catch {
-      return false;
-    }
-  };
-  if (!(await isStale(lockPath))) return false;
-  const guard = `${lockPath}.takeover`;
+async function createExclusive(path: string, content: string): Promise<{ ino: number } | null> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const action = `Cannot take the session lock ${path}`;
+  let fh: FileHandle | undefined;
   try {
-    await mkdir(guard, { mode: 0o700 });
+    fh = await open(tmp, 'wx', 0o600);
+    await fh.writeFile(content);
+    const { ino } = await fh.stat();
+    await fh.close();
+    fh = undefined;
+    try {
+      await link(tmp, path);
+      return { ino };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return null;
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV', 'EMLINK'].includes(code ?? '')) throw err;
+    }
+    return await createWithExcl(path, content);
   } catch (err) {
-    // Another waiter is taking over. A guard left by one that died in those few milliseconds goes once stale.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST' && (await isStale(guard))) await rmdir(guard).catch(() => {});
+    throw fsFailure(err, tmp, action);
+  } finally {
+    await fh?.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+async function createWithExcl(path: string, content: string): Promise<{ ino: number } | null> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    throw err;
+  }
+  try {
+    await fh.writeFile(content);
+    return { ino: (await fh.stat()).ino };
+  } finally {
+    await fh.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staleness.
+
+/** What a waiter saw of a lock: it changes whenever the holder beats, or the lock is replaced. */
+interface Sighting {
+  key: string;
+  /** Monotonic time at which this key was first seen. */
+  since: number;
+}
+
+/** Per lock path, in this process: shared by every waiter here, so they agree on what they saw. */
+const sightings = new Map<string, Sighting>();
+
+interface Judgement {
+  stale: boolean;
+  /** Identity of the lock judged, to remove exactly it. */
+  ino: number;
+  dir: boolean;
+}
+
+async function judge(lockPath: string, staleMs: number, clock: () => number): Promise<Judgement | null> {
+  const st = await lstat(lockPath).catch(() => null);
+  if (!st) {
+    sightings.delete(lockPath);
+    return null;
+  }
+  let owner: LockOwner | null = null;
+  if (st.isFile() && st.size <= 4096) owner = parseOwner(await readSmall(lockPath));
+  const verdict = owner ? holderState(owner) : 'unknown';
+  if (verdict === 'dead') return { stale: true, ino: st.ino, dir: st.isDirectory() };
+  if (verdict === 'alive') {
+    sightings.delete(lockPath);
+    return { stale: false, ino: st.ino, dir: false };
+  }
+  // Cannot tell: watch for a heartbeat on our own monotonic clock.
+  const key = `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}:${owner?.nonce ?? ''}`;
+  const now = clock();
+  const seen = sightings.get(lockPath);
+  if (!seen || seen.key !== key) {
+    sightings.set(lockPath, { key, since: now });
+    return { stale: false, ino: st.ino, dir: st.isDirectory() };
+  }
+  // mxs 0.1's directory locks were touched every 1.5 s (staleMs/4): two missed beats are enough.
+  const limit = st.isDirectory() && !owner ? staleMs / 2 : staleMs;
+  return { stale: now - seen.since >= limit, ino: st.ino, dir: st.isDirectory() };
+}
+
+async function readSmall(path: string): Promise<string> {
+  // Only regular files get here (lstat), so a plain read cannot block.
+  return readFile(path, 'utf8').catch(() => '');
+}
+
+/**
+ * Removes the lock if it is stale, serialised by `<lock>.takeover` and re-checked under it: one
+ * waiter removes one stale lock, never a fresh one. Returns true when it removed the lock (the
+ * caller then tries to take it at once).
+ */
+async function takeOverIfStale(lockPath: string, staleMs: number, clock: () => number): Promise<boolean> {
+  const first = await judge(lockPath, staleMs, clock);
+  if (!first?.stale) return false;
+  const guardPath = `${lockPath}.takeover`;
+  const guard = await tryAcquire(guardPath, staleMs);
+  if (!guard) {
+    // Another waiter is taking over. A guard left by one that died meanwhile is recovered the same way.
+    const g = await judge(guardPath, staleMs, clock);
+    if (g?.stale) await removeExactly(guardPath, g.ino, g.dir);
     return false;
   }
   try {
-    if (!(await isStale(lockPath))) return false;
-    await rmdir(lockPath);
-    return true;
+    const again = await judge(lockPath, staleMs, clock);
+    if (!again?.stale || again.ino !== first.ino) return false;
+    sightings.delete(lockPath);
+    return await removeExactly(lockPath, again.ino, again.dir);
+  } finally {
+    await guard.release();
+  }
+}
+
+/**
+ * Removes `path` only if it is still the file (inode) judged stale: it is first renamed aside,
+ * atomically, then checked; something else renamed by a race is put back.
+ */
+async function removeExactly(path: string, ino: number, isDir: boolean): Promise<boolean> {
+  const aside = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.stale`);
+  try {
+    await rename(path, aside);
   } catch {
     return false;
-  } finally {
-    await rmdir(guard).catch(() => {});
   }
+  const st = await lstat(aside).catch(() => null);
+  if (st && st.ino !== ino) {
+    // Not the one we judged: give it back (link fails if yet another appeared; then it stays aside and its holder loses it).
+    if (!st.isDirectory()) await link(aside, path).catch(() => {});
+    else await rename(aside, path).catch(() => {});
+    await rm(aside, { recursive: false, force: true }).catch(() => {});
+    return false;
+  }
+  await rm(aside, { recursive: isDir, force: true }).catch(() => {});
+  return true;
 }

@@ -1,8 +1,8 @@
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
-import { writeFileAtomic } from './atomic.js';
+import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
 import type { StatePaths } from './paths.js';
 
 /** Where the tokens of a session live, by profile. One item per profile holds both tokens and their times. */
@@ -51,26 +51,18 @@ export class FileSecretStore implements SecretStore {
 
   async get(profile: string): Promise<SessionSecret | null> {
     const file = this.paths.secret(profile);
-    let mode: number;
-    try {
-      mode = (await stat(file)).mode;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw storageError(`Cannot read ${file}: ${(err as Error).message}.`, 'Check its permissions.', err);
-    }
+    // Never a blocking read (a FIFO planted here is refused, exit 6); the mode is checked on the
+    // descriptor that was read, so the file cannot be swapped between the check and the read.
+    const read = await readStateFile(file, 'the secrets file');
+    if (read === null) return null;
+    const mode = read.stats.mode;
     if ((mode & 0o077) !== 0) {
       throw storageError(
         `Refusing to use ${file}: other users can read it (mode ${(mode & 0o777).toString(8).padStart(4, '0')}).`,
         `Run: chmod 600 ${file}  (and consider the tokens in it leaked: log in again)`,
       );
     }
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      throw storageError(`Cannot read ${file}: ${(err as Error).message}.`, 'Check its permissions.', err);
-    }
-    return parseSecret(text, file);
+    return parseSecret(read.text, file);
   }
 
   async set(profile: string, secret: SessionSecret): Promise<void> {
@@ -78,13 +70,27 @@ export class FileSecretStore implements SecretStore {
     try {
       await writeFileAtomic(file, serializeSecret(secret) + '\n');
     } catch (err) {
-      throw storageError(`Cannot write ${file}: ${(err as Error).message}.`, 'Check the free space and permissions of the config directory.', err);
+      throw fsFailure(err, file, `Cannot write the secrets file ${file}`);
     }
+  }
+
+  /** Proves a secret could be stored (before logging in): the secrets directory exists or can be made, and takes a file. */
+  async assertWritable(profile: string): Promise<void> {
+    const file = this.paths.secret(profile);
+    await assertDirWritable(dirname(file), 'the secrets directory');
+    await assertReplaceable(file, 'the secrets file');
   }
 
   async delete(profile: string): Promise<void> {
     const file = this.paths.secret(profile);
-    await rm(file, { force: true });
+    try {
+      await rm(file, { force: true });
+    } catch (err) {
+      // A parent that is not a directory (or a symlink loop): there is no such file to delete.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTDIR' || code === 'ELOOP') return;
+      throw fsFailure(err, file, `Cannot delete the secrets file ${file}`);
+    }
     // Also any temp file a crashed write left beside it: it may hold tokens.
     const dir = dirname(file);
     const prefix = `${basename(file)}.`;
