@@ -50,6 +50,8 @@ export default class Login extends MxsCommand {
           credentials,
           user: flags.user,
           browser: flags.browser,
+          // For deployments that register mxs under their own page (MSC2966: https, not localhost).
+          clientUri: process.env.MXS_OAUTH_CLIENT_URI || undefined,
           deviceId: flags['device-id'],
           deviceName: flags['device-name'],
           refresh: flags.refresh,

@@ -37,6 +37,8 @@ export interface LoginInput {
   user?: string;
   /** OAuth with the authorization-code grant + PKCE through the browser, instead of the device grant. */
   browser?: boolean;
+  /** The `client_uri` registered for OAuth (default: mxs's homepage); MSC2966 wants https, not localhost. */
+  clientUri?: string;
   deviceId?: string;
   deviceName?: string;
   refresh: boolean;
@@ -230,7 +232,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
       if (!meta.deviceAuthorizationEndpoint) {
         throw usageError(`${homeserver} offers no device-code login.`, 'Log in through a browser on this machine: mxs login --browser');
       }
-      clientId = await registerClient(meta, { clientName: 'mxs', clientUri: CLIENT_URI, grantTypes: [DEVICE_GRANT, 'refresh_token'] }, deps.http);
+      clientId = await registerClient(meta, { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: [DEVICE_GRANT, 'refresh_token'] }, deps.http);
       const code = await startDeviceAuthorization(meta, clientId, scope, deps.http);
       deps.rememberSecret(code.deviceCode);
       const stop = io.showDeviceCode(code);
@@ -278,7 +280,7 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
     // RFC 8252 §7.3: the loopback redirect is registered without a port; any port is accepted.
     const clientId = await registerClient(
       meta,
-      { clientName: 'mxs', clientUri: CLIENT_URI, grantTypes: ['authorization_code', 'refresh_token'], redirectUris: [`http://127.0.0.1${CALLBACK_PATH}`] },
+      { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: ['authorization_code', 'refresh_token'], redirectUris: [`http://127.0.0.1${CALLBACK_PATH}`] },
       deps.http,
     );
     const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input.user) });

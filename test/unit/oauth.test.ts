@@ -199,6 +199,15 @@ describe('device authorization grant', () => {
     expect((rename!.body as { display_name: string }).display_name).toMatch(/^mxs on /);
   });
 
+  it('registers the client_uri given instead of the default', async () => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await loginService(input({ deviceId: 'MYDEVICE01', clientUri: 'https://chat.example.com/tools' }), w.deps, interaction());
+    expect(w.requests().find((r) => r.url === `${ISSUER}/oauth2/registration`)!.body).toMatchObject({ client_uri: 'https://chat.example.com/tools' });
+  });
+
   it('picks a random device ID of 10+ letters and digits when none is given', async () => {
     oauthServer();
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
