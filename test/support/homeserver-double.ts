@@ -1398,6 +1398,194 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     }
   }
 
+  // ===========================================================================================
+  // DEVICES BLOCK — device management for `mxs devices` (src/commands/devices/). Kept apart from the
+  // rest of the double on purpose: it only adds routes, wraps handlers to record "last seen", and adds
+  // the controls in `DevicesControls` (end of file). Rules, both modes unless said (Synapse 1.163's
+  // synapse/rest/client/devices.py and handlers/device.py):
+  // - A device exists while it has a token: legacy, any access or refresh token row; OAuth mode, an
+  //   active MAS session (compat ones included). Logging out or deleting it ends it.
+  // - `GET /devices` → `{devices: [{device_id, display_name, last_seen_ip, last_seen_ts, user_id}]}` of
+  //   the token's user, sorted by device_id. `GET /devices/{id}` → one of them; unknown (or another
+  //   user's) → 404 M_NOT_FOUND.
+  // - display_name: the last `PUT /devices/{id}` name, else legacy the login's
+  //   initial_device_display_name, OAuth the session's client_name; null when none.
+  // - last_seen_ts / last_seen_ip: when a live (unexpired) access token of the device last
+  //   authenticated a request, and `127.0.0.1`; null until then (Synapse's user_ips: `/login` itself
+  //   does not count). `setDeviceLastSeen(deviceId, ts, ip?)` overrides (ts null: never seen).
+  // - `PUT /devices/{id}` `{display_name}` → 200 `{}`; display_name not a string → 400 M_BAD_JSON;
+  //   longer than 100 → 400 M_TOO_LARGE; unknown device → 404 M_NOT_FOUND "Not found".
+  // - LEGACY `POST /delete_devices` `{devices, auth?}`: user-interactive auth with one flow
+  //   `[m.login.password]` (Synapse's default `ui_auth.session_timeout: 0`: every call authenticates).
+  //   Without `auth`: 401 `{flows, params: {}, session}`. `auth: {type: m.login.password, identifier:
+  //   {type: m.id.user, user}, password, session}`: unknown session → 400 M_UNKNOWN "Unknown session
+  //   ID: …"; wrong password (or unknown user) → 401 `{errcode: M_FORBIDDEN, error: "Invalid username or password",
+  //   completed: [], flows, params, session}` (same session); another user's password → 403 M_FORBIDDEN
+  //   "Invalid auth"; otherwise the devices are deleted (unknown IDs ignored) and the answer is 200 `{}`;
+  //   the session stays usable (as Synapse 1.163 does, checked). Every attempt lands in `deviceDeletions`.
+  //   (OAuth mode keeps its m.oauth stage, above.)
+  const DEVICE_NAME_MAX = 100; // Synapse MAX_DEVICE_DISPLAY_NAME_LEN
+  const renamedDevices = new Map<string, string>(); // `${userId}|${deviceId}` -> name set by PUT
+  const lastSeen = new Map<string, { ts: number | null; ip: string | null }>();
+  const passwordUiaSessions = new Map<string, { userId: string }>();
+  const deviceDeletions: DeviceDeletionAttempt[] = [];
+
+  function liveDevices(userId: string): Map<string, string | null> {
+    const out = new Map<string, string | null>(); // deviceId -> default display name
+    for (const row of [...accessTokens.values(), ...refreshTokens.values()]) {
+      if (row.userId === userId && !out.has(row.deviceId)) out.set(row.deviceId, displayNames.get(`${userId}|${row.deviceId}`) ?? null);
+    }
+    for (const s of masSessions.values()) if (s.active && s.userId === userId && !out.has(s.deviceId)) out.set(s.deviceId, s.displayName);
+    return out;
+  }
+
+  function deviceJson(userId: string, deviceId: string, defaultName: string | null): Record<string, unknown> {
+    const key = `${userId}|${deviceId}`;
+    const seen = lastSeen.get(key);
+    return {
+      device_id: deviceId,
+      display_name: renamedDevices.get(key) ?? defaultName,
+      last_seen_ip: seen?.ip ?? null,
+      last_seen_ts: seen?.ts ?? null,
+      user_id: userId,
+    };
+  }
+
+  function listDevicesOf(userId: string): Record<string, unknown>[] {
+    return [...liveDevices(userId)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, name]) => deviceJson(userId, id, name));
+  }
+
+  const deviceOwner = (ctx: RequestContext) => (oauth ? authenticateMas(ctx).userId : authenticate(ctx).userId);
+  const deviceIdOf = (ctx: RequestContext) => decodeURIComponent(/\/devices\/([^/]+)$/.exec(ctx.pathname)![1]);
+
+  const getDevices: Handler = (ctx) => ok({ devices: listDevicesOf(deviceOwner(ctx)) });
+
+  const getDevice: Handler = (ctx) => {
+    const userId = deviceOwner(ctx);
+    const deviceId = deviceIdOf(ctx);
+    const devices = liveDevices(userId);
+    if (!devices.has(deviceId)) throw new MatrixError(404, 'M_NOT_FOUND', 'No device found');
+    return ok(deviceJson(userId, deviceId, devices.get(deviceId)!));
+  };
+
+  const putDevice: Handler = (ctx) => {
+    const userId = deviceOwner(ctx);
+    const deviceId = deviceIdOf(ctx);
+    const body = parseJsonObject(ctx.rawBody);
+    const name = body.display_name;
+    if (name !== undefined && name !== null && typeof name !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'display_name: str type expected');
+    if (typeof name === 'string' && name.length > DEVICE_NAME_MAX) {
+      throw new MatrixError(400, 'M_TOO_LARGE', `Device display name is too long (max ${DEVICE_NAME_MAX})`);
+    }
+    if (!liveDevices(userId).has(deviceId)) throw new MatrixError(404, 'M_NOT_FOUND', 'Not found');
+    if (typeof name === 'string') renamedDevices.set(`${userId}|${deviceId}`, name);
+    return ok({});
+  };
+
+  const passwordFlows = () => ({ flows: [{ stages: ['m.login.password'] }], params: {} });
+
+  const legacyDeleteDevices: Handler = (ctx) => {
+    const requester = authenticate(ctx);
+    const body = parseJsonObject(ctx.rawBody);
+    const devices = body.devices;
+    const attempt: DeviceDeletionAttempt = { devices: [], auth: body.auth, outcome: 'challenged' };
+    deviceDeletions.push(attempt);
+    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) {
+      attempt.outcome = 'rejected';
+      throw new MatrixError(400, 'M_BAD_JSON', 'devices: value is not a valid list of strings');
+    }
+    attempt.devices = [...devices];
+    const auth = body.auth;
+    if (!isPlainObject(auth)) {
+      const session = randomLetters(24);
+      passwordUiaSessions.set(session, { userId: requester.userId });
+      return { status: 401, json: { ...passwordFlows(), session } };
+    }
+    let session = typeof auth.session === 'string' ? auth.session : null;
+    if (session !== null && !passwordUiaSessions.has(session)) {
+      attempt.outcome = 'rejected';
+      throw new MatrixError(400, 'M_UNKNOWN', `Unknown session ID: ${session}`);
+    }
+    if (session === null) {
+      session = randomLetters(24);
+      passwordUiaSessions.set(session, { userId: requester.userId });
+    }
+    const identifier = isPlainObject(auth.identifier) ? auth.identifier : null;
+    const who = auth.type === 'm.login.password' && identifier?.type === 'm.id.user' && typeof identifier.user === 'string' ? resolveUser(identifier.user) : null;
+    if (who === null || typeof auth.password !== 'string' || users[who] !== auth.password) {
+      attempt.outcome = 'wrong_password';
+      return { status: 401, json: { ...passwordFlows(), session, completed: [], errcode: 'M_FORBIDDEN', error: 'Invalid username or password' } };
+    }
+    if (`@${who}:${serverName}` !== requester.userId) {
+      attempt.outcome = 'rejected';
+      throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid auth');
+    }
+    for (const deviceId of devices as string[]) deleteDevices(requester.userId, deviceId);
+    attempt.outcome = 'deleted';
+    return ok({});
+  };
+
+  /** Adds methods to the route with the same pattern (first match wins in dispatch), else a new route. */
+  function addDeviceRoute(pattern: RegExp, methods: Record<string, Handler>): void {
+    const existing = routes.find((r) => r.pattern.source === pattern.source);
+    if (existing) Object.assign(existing.methods, methods);
+    else routes.push({ pattern, methods });
+  }
+  addDeviceRoute(client('r0|v3', 'devices'), { GET: getDevices });
+  addDeviceRoute(client('r0|v3', 'devices/[^/]+'), { GET: getDevice, PUT: putDevice });
+  if (!oauth) addDeviceRoute(client('v3', 'delete_devices'), { POST: legacyDeleteDevices });
+
+  /** The device whose live access token authenticates this request, if any (before the handler runs: logout deletes it). */
+  function requestingDevice(ctx: RequestContext): { userId: string; deviceId: string } | null {
+    const auth = ctx.headers.authorization;
+    const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : ctx.query.get('access_token');
+    if (!token) return null;
+    const row = accessTokens.get(token);
+    if (row) return expired(row.expiresAt) ? null : row;
+    const mat = masAccessTokens.get(token);
+    const session = mat === undefined ? undefined : masSessions.get(mat.sessionId);
+    return mat && session?.active && !mat.revoked && !expired(mat.expiresAt) ? session : null;
+  }
+  /** A device that ended (logout, deletion) takes its name and activity with it, as Synapse's row does. */
+  function forgetEndedDevices(): void {
+    for (const map of [renamedDevices, lastSeen]) {
+      for (const key of [...map.keys()]) {
+        const bar = key.indexOf('|');
+        if (!liveDevices(key.slice(0, bar)).has(key.slice(bar + 1))) map.delete(key);
+      }
+    }
+  }
+  for (const route of routes) {
+    for (const [method, handler] of Object.entries(route.methods)) {
+      route.methods[method] = (ctx) => {
+        forgetEndedDevices(); // also those ended by a control (endSession, revokeAll) since the last request
+        const device = requestingDevice(ctx);
+        if (device) lastSeen.set(`${device.userId}|${device.deviceId}`, { ts: now(), ip: '127.0.0.1' });
+        try {
+          return handler(ctx);
+        } finally {
+          forgetEndedDevices();
+        }
+      };
+    }
+  }
+
+  const devicesControls: DevicesControls = {
+    deviceDeletions,
+    setDeviceLastSeen(deviceId, ts, ip = '127.0.0.1') {
+      const owners = [...accessTokens.values(), ...refreshTokens.values(), ...[...masSessions.values()].filter((s) => s.active)]
+        .filter((r) => r.deviceId === deviceId)
+        .map((r) => r.userId);
+      if (owners.length === 0) throw new Error(`homeserver double: setDeviceLastSeen: no live device ${JSON.stringify(deviceId)}`);
+      for (const userId of new Set(owners)) lastSeen.set(`${userId}|${deviceId}`, ts === null ? { ts: null, ip: null } : { ts, ip });
+    },
+    listDevices(userId) {
+      return listDevicesOf(userId) as unknown as DoubleDevice[];
+    },
+  };
+  // END OF DEVICES BLOCK
+  // ===========================================================================================
+
   function dispatch(ctx: RequestContext): Answer {
     const route = routes.find((r) => r.pattern.test(ctx.pathname));
     if (!route) return new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request').answer();
@@ -1723,6 +1911,40 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       if (!mat || mat.revoked || !masSessions.get(mat.sessionId)?.active) return 'unknown';
       return expired(mat.expiresAt) ? 'expired' : 'valid';
     },
+    ...devicesControls, // DEVICES BLOCK
   };
   return double;
 }
+
+// =============================================================================================
+// DEVICES BLOCK (types) — see the devices block inside startHomeserverDouble for the rules.
+
+/** A device as `GET /devices` answers it. */
+export interface DoubleDevice {
+  device_id: string;
+  display_name: string | null;
+  last_seen_ip: string | null;
+  last_seen_ts: number | null;
+  user_id: string;
+}
+
+/** One legacy `POST /delete_devices` request and what became of it. */
+export interface DeviceDeletionAttempt {
+  devices: string[];
+  /** The `auth` object as sent (undefined: none). */
+  auth: unknown;
+  outcome: 'challenged' | 'wrong_password' | 'rejected' | 'deleted';
+}
+
+export interface DevicesControls {
+  /** Sets when the device was last seen (ms since epoch; null: never) and from which IP (default 127.0.0.1). Throws for no live device. */
+  setDeviceLastSeen(deviceId: string, ts: number | null, ip?: string): void;
+  /** `GET /devices` of a user, without a request (so nothing is "seen"). */
+  listDevices(userId: string): DoubleDevice[];
+  /** Every legacy `POST /delete_devices`, in order. */
+  deviceDeletions: DeviceDeletionAttempt[];
+}
+
+// Declaration merging: the double's handle carries the devices controls.
+export interface HomeserverDouble extends DevicesControls {}
+// END OF DEVICES BLOCK (types)
