@@ -11,7 +11,8 @@ export abstract class MxsCommand extends Command {
   static override enableJsonFlag = true;
 
   static override baseFlags = {
-    profile: Flags.string({ char: 'p', env: 'MXS_PROFILE', default: 'default', helpGroup: 'GLOBAL', summary: 'Named session to use; several can coexist.' }),
+    // No fixed default: without --profile or MXS_PROFILE the context uses the profile chosen with `mxs switch`, else `default`.
+    profile: Flags.string({ char: 'p', env: 'MXS_PROFILE', helpGroup: 'GLOBAL', summary: 'Named session to use (default: the one chosen with mxs switch, else default).' }),
     verbose: Flags.boolean({ helpGroup: 'GLOBAL', summary: 'Trace HTTP exchanges on stderr (tokens redacted) and show error details.' }),
     storage: Flags.option({ options: ['auto', 'keychain', 'file'] as const, env: 'MXS_STORAGE', default: 'auto' as const, helpGroup: 'GLOBAL', summary: 'Where secrets live: the OS keychain, a 0600 file, or auto (keychain, else file).' })(),
     timeout: Flags.string({ env: 'MXS_TIMEOUT', default: '30s', helpGroup: 'GLOBAL', summary: 'Longest one HTTP exchange may take, e.g. 10s or 1m.' }),

@@ -116,9 +116,27 @@ export function badResponse(message: string, cause?: unknown): MxsError {
   });
 }
 
-/** ` --profile NAME` when the profile is not the default one, so that a hint can be run as it stands. */
+/**
+ * The profile a command uses when neither --profile nor MXS_PROFILE names one: the one chosen with
+ * `mxs switch`, else `default`; null when that cannot be known (an unreadable config file), and then
+ * every hint names its profile. Set once per run where the profile is resolved (src/cli/context.ts).
+ */
+let implicitProfile: () => string | null = () => 'default';
+
+export function setImplicitProfile(resolve: () => string | null): void {
+  implicitProfile = resolve;
+}
+
+export function getImplicitProfile(): string | null {
+  return implicitProfile();
+}
+
+/**
+ * ` --profile NAME` unless the profile is the one used without a flag, so that a hint can be run as
+ * it stands: after `mxs switch work`, a hint for `work` needs no flag and one for `default` does.
+ */
 export function profileFlag(profile: string): string {
-  return profile === 'default' ? '' : ` --profile ${profile}`;
+  return profile === implicitProfile() ? '' : ` --profile ${profile}`;
 }
 
 export function loginHint(profile: string, server?: string): string {

@@ -1,4 +1,4 @@
-import { asMxsError, loginHint, MxsError, usageError, type ErrorKind } from '../errors.js';
+import { asMxsError, getImplicitProfile, loginHint, MxsError, usageError, type ErrorKind } from '../errors.js';
 import type { Output } from '../ui/output.js';
 
 /** The single error exit: one line of what happened, one of what to do, the contract's exit code. */
@@ -33,7 +33,7 @@ function defaultHint(kind: ErrorKind, profile: string): string | undefined {
   }
 }
 
-/** The profile a hint should name: --profile/-p as given, else MXS_PROFILE, else the default. */
+/** The profile a hint should name: --profile/-p as given, else MXS_PROFILE, else the default (`mxs switch`). */
 function profileOf(argv: string[], env: NodeJS.ProcessEnv): string {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -41,7 +41,7 @@ function profileOf(argv: string[], env: NodeJS.ProcessEnv): string {
     const m = /^(?:--profile=|-p=?)(.+)$/.exec(a);
     if (m) return m[1]!;
   }
-  return env.MXS_PROFILE || 'default';
+  return env.MXS_PROFILE || (getImplicitProfile() ?? 'default');
 }
 
 function toMxsError(err: unknown, argv: string[]): MxsError {

@@ -15,16 +15,20 @@ export interface StatusFlags {
 export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<{ result: StatusResult | { defaultProfile: string; profiles: StatusResult[] }; exitCode: number }> {
   const { out, deps } = ctx;
   if (flags.all) {
+    // The default is the one chosen with `mxs switch` (else `default`), whatever --profile or
+    // MXS_PROFILE say for this one run: that is the setting a user of --all wants to see.
+    const defaultProfile = ctx.defaultProfile();
     const reports = await statusAllService(deps);
-    // `mxs switch` is not built yet: the default profile is `default` (MXS_PROFILE chooses per command).
-    const defaultProfile = 'default';
     if (!json) {
-      if (reports.length === 0) out.info('No stored sessions. Run: mxs login SERVER');
+      if (reports.length === 0) out.info(`No stored sessions. ${loginHint(defaultProfile)}`);
       reports.forEach((r, i) => {
         const lines = statusLines(r, deps.now(), out.color);
         if (r.status.profile === defaultProfile) lines[0] += ' (default)';
         out.data((i ? '\n' : '') + lines.join('\n'));
       });
+      if (reports.length > 0 && !reports.some((r) => r.status.profile === defaultProfile)) {
+        out.info(`The default profile ${defaultProfile} has no session. ${loginHint(defaultProfile)}, or choose another: mxs switch PROFILE`);
+      }
     }
     return { result: { defaultProfile, profiles: reports.map((r) => r.status) }, exitCode: 0 };
   }

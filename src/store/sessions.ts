@@ -1,5 +1,5 @@
 import { readdir, rm } from 'node:fs/promises';
-import { storageError } from '../errors.js';
+import { profileFlag, storageError } from '../errors.js';
 import type { SessionAuth, SessionRecord } from '../model.js';
 import { dirname } from 'node:path';
 import { assertDirWritable, assertReplaceable, readStateFile, writeFileAtomic } from './atomic.js';
@@ -70,7 +70,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   const corrupt = (why: string) =>
     storageError(
       `The sessions file ${file} is corrupt (${why}); it was left as it is.`,
-      `Inspect or delete it, then log in again: mxs login SERVER${profile === 'default' ? '' : ` --profile ${profile}`}`,
+      `Inspect or delete it, then log in again: mxs login SERVER${profileFlag(profile)}`,
     );
   let data: unknown;
   try {
