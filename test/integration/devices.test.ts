@@ -1,9 +1,8 @@
 // `mxs devices`, `devices delete`, `devices rename` through the real CLI: against the homeserver double
 // (legacy password UIA, the OAuth m.oauth stage, hostile input, a real pseudo-terminal) and against a
 // real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { BIN, makeHome, runMxs, startMxs, type RunResult, type Started } from '../support/cli.js';
 import { waitFor } from '../support/fault-kit.js';
@@ -55,6 +54,75 @@ function watchStderr(run: Started) {
       return text.match(re)!;
     },
   };
+}
+
+/**
+ * Runs mxs on a real pseudo-terminal, as a person at a keyboard: each step waits for its text on the
+ * screen, pauses, then types its keys (test/support/pty-run.py, with several steps). The screen is also
+ * passed to `onScreen` as it comes, so a test can play the other side (e.g. the account page) meanwhile.
+ */
+const PTY = String.raw`
+import json, os, pty, select, sys, time
+steps = json.loads(sys.argv[1]); cmd = sys.argv[sys.argv.index('--') + 1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(cmd[0], cmd)
+out, seen, i, status, deadline = b'', 0, 0, None, time.time() + 30
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if r:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            chunk = b''
+        out += chunk
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    if i < len(steps):
+        at = out.find(steps[i][0].encode(), seen)
+        if at >= 0:
+            seen = at + len(steps[i][0])
+            time.sleep(steps[i][2] if len(steps[i]) > 2 else 0.2)
+            os.write(fd, steps[i][1].encode())
+            i += 1
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = st
+        try:
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                sys.stdout.buffer.write(chunk)
+        except OSError:
+            pass
+        break
+if status is None:
+    os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+print('\nEXIT %d' % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)))
+`;
+
+/** Steps: [text to wait for, keys to type, seconds to pause first (default 0.2)]. */
+type Step = [string, string] | [string, string, number];
+
+function onTerminal(steps: Step[], args: string[], onScreen: (screen: string) => void = () => {}): Promise<{ screen: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', ['-c', PTY, JSON.stringify(steps), '--', process.execPath, BIN, ...args], {
+      env: { ...process.env, ...home.env, NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let screen = '';
+    child.stdout.on('data', (d) => {
+      screen += d;
+      onScreen(screen);
+    });
+    child.on('error', reject);
+    child.on('close', () => {
+      const m = /\nEXIT (\d+)\n$/.exec(screen);
+      resolve({ screen, code: m ? Number(m[1]) : -1 });
+    });
+  });
 }
 
 describe('against the homeserver double (password account)', () => {
@@ -248,55 +316,6 @@ describe('against the homeserver double (password account)', () => {
   });
 
   describe('on a terminal (a real pseudo-terminal)', () => {
-    // Runs mxs on a pty and types each step's keys once its prompt shows (test/support/pty-run.py, with several steps).
-    const PTY = String.raw`
-import json, os, pty, select, sys, time
-steps = json.loads(sys.argv[1]); cmd = sys.argv[sys.argv.index('--') + 1:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(cmd[0], cmd)
-out, seen, i, status, deadline = b'', 0, 0, None, time.time() + 30
-while time.time() < deadline:
-    r, _, _ = select.select([fd], [], [], 0.1)
-    if r:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b''
-        out += chunk
-    if i < len(steps):
-        at = out.find(steps[i][0].encode(), seen)
-        if at >= 0:
-            seen = at + len(steps[i][0])
-            time.sleep(0.2)
-            os.write(fd, steps[i][1].encode())
-            i += 1
-    done, st = os.waitpid(pid, os.WNOHANG)
-    if done:
-        status = st
-        try:
-            while True:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                out += chunk
-        except OSError:
-            pass
-        break
-if status is None:
-    os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode('utf8', 'replace'))
-print('\nEXIT %d' % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)))
-`;
-    async function onTerminal(steps: [string, string][], args: string[]): Promise<{ screen: string; code: number }> {
-      const { stdout } = await promisify(execFile)('python3', ['-c', PTY, JSON.stringify(steps), '--', process.execPath, BIN, ...args], {
-        env: { ...process.env, ...home.env, NO_COLOR: '1' },
-      });
-      const m = /\nEXIT (\d+)\n$/.exec(stdout);
-      return { screen: stdout, code: m ? Number(m[1]) : -1 };
-    }
-
     it('lists what will be deleted and asks; "n" keeps everything (exit 130)', async () => {
       const { screen, code } = await onTerminal([['(y/N)', 'n\r']], ['devices', 'delete', 'LAPTOP', 'OLDPHONE']);
       expect(code).toBe(130);
@@ -385,6 +404,31 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
     expect(bodies[0]).toEqual({ devices: [other] });
     expect(bodies.slice(1)).toEqual(bodies.slice(1).map(() => ({ devices: [other], auth: { session } })));
     expect(hs.listDevices('@alice:localhost').map((d) => d.device_id)).toEqual([mine]);
+  });
+
+  it('on a terminal: asks, shows the account page, and retries when the user presses Enter', async () => {
+    await oauthLogin('default');
+    const other = await oauthLogin('other');
+    let approved = false;
+    const { screen, code } = await onTerminal(
+      [
+        ['(y/N)', 'y\r'],
+        ['Press Enter once you have approved it there', '\r', 1],
+      ],
+      ['devices', 'delete', other],
+      (text) => {
+        // The user approves on the page before pressing Enter.
+        if (!approved && text.includes('approve the deletion on your account page')) {
+          approved = true;
+          hs.endSession(other);
+        }
+      },
+    );
+    expect(code).toBe(0);
+    expect(screen).toContain(`${hs.url}/account/?action=org.matrix.device_delete&device_id=${other}`);
+    expect(screen).toContain(`Deleted device: ${other}.`);
+    expect(screen).not.toContain('Waiting for the approval'); // no polling on a terminal
+    expect(hs.requests.filter((q) => q.path === DELETE).map((q) => Boolean(q.body.auth))).toEqual([false, true]);
   });
 
   it('an OAuth account: its own device is refused the same way (exit 2, hint: mxs logout), nothing sent', async () => {
