@@ -125,12 +125,33 @@ export function fsFailure(err: unknown, path: string, action?: string, dir: stri
 /** Creates `dir` (and parents) as 0700; tightens an existing one that others can enter. Failures are exit 6. */
 export async function ensurePrivateDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdirs(dir);
     const st = await stat(dir);
     if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
     if ((st.mode & 0o077) !== 0) await chmod(dir, 0o700);
   } catch (err) {
     throw fsFailure(err, dir, undefined, dir);
+  }
+}
+
+/**
+ * `mkdir -p` with mode 0700, one level at a time: Node's recursive mkdir reports ENOENT for any
+ * failure on the way (EROFS, EACCES...), which would hide what is actually wrong.
+ */
+async function mkdirs(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return; // the caller checks that it is a directory
+    const parent = dirname(dir);
+    if (code !== 'ENOENT' || parent === dir) throw err;
+    await mkdirs(parent);
+    try {
+      await mkdir(dir, { mode: 0o700 });
+    } catch (again) {
+      if ((again as NodeJS.ErrnoException).code !== 'EEXIST') throw again;
+    }
   }
 }
 
