@@ -1,4 +1,5 @@
-import { cancelled, usageError } from '../errors.js';
+import { usageError } from '../errors.js';
+import { openInBrowser } from './terminal.js';
 import { formatDuration } from '../duration.js';
 import type { LoginMethod } from '../matrix/client.js';
 import type { DeviceAuthorization } from '../oauth/client.js';
@@ -25,10 +26,10 @@ export function terminalInteraction(out: Output, term: TerminalState, signal: Ab
           kind === 'token' ? 'Pipe the login token in with --token-stdin.' : 'Pipe the password in with --password-stdin.',
         );
       }
-      if (kind === 'token') return { type: 'm.login.token', token: await promptSecret('Login token') };
-      const name = user ?? (await promptText('User'));
+      if (kind === 'token') return { type: 'm.login.token', token: await promptSecret('Login token', { signal }) };
+      const name = user ?? (await promptText('User', { signal }));
       if (!name) throw usageError('No user given.', 'Pass --user alice (or @alice:example.org).');
-      return { type: 'm.login.password', user: name, password: await promptSecret(`Password for ${printable(name)}`) };
+      return { type: 'm.login.password', user: name, password: await promptSecret(`Password for ${printable(name)}`, { signal }) };
     },
     showDeviceCode(code: DeviceAuthorization) {
       out.info(`To log in, open ${printable(code.verificationUri)} in a browser and enter the code: ${out.color.green(printable(code.userCode))}`);
@@ -51,31 +52,8 @@ export function terminalInteraction(out: Output, term: TerminalState, signal: Ab
     async openAuthorizationUrl(url) {
       out.info('Open this URL in a browser to log in:');
       out.info(`  ${printable(url)}`);
-      if (!canOpenBrowser(term.env)) return;
-      try {
-        const { default: open } = await import('open');
-        const child = await open(url);
-        child.on('error', () => {});
-        child.unref();
-        out.info('(opened in your browser)');
-      } catch {
-        // The URL is printed: the user can open it by hand.
-      }
+      // The URL is printed either way: the user can open it by hand (over SSH, elsewhere).
+      if (await openInBrowser(url, term.env)) out.info('(opened in your browser)');
     },
   };
-}
-
-/** A browser can be opened on macOS and Windows, and on other systems with a display, but not over SSH without one. */
-function canOpenBrowser(env: NodeJS.ProcessEnv): boolean {
-  if (env.MXS_NO_BROWSER) return false;
-  if (process.platform === 'darwin' || process.platform === 'win32') return !env.SSH_CONNECTION;
-  return Boolean(env.DISPLAY || env.WAYLAND_DISPLAY);
-}
-
-/** Ctrl-C while a login waits on the user: abort it (exit 130, nothing stored). */
-export function cancelOnSigint(): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSigint = () => controller.abort(cancelled('Login cancelled; nothing was stored.'));
-  process.once('SIGINT', onSigint);
-  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
 }

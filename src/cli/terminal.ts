@@ -1,7 +1,7 @@
 import { cancelled } from '../errors.js';
 
 // Terminal helpers for commands that wait on the user: open a page in a browser, turn Ctrl-C into a
-// cancellation. Generalised from src/cli/login-interaction.ts (which keeps its own copies for now).
+// cancellation. Used by login and devices delete.
 
 /** A browser can be opened on macOS and Windows, and on other systems with a display, but not over SSH without one. */
 export function canOpenBrowser(env: NodeJS.ProcessEnv): boolean {

@@ -4,7 +4,8 @@ import { usageError } from '../errors.js';
 import type { LoginMethod } from '../matrix/client.js';
 import { loginService, type LoginResult } from '../services/login.js';
 import { checkTokenShape, readStdinLine } from '../ui/input.js';
-import { cancelOnSigint, terminalInteraction } from '../cli/login-interaction.js';
+import { terminalInteraction } from '../cli/login-interaction.js';
+import { cancelOnSigint } from '../cli/terminal.js';
 import { loginLine } from '../ui/render.js';
 
 export default class Login extends MxsCommand {
@@ -39,7 +40,7 @@ export default class Login extends MxsCommand {
     const server = args.server ?? (await deps.sessions.read(profile))?.homeserver;
     if (!server) throw usageError('No server given.', 'Run: mxs login example.org --user alice');
     const credentials = await this.givenCredentials(flags);
-    const sigint = cancelOnSigint();
+    const sigint = cancelOnSigint('Login cancelled; nothing was stored.');
     try {
       const io = terminalInteraction(this.out, { stdinIsTTY: Boolean(process.stdin.isTTY), stderrIsTTY: Boolean(process.stderr.isTTY), env: process.env, now: Date.now }, sigint.signal);
       const result = await loginService(

@@ -1,9 +1,9 @@
 import { formatDuration } from '../duration.js';
-import { cancelled, usageError } from '../errors.js';
+import { usageError } from '../errors.js';
 import { openInBrowser } from '../cli/terminal.js';
 import { ACCOUNT_PAGE_POLL_MS, ACCOUNT_PAGE_WAIT_MS, type DeleteDevicesResult, type DeleteInteraction, type DeviceEntry, type DevicesReport, type RenameDeviceResult } from '../services/devices.js';
 import { printable } from './escape.js';
-import { readStdinLine } from './input.js';
+import { promptSecret, promptText, readStdinLine } from './input.js';
 import type { Colors, Output } from './output.js';
 
 // How `mxs devices` shows devices, and the terminal side of `devices delete` (confirmation, password,
@@ -75,15 +75,14 @@ export interface DeleteTerminal {
 
 /** The terminal side of `devices delete`. */
 export function terminalDeleteInteraction(out: Output, term: DeleteTerminal, signal: AbortSignal): DeleteInteraction {
-  const context = { output: process.stderr, signal };
+  const promptOpts = { signal, cancelled: 'Cancelled at the prompt; nothing was deleted.' };
   return {
     interactive: term.stdinIsTTY,
     signal,
     async confirm(devices, userId) {
       out.info(`About to delete ${devices.length === 1 ? 'this device' : `these ${devices.length} devices`} of ${printable(userId)}:`);
       for (const line of deviceList(devices, term.now())) out.info(line);
-      const { default: input } = await import('@inquirer/input');
-      const answer = await asked(input({ message: `Delete ${devices.length === 1 ? 'it' : 'them'}? (y/N)`, required: false }, context), signal);
+      const answer = await promptText(`Delete ${devices.length === 1 ? 'it' : 'them'}? (y/N)`, { ...promptOpts, required: false });
       return /^y(es)?$/i.test(answer.trim());
     },
     async password(userId) {
@@ -91,8 +90,7 @@ export function terminalDeleteInteraction(out: Output, term: DeleteTerminal, sig
       if (!term.stdinIsTTY) {
         throw usageError('The server asks for the account password, and standard input is not a terminal, so mxs cannot prompt. Nothing was deleted.', 'Pipe the password in with --password-stdin.');
       }
-      const { default: password } = await import('@inquirer/password');
-      return asked(password({ message: `Password for ${printable(userId)}`, mask: false }, context), signal);
+      return promptSecret(`Password for ${printable(userId)}`, promptOpts);
     },
     async showAccountPage(url, devices) {
       out.info(`To delete ${devices.length === 1 ? 'the device' : `the ${devices.length} devices`}, approve the deletion on your account page:`);
@@ -103,20 +101,7 @@ export function terminalDeleteInteraction(out: Output, term: DeleteTerminal, sig
       }
     },
     async waitUntilDone() {
-      const { default: input } = await import('@inquirer/input');
-      await asked(input({ message: 'Press Enter once you have approved it there', required: false }, context), signal);
+      await promptText('Press Enter once you have approved it there', { ...promptOpts, required: false });
     },
   };
-}
-
-/** Ctrl-C or Ctrl-D at a prompt is the user cancelling (exit 130), as in src/ui/input.ts. */
-async function asked(answer: Promise<string>, signal: AbortSignal): Promise<string> {
-  try {
-    return await answer;
-  } catch (err) {
-    if (signal.aborted) throw signal.reason;
-    const name = (err as Error)?.name ?? '';
-    if (/ExitPromptError|AbortPromptError|CancelPromptError/.test(name)) throw cancelled('Cancelled at the prompt; nothing was deleted.');
-    throw err;
-  }
 }

@@ -29,24 +29,33 @@ export function checkTokenShape(token: string, what: string, flag: string): stri
   return token;
 }
 
-/** Asks on the terminal without echo. */
-export async function promptSecret(message: string): Promise<string> {
-  const { default: password } = await import('@inquirer/password');
-  return asked(password({ message, mask: false }));
+export interface PromptOptions {
+  /** Ctrl-C while waiting (the command's own SIGINT handling): the prompt gives up with its reason. */
+  signal?: AbortSignal;
+  /** What the cancellation says (exit 130). */
+  cancelled?: string;
 }
 
-export async function promptText(message: string): Promise<string> {
+/** Asks on the terminal without echo. Prompts write to stderr, so stdout holds only data (or --json). */
+export async function promptSecret(message: string, opts: PromptOptions = {}): Promise<string> {
+  const { default: password } = await import('@inquirer/password');
+  return asked(password({ message, mask: false }, { output: process.stderr, signal: opts.signal }), opts);
+}
+
+/** Asks for a line of text; `required: false` accepts an empty answer (confirmations, "press Enter"). */
+export async function promptText(message: string, opts: PromptOptions & { required?: boolean } = {}): Promise<string> {
   const { default: input } = await import('@inquirer/input');
-  return asked(input({ message, required: true }));
+  return asked(input({ message, required: opts.required ?? true }, { output: process.stderr, signal: opts.signal }), opts);
 }
 
 /** Ctrl-C or Ctrl-D at a prompt is the user cancelling (exit 130), not a failure. */
-async function asked(answer: Promise<string>): Promise<string> {
+async function asked(answer: Promise<string>, opts: PromptOptions): Promise<string> {
   try {
     return await answer;
   } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
     const name = (err as Error)?.name ?? '';
-    if (/ExitPromptError|AbortPromptError|CancelPromptError/.test(name)) throw cancelled('Cancelled at the prompt; nothing was stored or sent.');
+    if (/ExitPromptError|AbortPromptError|CancelPromptError/.test(name)) throw cancelled(opts.cancelled ?? 'Cancelled at the prompt; nothing was stored or sent.');
     throw err;
   }
 }
