@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync } from 'node:fs';
-import { link, lstat, open, readFile, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { constants, readFileSync, readlinkSync } from 'node:fs';
+import { link, lstat, open, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -259,7 +259,7 @@ async function createExclusive(path: string, content: string): Promise<{ ino: nu
     }
     return await createWithExcl(path, content);
   } catch (err) {
-    throw fsFailure(err, tmp, action);
+    throw fsFailure(err, path, action);
   } finally {
     await fh?.close().catch(() => {});
     await unlink(tmp).catch(() => {});
@@ -330,8 +330,19 @@ async function judge(lockPath: string, staleMs: number, clock: () => number): Pr
 }
 
 async function readSmall(path: string): Promise<string> {
-  // Only regular files get here (lstat), so a plain read cannot block.
-  return readFile(path, 'utf8').catch(() => '');
+  // Non-blocking, and only a regular file: the path may have been swapped for a FIFO since lstat.
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    if (!(await fh.stat()).isFile()) return '';
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    await fh?.close().catch(() => {});
+  }
 }
 
 /**

@@ -392,6 +392,15 @@ describe('what a waiter concludes from the lock file', () => {
     expect(ran).toBe(true);
   });
 
+  it('a FIFO planted as the lock file neither hangs a waiter nor blocks it forever: taken over after staleMs', async () => {
+    const lock = await newLockPath();
+    await mkdir(dirname(lock), { recursive: true, mode: 0o700 });
+    expect(spawnSync('mkfifo', ['-m', '600', lock]).status).toBe(0);
+    const t0 = performance.now();
+    await withLock(lock, { waitMs: 10_000, staleMs: 500 }, async () => {});
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
   it('a takeover guard left by a dead waiter is recovered, and the stale lock taken over', async () => {
     const lock = await newLockPath();
     await plantLock(lock, ownerOf({ pid: deadPid(), start: '1' }));
