@@ -95,7 +95,7 @@ export class FileSecretStore implements SecretStore {
     const dir = dirname(file);
     const prefix = `${basename(file)}.`;
     const debris = await readdir(dir).catch(() => [] as string[]);
-    await Promise.all(debris.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true })));
+    await Promise.all(debris.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true }).catch(() => {})));
   }
 }
 

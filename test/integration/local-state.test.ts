@@ -260,6 +260,14 @@ describe('file-system failures while creating or writing state (item 12)', () =>
     expect(await readFile(secretFile(), 'utf8')).toBe(before);
   });
 
+  withMounts('a read-only config dir (EROFS): logout --local is exit 6 saying read-only, nothing forgotten', async () => {
+    await login();
+    const before = await readFile(secretFile(), 'utf8');
+    const r = await mxsMounted(READ_ONLY, ['logout', '--local']);
+    expectError(r, 6, /read-only/, config());
+    expect(await readFile(secretFile(), 'utf8')).toBe(before);
+  });
+
   withMounts('a full config dir (ENOSPC): login is exit 6 before the password is sent', async () => {
     await mkdir(config(), { recursive: true, mode: 0o700 });
     const r = await mxsMounted(FULL, ['login', hs.url, '-u', 'alice', '--password-stdin'], PW + '\n');
