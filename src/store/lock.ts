@@ -3,7 +3,6 @@ import { constants, readFileSync, readlinkSync } from 'node:fs';
 import { link, lstat, open, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { MxsError, Exit } from '../errors.js';
 import { ensurePrivateDir, fsFailure } from './atomic.js';
 
