@@ -1,22 +1,31 @@
 #!/usr/bin/env node
-import module from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+'use strict';
+// CommonJS (bin/package.json): an ES-module entry point makes Node set up its ES module loader
+// first, a measurable part of `mxs token`'s start-up that this file and the fast path do not need.
+const { enableCompileCache } = require('node:module');
+const { join } = require('node:path');
 
 // Node 22.1+ caches compiled code between runs; Node 20 has no such API (feature-detected).
-module.enableCompileCache?.();
+enableCompileCache?.();
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// `status` and `token` with plain flags skip loading oclif (see src/cli/fast-path.ts).
-const { tryFastPath, normalizeArgv } = await import('../dist/cli/fast-path.js');
-const argv = normalizeArgv(process.argv.slice(2));
-const code = await tryFastPath(argv, root);
-if (code !== undefined) process.exit(code);
+async function main() {
+  // `status` and `token` with plain flags skip loading oclif (src/cli/fast-path.ts). hot.cjs is that
+  // fast path bundled into one file by `npm run build`, or after a bare tsc a shim that imports it
+  // (src/cli/hot.cts); either way it resolves to the module.
+  const front = await require('../dist/cli/hot.cjs');
+  const argv = front.normalizeArgv(process.argv.slice(2));
+  const code = await front.tryFastPath(argv);
+  if (code !== undefined) front.exitProcess(code);
 
-const { execute } = await import('@oclif/core');
-await execute({ dir: import.meta.url, args: argv }).catch(() => {
-  process.exitCode ??= 1;
-});
-// Exit explicitly, once oclif has flushed: nothing left over (a keychain helper, a socket)
-// may keep the CLI alive.
-process.exit();
+  const { execute } = await import('@oclif/core');
+  const { exitProcess } = await import('../dist/store/keytar-direct.js');
+  // The package root by its package.json: oclif would take bin/package.json for it.
+  await execute({ dir: join(__dirname, '..', 'package.json'), args: argv }).catch(() => {
+    process.exitCode ??= 1;
+  });
+  // Exit explicitly, at once once oclif is done: nothing left over (a keychain helper, a socket) may
+  // keep the CLI alive, nor a keytar call stuck in this process (src/store/keytar-direct.ts).
+  exitProcess(Number(process.exitCode ?? 0));
+}
+
+main();

@@ -10,6 +10,8 @@ export interface RuntimeOptions {
   timeoutMs: number;
   verbose: boolean;
   out: Output;
+  /** 'in-process': keytar in this process where that is safe (see src/store/keytar-direct.ts); default: a helper process. */
+  keychain?: 'in-process' | undefined;
 }
 
 const DEFAULT_KEYCHAIN_TIMEOUT_MS = 3000;
@@ -56,7 +58,7 @@ export function buildDeps(opts: RuntimeOptions): Deps {
     },
     sessions: new SessionStore(paths),
     secretStores: {
-      keychain: new KeychainSecretStore(loadKeytar, keychainTimeout, (profile) => (isDefaultDir ? profile : `${profile}@${root}`)),
+      keychain: new KeychainSecretStore(() => loadKeytar(opts.keychain), keychainTimeout, (profile) => (isDefaultDir ? profile : `${profile}@${root}`)),
       file: new FileSecretStore(paths),
     },
     lock: {

@@ -25,8 +25,13 @@ export interface CommandContext {
   defaultProfile(): string;
 }
 
+export interface ContextOptions {
+  /** 'in-process': keytar may run in this process (see src/store/keytar-direct.ts); else in a helper process. */
+  keychain?: 'in-process' | undefined;
+}
+
 /** Validates the global flags and wires the services' dependencies (shared by oclif and the fast path). */
-export function commandContext(flags: GlobalFlags, out: Output, env: NodeJS.ProcessEnv = process.env): CommandContext {
+export function commandContext(flags: GlobalFlags, out: Output, env: NodeJS.ProcessEnv = process.env, opts: ContextOptions = {}): CommandContext {
   const config = new ConfigStore(configFile(configDir(env)));
   const defaultProfile = () => config.defaultProfile() ?? 'default';
   // Hints leave out --profile only for this profile; with the config unreadable they always name it.
@@ -42,6 +47,6 @@ export function commandContext(flags: GlobalFlags, out: Output, env: NodeJS.Proc
   const profile = validateProfile(flags.profile ?? defaultProfile());
   const timeoutMs = parseDuration(flags.timeout, '--timeout');
   if (timeoutMs <= 0) throw usageError('--timeout must be longer than zero.', 'For example: --timeout 10s');
-  const deps = buildDeps({ env, timeoutMs, verbose: flags.verbose, out });
+  const deps = buildDeps({ env, timeoutMs, verbose: flags.verbose, out, keychain: opts.keychain });
   return { profile, storage: flags.storage as StoragePreference, deps, out, config, defaultProfile };
 }

@@ -1,68 +1,55 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { fstatSync, writeSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { Output } from '../ui/output.js';
+import { Output, type Stream } from '../ui/output.js';
 import { commandContext, type GlobalFlags } from './context.js';
+import { GLOBAL_FLAGS, printJsonResult, type FlagSpec, type HotCommand } from './hot-command.js';
 import { reportError } from './report-error.js';
+import { statusCommand } from './status.js';
+import { tokenCommand } from './token.js';
 
 export { normalizeArgv } from './argv.js';
+export { exitProcess } from '../store/keytar-direct.js';
 
-// `mxs status` and `mxs token` run in prompts and shell loops, so their start-up is the
-// product's speed. Loading @oclif/core alone costs about as much as Node's own start, so for
-// these two commands, when the argv is plain, mxs parses it here, from the flag definitions in
-// oclif.manifest.json (the same ones oclif uses), and runs the same code oclif would. Anything
-// else (help, unknown or malformed flags, other commands) returns undefined and goes to oclif,
-// which owns every message about usage.
+// `mxs status` and `mxs token` run in prompts and shell loops, so their start-up is the product's
+// speed. Loading @oclif/core alone costs about as much as Node's own start, so for these commands,
+// when the argv is plain, mxs parses it here, from the same flag metadata oclif's parser is built
+// from, and calls the same run function (src/cli/hot-command.ts). Anything else (help, unknown or
+// malformed flags, flag values oclif would refuse, other commands) returns undefined and goes to
+// oclif, which owns every message about usage. `npm run build` bundles this module and everything
+// it loads into one file (scripts/build-hot.mjs).
 
-interface ManifestFlag {
-  name: string;
-  type: 'boolean' | 'option';
-  char?: string;
-  env?: string;
-  default?: unknown;
-  options?: string[];
-  allowNo?: boolean;
-  exclusive?: string[];
-}
+const HOT: Record<string, HotCommand<never, unknown>> = {
+  status: statusCommand as HotCommand<never, unknown>,
+  token: tokenCommand as HotCommand<never, unknown>,
+};
 
-const HOT: Record<string, true> = { status: true, token: true };
+/** The hot commands' ids (test/integration/front-ends.test.ts runs each both ways). */
+export const HOT_COMMANDS = Object.keys(HOT);
 
-export async function tryFastPath(argv: string[], root: string, env: NodeJS.ProcessEnv = process.env): Promise<number | undefined> {
+export async function tryFastPath(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number | undefined> {
   const [id, ...rest] = argv;
-  if (id === undefined || !HOT[id] || env.MXS_NO_FAST_PATH) return undefined;
+  const command = id === undefined || !Object.hasOwn(HOT, id) ? undefined : HOT[id];
+  if (!command || env.MXS_NO_FAST_PATH) return undefined;
   if (rest.some((a) => a === '--help' || a === '-h' || a === '--')) return undefined;
-  const flags = parseFlags(id, rest, root, env);
+  const flags = parseFlags({ ...GLOBAL_FLAGS, ...(command.flags as Record<string, FlagSpec>) }, rest, env);
   if (!flags) return undefined;
-  const out = await Output.create(process.stdout, process.stderr, env);
+  const out = await Output.create(fdStream(1), fdStream(2), env);
   const json = flags.json === true;
   try {
-    const ctx = commandContext(flags as unknown as GlobalFlags, out, env);
-    if (id === 'status') {
-      const { runStatus } = await import('./status.js');
-      const { result, exitCode } = await runStatus(ctx, flags as { all: boolean; watch: boolean }, json);
-      if (json) out.json(result);
-      return exitCode;
-    }
-    const { runToken } = await import('./token.js');
-    await runToken(ctx, flags as { 'min-valid': string }, json);
-    return 0;
+    const ctx = commandContext(flags as unknown as GlobalFlags, out, env, { keychain: command.keychain });
+    const { result, exitCode } = await command.run(ctx, flags as never, json);
+    if (json) printJsonResult(command, out, result);
+    return exitCode;
   } catch (err) {
     return reportError(err, out, { json, verbose: flags.verbose === true, argv: rest });
   }
 }
 
-function parseFlags(id: string, args: string[], root: string, env: NodeJS.ProcessEnv): Record<string, unknown> | undefined {
-  let defs: ManifestFlag[];
-  try {
-    const manifest = JSON.parse(readFileSync(join(root, 'oclif.manifest.json'), 'utf8'));
-    defs = Object.values(manifest.commands[id].flags as Record<string, ManifestFlag>);
-  } catch {
-    return undefined;
-  }
+/** The flags as oclif would parse them, or undefined when oclif should look at this argv itself. */
+function parseFlags(specs: Record<string, FlagSpec>, args: string[], env: NodeJS.ProcessEnv): Record<string, unknown> | undefined {
   const options: NonNullable<ParseArgsConfig['options']> = {};
-  for (const f of defs) {
-    options[f.name] = { type: f.type === 'boolean' ? 'boolean' : 'string', ...(f.char ? { short: f.char } : {}) };
-    if (f.allowNo) options[`no-${f.name}`] = { type: 'boolean' };
+  for (const [name, f] of Object.entries(specs)) {
+    options[name] = { type: f.type === 'boolean' ? 'boolean' : 'string', ...(f.char ? { short: f.char } : {}) };
   }
   let values: Record<string, unknown>;
   try {
@@ -71,17 +58,59 @@ function parseFlags(id: string, args: string[], root: string, env: NodeJS.Proces
     return undefined;
   }
   const flags: Record<string, unknown> = {};
-  for (const f of defs) {
-    let v = values[f.name];
-    if (f.allowNo && values[`no-${f.name}`] === true) v = false;
+  for (const [name, f] of Object.entries(specs)) {
+    let v = values[name];
     if (v === undefined && f.env && env[f.env] !== undefined) {
       if (f.type === 'boolean') return undefined; // oclif's boolean env rules: leave them to oclif
       v = env[f.env];
     }
     if (v === undefined) v = f.default ?? (f.type === 'boolean' ? false : undefined);
     if (f.options && v !== undefined && !f.options.includes(v as string)) return undefined;
-    if (f.exclusive && values[f.name] !== undefined && f.exclusive.some((x) => values[x] !== undefined)) return undefined;
-    flags[f.name] = v;
+    if (f.exclusive && values[name] !== undefined && f.exclusive.some((x) => values[x] !== undefined)) return undefined;
+    flags[name] = v;
   }
   return flags;
+}
+
+/**
+ * stdout or stderr, written with fs.writeSync. process.stdout would load node:stream (and node:net
+ * for a pipe, the usual `$(mxs token)`), a few ms of a run that takes 40; this writes the same bytes.
+ */
+function fdStream(fd: 1 | 2): Stream {
+  let tty: boolean | undefined;
+  return {
+    write(text: string) {
+      writeAll(fd, Buffer.from(text));
+      return true;
+    },
+    get isTTY() {
+      return (tty ??= isTerminal(fd));
+    },
+  };
+}
+
+function isTerminal(fd: number): boolean {
+  try {
+    // Pipes and files (scripts) are settled without loading node:tty.
+    if (!fstatSync(fd).isCharacterDevice()) return false;
+  } catch {
+    return false;
+  }
+  return process.getBuiltinModule('node:tty').isatty(fd);
+}
+
+function writeAll(fd: number, buf: Buffer): void {
+  let done = 0;
+  while (done < buf.length) {
+    try {
+      done += writeSync(fd, buf, done);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A reader that went away (`mxs status | head -1`) wants no more.
+      if (code === 'EPIPE') return;
+      // A non-blocking pipe that is full: wait for the reader.
+      if (code === 'EAGAIN') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      else throw err;
+    }
+  }
 }

@@ -2,17 +2,31 @@ import { loginHint, profileFlag } from '../errors.js';
 import { statusAllService, statusService, type StatusResult } from '../services/status.js';
 import { statusLines } from '../ui/render.js';
 import type { CommandContext } from './context.js';
+import type { HotCommand, Outcome } from './hot-command.js';
 
 export interface StatusFlags {
   all: boolean;
   watch: boolean;
 }
 
-/**
- * `mxs status`, free of oclif so the start-up fast path can run it. Returns the JSON result
- * and the exit code (0 valid, 5 expired but refreshable, 4 not logged in or expired for good).
- */
-export async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<{ result: StatusResult | { defaultProfile: string; profiles: StatusResult[] }; exitCode: number }> {
+export type StatusOutput = StatusResult | { defaultProfile: string; profiles: StatusResult[] };
+
+/** `mxs status`: the stored session and its countdown, from local state only. */
+export const statusCommand: HotCommand<StatusFlags, StatusOutput> = {
+  id: 'status',
+  summary: 'Show the stored session and how long its access token has left.',
+  description:
+    'Reads local state only: no network, no keychain. Exit 0 when the token is valid, 5 when it has expired but can be refreshed (run mxs refresh), 4 when not logged in or expired for good.',
+  examples: ['<%= config.bin %> status', '<%= config.bin %> status --all --json', '<%= config.bin %> status --watch'],
+  flags: {
+    all: { type: 'boolean', summary: 'Every stored profile.' },
+    watch: { type: 'boolean', summary: 'Live countdown on a terminal until expiry or Ctrl-C.', exclusive: ['json'] },
+  },
+  run: runStatus,
+};
+
+/** The exit code is 0 when the token is valid, 5 when it has expired but can be refreshed, 4 when not logged in or expired for good. */
+async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean): Promise<Outcome<StatusOutput>> {
   const { out, deps } = ctx;
   if (flags.all) {
     // The default is the one chosen with `mxs switch` (else `default`), whatever --profile or

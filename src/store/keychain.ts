@@ -14,11 +14,16 @@ export interface KeychainBackend {
 }
 
 /**
- * keytar (a native, optional dependency), run in a helper process so that a hung keyring can be
- * killed; only commands that touch secrets pay for it.
+ * keytar (a native, optional dependency); only commands that touch secrets pay for it. It runs in a
+ * helper process, so that a hung keyring can be killed, unless the command asks for 'in-process' and
+ * this Node can always end the process on time with a call still hung (src/store/keytar-direct.ts).
  */
-export async function loadKeytar(): Promise<KeychainBackend> {
+export async function loadKeytar(where?: 'in-process'): Promise<KeychainBackend> {
   try {
+    if (where === 'in-process') {
+      const direct = await import('./keytar-direct.js');
+      if (direct.canExitWithCallsHung()) return direct.directKeytarBackend();
+    }
     const { childKeytarBackend } = await import('./keytar-child.js');
     return childKeytarBackend();
   } catch (err) {
