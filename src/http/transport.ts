@@ -122,7 +122,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import(
     });
     status = res.statusCode;
     if (status >= 300 && status < 400) {
-      res.body.destroy();
+      await res.body.dump().catch(() => {});
       throw redirectRefused(status, header(res.headers, 'location'), host);
     }
     const text = await readCapped(res.body, host);

@@ -98,6 +98,8 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
   // Settle where the secrets go before sending any credential: a login whose tokens cannot be
   // stored would leave a live device on the server that nobody can use or log out.
   const { store, fallbackNotice } = await chooseSecretStore(input.storage, input.profile, deps);
+  // The same for the config dir: read-only, full, a file where a directory belongs (exit 6).
+  await deps.sessions.assertStateWritable(input.profile, { secrets: store.kind === 'file' });
   const granted = oauth ? await oauthLogin(homeserver, oauth, input, deps, io) : await matrixLogin(homeserver, input, deps, io, flows);
   const { grant } = granted;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);

@@ -23,6 +23,8 @@ export async function logoutService(profile: string, opts: { local: boolean; all
     );
   }
   let serverSide = false;
+  // Forgetting the session must be possible once the server has ended it: check before telling the server.
+  await deps.sessions.assertStateWritable(profile, { secrets: record.storage === 'file' });
   if (!opts.local) {
     try {
       const strategy = strategyFor(record.auth);

@@ -1,4 +1,4 @@
-import { Exit, MxsError, loginHint, notLoggedIn, storageError } from '../errors.js';
+import { Exit, MxsError, loginHint, notLoggedIn, profileFlag, storageError } from '../errors.js';
 import type { SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { withLock } from '../store/lock.js';
 import type { SecretStore } from '../store/secrets.js';
@@ -108,10 +108,17 @@ export async function loadSession(profile: string, deps: Deps): Promise<LoadedSe
  * re-reading the store once the lock is held (another process may have refreshed meanwhile).
  * New tokens are stored before anyone uses them; any failure leaves the stored session as it was.
  */
-export async function ensureFresh(profile: string, deps: Deps, rule: RefreshRule, lifetimeMs?: number): Promise<FreshSession> {
+export async function ensureFresh(
+  profile: string,
+  deps: Deps,
+  rule: RefreshRule,
+  lifetimeMs?: number,
+  /** `mxs refresh` asks explicitly: it tries even a refresh token the server refused before. */
+  opts: { evenIfRefused?: boolean } = {},
+): Promise<FreshSession> {
   const current = await loadSession(profile, deps);
   if (!rule(current.secret, deps.now())) return { session: current, refreshed: false, rotated: false };
-  requireRefreshToken(current, deps.now());
+  requireRefreshToken(current, deps.now(), opts.evenIfRefused);
   const unchanged = async (): Promise<FreshSession | undefined> => {
     const s = await loadSession(profile, deps);
     return rule(s.secret, deps.now()) ? undefined : { session: s, refreshed: false, rotated: false };
@@ -122,20 +129,20 @@ export async function ensureFresh(profile: string, deps: Deps, rule: RefreshRule
     async () => {
       const locked = await loadSession(profile, deps);
       if (!rule(locked.secret, deps.now())) return { session: locked, refreshed: false, rotated: false };
-      return refreshLocked(locked, deps, rule, lifetimeMs, true);
+      return refreshLocked(locked, deps, rule, lifetimeMs, true, opts.evenIfRefused);
     },
     unchanged,
   );
 }
 
-function requireRefreshToken(s: LoadedSession, now: number): void {
-  if (s.secret.refreshToken !== null && !s.record.refreshable) {
+function requireRefreshToken(s: LoadedSession, now: number, evenIfRefused = false): void {
+  if (s.secret.refreshToken !== null && !s.record.refreshable && !evenIfRefused) {
     // The server refused this refresh token before (the record says so); the token stays stored
     // only for logout. Sending it again would only be refused again.
     throw new MxsError({
       code: 'not_refreshable',
       message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token earlier.`,
-      hint: loginHint(s.record.profile, s.record.homeserver),
+      hint: `${loginHint(s.record.profile, s.record.homeserver)} (or, to try that refresh token once more: mxs refresh${profileFlag(s.record.profile)})`,
       kind: 'auth',
     });
   }
@@ -151,8 +158,8 @@ function requireRefreshToken(s: LoadedSession, now: number): void {
   });
 }
 
-async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, lifetimeMs: number | undefined, mayRetry: boolean): Promise<FreshSession> {
-  requireRefreshToken(s, deps.now());
+async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, lifetimeMs: number | undefined, mayRetry: boolean, evenIfRefused = false): Promise<FreshSession> {
+  requireRefreshToken(s, deps.now(), evenIfRefused);
   const oldRefreshToken = s.secret.refreshToken!;
   let outcome;
   try {
@@ -164,7 +171,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     const again = await loadSession(s.record.profile, deps);
     if (again.secret.refreshToken !== oldRefreshToken) {
       if (!rule(again.secret, deps.now())) return { session: again, refreshed: false, rotated: false };
-      if (mayRetry) return refreshLocked(again, deps, rule, lifetimeMs, false);
+      if (mayRetry) return refreshLocked(again, deps, rule, lifetimeMs, false, evenIfRefused);
     }
     // The refresh token is dead: say so in the sessions file, so that `status` sends the user to
     // `mxs login` (exit 4) rather than to `mxs refresh` again. The secret stays for `logout`.

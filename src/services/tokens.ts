@@ -24,7 +24,7 @@ export async function tokenService(profile: string, minValidMs: number, deps: De
 /** `refresh`: exchange the refresh token now (once, even if several run at the same moment). */
 export async function refreshService(profile: string, lifetimeMs: number | undefined, deps: Deps): Promise<RefreshResult> {
   const before = await loadSession(profile, deps);
-  const fresh = await ensureFresh(profile, deps, refreshIfStill(before.secret.accessToken), lifetimeMs);
+  const fresh = await ensureFresh(profile, deps, refreshIfStill(before.secret.accessToken), lifetimeMs, { evenIfRefused: true });
   const { secret } = fresh.session;
   return {
     profile,

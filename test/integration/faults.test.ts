@@ -277,6 +277,17 @@ describe.each(MODES)('a bad answer during %s', (mode, cmd, follow) => {
     const st = await mxs(['status', '--json']);
     expect(st.code).toBe(mode === 'refresh' ? 0 : 4);
     expect(st.json()).toMatchObject({ refreshable: false });
+    if (mode !== 'refresh') {
+      // Automatic refreshes do not send the refused token again (it would only be refused again)...
+      const refreshesBefore = hs.requests.filter((q) => q.path.endsWith('/refresh')).length;
+      const again = await mxs(['token', '--min-valid', '30s', '--json']);
+      expect(again.code).toBe(4);
+      expect(again.json().error.code).toBe('not_refreshable');
+      expect(again.stderr).toMatch(/mxs refresh/);
+      expect(hs.requests.filter((q) => q.path.endsWith('/refresh')).length).toBe(refreshesBefore);
+      // ...but an explicit `mxs refresh` tries once more.
+      expect((await mxs(['refresh'])).code).toBe(0);
+    }
     // Nothing was deleted: had the refusal been a proxy's mistake, the session goes on.
     await expectUsable(follow);
   });
@@ -620,7 +631,8 @@ describe('no secret leaks', () => {
       canaryHs.inject(WHOAMI, ...three({ status: 500 }));
       await run(['whoami', ...flags], 3);
       canaryHs.inject(REFRESH, { truncate: true });
-      await run(['refresh', ...flags], 3);
+      await run(['refresh', ...flags], 3); // an explicit refresh tries the refused token again
+      await run(['refresh', ...flags], 0); // ...and the server takes it: the session is refreshable again
       canaryHs.expireAccessTokens();
       await run(['whoami', ...flags], 0); // 401 soft logout, refresh, retry
       await run(['login', proxy.url, '-u', 'alice', '--password-stdin', '--profile', 'wrong', ...flags], 4, wrongPassword + '\n');
