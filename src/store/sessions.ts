@@ -2,7 +2,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { profileFlag, storageError } from '../errors.js';
 import type { SessionAuth, SessionRecord } from '../model.js';
 import { dirname } from 'node:path';
-import { assertDirWritable, assertReplaceable, readStateFile, writeFileAtomic } from './atomic.js';
+import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
 import { probeLockDir } from './lock.js';
 import { printable, type StatePaths } from './paths.js';
 
@@ -47,12 +47,19 @@ export class SessionStore {
     try {
       await writeFileAtomic(file, JSON.stringify({ format: FORMAT, ...record }, null, 2) + '\n');
     } catch (err) {
-      throw storageError(`Cannot write the sessions file ${file}: ${(err as Error).message}.`, 'Check the free space and permissions of the config directory.', err);
+      throw fsFailure(err, file, `Cannot write the sessions file ${file}`);
     }
   }
 
   async remove(profile: string): Promise<void> {
-    await rm(this.paths.session(profile), { force: true });
+    const file = this.paths.session(profile);
+    try {
+      await rm(file, { force: true });
+    } catch (err) {
+      // Nothing there to remove: a path through a file or a symlink loop holds no session.
+      if (['ENOTDIR', 'ELOOP'].includes((err as NodeJS.ErrnoException).code ?? '')) return;
+      throw fsFailure(err, file, `Cannot remove the sessions file ${file}`);
+    }
   }
 
   async profiles(): Promise<string[]> {
