@@ -1,4 +1,5 @@
-import { fstatSync, writeSync } from 'node:fs';
+import { fstatSync, statSync, writeSync } from 'node:fs';
+import { devNull } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Output, type Stream } from '../ui/output.js';
 import { commandContext, type GlobalFlags } from './context.js';
@@ -90,12 +91,14 @@ function fdStream(fd: 1 | 2): Stream {
 }
 
 function isTerminal(fd: number): boolean {
+  // Pipes, files and /dev/null (scripts) are settled without loading node:tty, which loads node:net.
+  let st;
   try {
-    // Pipes and files (scripts) are settled without loading node:tty.
-    if (!fstatSync(fd).isCharacterDevice()) return false;
+    st = fstatSync(fd);
   } catch {
     return false;
   }
+  if (!st.isCharacterDevice() || st.rdev === statSync(devNull, { throwIfNoEntry: false })?.rdev) return false;
   return process.getBuiltinModule('node:tty').isatty(fd);
 }
 
