@@ -391,7 +391,7 @@ describeWithSecretService('keychain storage: a locked keyring', (ss) => {
     const r = await loginWith(mxs, hs, ['--storage', 'auto', '--profile', 'fallback']);
     expect(r.code).toBe(0);
     expect(r.json()).toMatchObject({ profile: 'fallback', storage: 'file' });
-    expect(r.stderr).toMatch(/keychain unavailable .*locked.*storing secrets in .*0600/i);
+    expect(r.stderr).toMatch(/keychain unavailable: .*locked.*Secrets are stored in .*0600/i);
     expect(r.stderr).toContain(secretFile(home, 'fallback'));
     const token = await mxs(['token', '--profile', 'fallback']);
     expect(token.code).toBe(0);
@@ -485,7 +485,7 @@ describeWithSecretService('keychain storage: a keychain that does not answer (gn
     freeze();
     const r = await runTimed(loginArgs('auto'), env(), PW + '\n', KILL_AFTER_MS);
     thaw();
-    expect(r.stderr).toMatch(/keychain unavailable .*did not answer within 1000 ms.*storing secrets in .*0600/i);
+    expect(r.stderr).toMatch(/keychain unavailable: .*did not answer within 1000 ms.*Secrets are stored in .*0600/i);
     expect(r.firstStderrMs).toBeLessThan(4000);
     expect(r.json().storage).toBe('file');
     expect(JSON.parse(await readFile(secretFile(t.home), 'utf8')).accessToken).toBe(t.hs.sessions()[0]!.accessToken);
