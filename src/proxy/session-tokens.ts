@@ -83,9 +83,18 @@ export class SessionTokens {
   async current(): Promise<string> {
     if (this.ended) throw new SessionEnded(this.ended);
     this.maybeCheckStore();
+    if (this.flight) {
+      // A refresh is running (the token was due, or the server refused it): wait for that one.
+      try {
+        return (await this.flight).secret.accessToken;
+      } catch (err) {
+        if (err instanceof SessionEnded) throw err;
+        return this.fallback(asMxsError(err));
+      }
+    }
     const now = this.deps.now();
     if (!this.rule(this.session.secret, now)) return this.session.secret.accessToken;
-    if (now < this.retryAt && !this.flight) return this.fallback(this.lastFailure!);
+    if (now < this.retryAt) return this.fallback(this.lastFailure!);
     try {
       return (await this.refresh(this.rule)).secret.accessToken;
     } catch (err) {
