@@ -125,6 +125,8 @@ describeWithSynapse('mxs against a real Synapse', () => {
         expiresAt: expect.any(String),
         expiresInMs: expect.any(Number),
         refreshable: true,
+        method: 'password',
+        issuer: null,
         storage: 'file',
       });
       // Synapse answers expires_in_ms 6000 minus its own processing time; mxs counts from when it sent /login and
@@ -213,6 +215,8 @@ describeWithSynapse('mxs against a real Synapse', () => {
         expiresInMs: expect.any(Number),
         expired: false,
         refreshable: true,
+        method: 'password',
+        issuer: null,
         storage: 'file',
       });
       expect(s.expiresInMs).toBeGreaterThan(0);
@@ -284,7 +288,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
       ]);
       const text = await mxsIn(home)(['status', '--all']);
       expect(text.code).toBe(0);
-      expect(text.stdout).toMatch(new RegExp(`Profile: +default\\nUser: +${a.userId}[\\s\\S]*\\n\\nProfile: +work\\nUser: +${b.userId}`));
+      expect(text.stdout).toMatch(new RegExp(`Profile: +default \\(default\\)\\nUser: +${a.userId}[\\s\\S]*\\n\\nProfile: +work\\nUser: +${b.userId}`));
     });
   });
 
