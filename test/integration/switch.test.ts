@@ -209,7 +209,11 @@ describe('mxs autocomplete', () => {
     try {
       execFileSync(shell, ['-n', out.completionFile], { stdio: 'pipe' });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // that shell is not installed here
+      // That shell is not installed here: the parse check is skipped locally, never under CI (.ci/run installs it).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && process.env.CI !== 'true') {
+        process.stderr.write(`skipped: ${shell} is not installed, so its completion script was not parsed\n`);
+        return;
+      }
       throw err;
     }
   });

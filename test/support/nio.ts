@@ -111,7 +111,7 @@ async function doInstall(): Promise<{ python: string; version: string }> {
       }
     }
     process.stderr.write(`[nio] installing matrix-nio==${NIO_PINNED_VERSION} into ${venv}\n`);
-    const pip = await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', `matrix-nio==${NIO_PINNED_VERSION}`], true);
+    const pip = await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', `matrix-nio==${NIO_PINNED_VERSION}`]);
     if (pip.code !== 0) throw new Error(`Cannot install matrix-nio: pip install failed:\n${tail(pip.stdout + pip.stderr)}`);
     const version = await installedVersion(python);
     if (version !== NIO_PINNED_VERSION) throw new Error(`Cannot install matrix-nio: the venv reports ${version ?? 'none'} after pip install`);
