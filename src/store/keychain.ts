@@ -64,7 +64,7 @@ export class KeychainSecretStore implements SecretStore {
 
   async get(profile: string): Promise<SessionSecret | null> {
     const text = await this.call('read', (b) => b.get(KEYCHAIN_SERVICE, this.accountFor(profile)));
-    return text === null ? null : parseSecret(text, 'the OS keychain');
+    return text === null ? null : parseSecret(text, 'the OS keychain', profile);
   }
 
   async set(profile: string, secret: SessionSecret): Promise<void> {

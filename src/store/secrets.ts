@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { storageError } from '../errors.js';
+import { profileFlag, storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
 import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
 import type { StatePaths } from './paths.js';
@@ -17,9 +17,9 @@ export interface SecretStore {
   assertWritable?(profile: string): Promise<void>;
 }
 
-export function parseSecret(text: string, where: string): SessionSecret {
+export function parseSecret(text: string, where: string, profile = 'default'): SessionSecret {
   const corrupt = (why: string) =>
-    storageError(`The stored tokens in ${where} are unreadable (${why}).`, 'Log in again to replace them: mxs login SERVER');
+    storageError(`The stored tokens in ${where} are unreadable (${why}).`, `Log in again to replace them: mxs login SERVER${profileFlag(profile)}`);
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -62,7 +62,7 @@ export class FileSecretStore implements SecretStore {
         `Run: chmod 600 ${file}  (and consider the tokens in it leaked: log in again)`,
       );
     }
-    return parseSecret(read.text, file);
+    return parseSecret(read.text, file, profile);
   }
 
   async set(profile: string, secret: SessionSecret): Promise<void> {

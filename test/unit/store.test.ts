@@ -133,6 +133,19 @@ describe('FileSecretStore', () => {
   });
 });
 
+describe('hints for a corrupt store name the profile (issue 10 item 20)', () => {
+  it.each([
+    ['default', ''],
+    ['work', ' --profile work'],
+  ])('unreadable secrets of profile %s: the login hint can be run as it stands', async (profile, flag) => {
+    await w.files.set(profile, SECRET);
+    await writeFile(w.paths.secret(profile), '{"accessToken": ', { mode: 0o600 });
+    const err = await rejectionOf(() => w.files.get(profile));
+    expect(err).toMatchObject({ exitCode: 6 });
+    expect(err.hint).toBe(`Log in again to replace them: mxs login SERVER${flag}`);
+  });
+});
+
 describe('writeFileAtomic', () => {
   it('replaces the file and leaves no temp files behind', async () => {
     const file = join(w.dir, 'state', 'x.json');
