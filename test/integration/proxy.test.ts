@@ -18,7 +18,15 @@ import { exists, isolateBuild, sessionPaths, startCanaryProxy, startMxs, waitFor
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithNio, nioAvailability, nioClientScript } from '../support/nio.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
-import { describeWithSynapse, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
+import { describeWithSynapse, registerUserWithSecret, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
+
+/** A user of this test's own on the shared Synapse: other test files log alice and bob in and out meanwhile. */
+async function freshSynapseUser(prefix: string): Promise<{ user: string; password: string; userId: string }> {
+  const user = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const password = `pw-${randomBytes(6).toString('hex')}`;
+  await registerUserWithSecret(testSynapseUrl(), process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, user, password);
+  return { user, password, userId: `@${user}:localhost` };
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -888,7 +896,8 @@ describeWithSynapse('through a real Synapse 1.163 (6 s tokens)', () => {
   test('a bot loop across five token lifetimes: zero failed requests, every message read back; the server saw new tokens, the client one', async () => {
     const tap = await startTap(testSynapseUrl());
     try {
-      expect((await mxs(['login', tap.url, '-u', TEST_USERS.alice.user, '--password-stdin'], `${TEST_USERS.alice.password}\n`)).code).toBe(0);
+      const botUser = await freshSynapseUser('proxybot');
+      expect((await mxs(['login', tap.url, '-u', botUser.user, '--password-stdin'], `${botUser.password}\n`)).code).toBe(0);
       const p = await startProxy(['--quiet']);
       const first = (await secretOf()).accessToken;
       const bot = await botLoop(p, 33_000);
