@@ -39,5 +39,6 @@ it.each([
   expect(screen).not.toMatch(/Unexpected|bug|\n\s+at /);
   expect(screen.slice(screen.indexOf('Error:')).split('\n').filter((l) => l.trim() !== '')).toEqual([expect.stringMatching(/^Error: Cancelled/), `EXIT ${code}`]);
   expect(hs.requests.filter((q) => q.method === 'POST')).toEqual([]);
-  await expect(readdir(join(home.env.MXS_CONFIG_DIR!, 'sessions'))).rejects.toThrow();
+  // The config dir may have been checked (created) before the prompt; no session is in it.
+  expect(await readdir(join(home.env.MXS_CONFIG_DIR!, 'sessions')).catch(() => [])).toEqual([]);
 });
