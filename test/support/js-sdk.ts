@@ -1,0 +1,198 @@
+// An unmodified third-party Matrix client for the proxy tests: matrix-js-sdk (npm), pinned in
+// test/clients/matrix-js-sdk/package.json and package-lock.json (kept out of mxs's own package.json and lock),
+// installed with `npm ci --ignore-scripts` into <repo>/.cache/matrix-js-sdk (a directory lock so parallel jest
+// workers do not install at once; progress on stderr), the way test/support/nio.ts installs matrix-nio. An
+// install is reused while it was made from the same package.json and lock. The SDK needs Node 22+, so its client
+// (test/support/js-sdk-client.mjs) always runs on the Node 24 that scripts/node24.sh fetches (cached in
+// .cache/node24), whichever Node runs jest. No end-to-end encryption: the crypto wasm is installed (a
+// dependency of the SDK) but never loaded.
+//
+// describeWithJsSdk() runs a suite when the client is installed (or can be, a few seconds the first time), skips
+// it with the reason printed otherwise, and under CI=true fails instead of skipping.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { repoRoot } from './synapse.js';
+
+/** Where the pinned package.json and package-lock.json live (bump the version there, then `npm install --package-lock-only`). */
+export function jsSdkPackageDir(): string {
+  return path.join(repoRoot(), 'test', 'clients', 'matrix-js-sdk');
+}
+
+/** The matrix-js-sdk release the tests run (from the pinned package.json; CI installs exactly this). */
+export function jsSdkPinnedVersion(): string {
+  const pkg = JSON.parse(readFileSync(path.join(jsSdkPackageDir(), 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+  return pkg.dependencies['matrix-js-sdk']!;
+}
+
+export function jsSdkInstallDir(): string {
+  return process.env.MXS_JS_SDK_DIR || path.join(repoRoot(), '.cache', 'matrix-js-sdk');
+}
+
+export function jsSdkClientScript(): string {
+  return path.join(repoRoot(), 'test', 'support', 'js-sdk-client.mjs');
+}
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  error?: Error;
+}
+
+function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; progress?: boolean } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+      if (opts.progress) process.stderr.write(`[js-sdk] ${d}`);
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('error', (error) => resolve({ code: null, stdout, stderr, error }));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const tail = (text: string, lines = 20) => text.trimEnd().split('\n').slice(-lines).join('\n');
+
+/** What an install was made from: the pinned package.json and lock, hashed. */
+function lockStamp(): string {
+  const hash = createHash('sha256');
+  for (const file of ['package.json', 'package-lock.json']) hash.update(readFileSync(path.join(jsSdkPackageDir(), file)));
+  return hash.digest('hex');
+}
+
+const STAMP = '.mxs-installed-from';
+
+/** The SDK version installed in `dir` when that install was made from the current pinned files, else undefined. */
+function installedVersion(dir: string, stamp: string): string | undefined {
+  try {
+    if (readFileSync(path.join(dir, STAMP), 'utf8') !== stamp) return undefined;
+    return (JSON.parse(readFileSync(path.join(dir, 'node_modules', 'matrix-js-sdk', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+async function withInstallLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    try {
+      mkdirSync(lockDir);
+      writeFileSync(path.join(lockDir, 'pid'), String(process.pid));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      let stale = false;
+      try {
+        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
+        try {
+          process.kill(pid, 0);
+        } catch {
+          stale = true;
+        }
+      } catch {
+        stale = Date.now() - (statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 60_000;
+      }
+      if (stale) rmSync(lockDir, { recursive: true, force: true });
+      else if (Date.now() > deadline) throw new Error(`timed out waiting for the matrix-js-sdk install lock ${lockDir}`);
+      else await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lockDir, { recursive: true, force: true });
+  }
+}
+
+/** The Node 24 binary of scripts/node24.sh (fetched into .cache/node24 the first time, reused after). */
+async function node24(): Promise<string> {
+  const r = await run('bash', [path.join(repoRoot(), 'scripts', 'node24.sh')]);
+  const bin = r.stdout.trim().split('\n').at(-1) ?? '';
+  if (r.code !== 0 || !bin || !existsSync(bin)) throw new Error(`Cannot get Node 24 for matrix-js-sdk (it needs Node 22+): scripts/node24.sh failed: ${r.error?.message ?? tail(r.stdout + r.stderr, 5)}`);
+  return bin;
+}
+
+export interface JsSdkInstall {
+  /** The Node 24 binary to run the client on. */
+  node: string;
+  /** The directory to hand the client as MXS_JS_SDK_DIR. */
+  dir: string;
+  version: string;
+}
+
+let installing: Promise<JsSdkInstall> | undefined;
+
+/** Makes sure Node 24 and the pinned matrix-js-sdk are there. Throws an Error saying what is missing. */
+export function ensureJsSdkInstalled(): Promise<JsSdkInstall> {
+  installing ??= doInstall().catch((err: unknown) => {
+    installing = undefined;
+    throw err;
+  });
+  return installing;
+}
+
+async function doInstall(): Promise<JsSdkInstall> {
+  const node = await node24();
+  const dir = jsSdkInstallDir();
+  const pinned = jsSdkPinnedVersion();
+  const stamp = lockStamp();
+  if (installedVersion(dir, stamp) === pinned) return { node, dir, version: pinned };
+  mkdirSync(path.dirname(dir), { recursive: true });
+  return withInstallLock(`${dir}.lock`, async () => {
+    if (installedVersion(dir, stamp) === pinned) return { node, dir, version: pinned };
+    process.stderr.write(`[js-sdk] installing matrix-js-sdk@${pinned} into ${dir}\n`);
+    // Built beside the target and renamed into place: a failed or interrupted install leaves no half-made one.
+    const tmp = mkdtempSync(`${dir}.tmp-`);
+    try {
+      for (const file of ['package.json', 'package-lock.json']) cpSync(path.join(jsSdkPackageDir(), file), path.join(tmp, file));
+      // npm itself runs on Node 24 too (the SDK's engines say >=22: no EBADENGINE warning).
+      const env = { ...process.env, PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH ?? ''}` };
+      const npm = await run('npm', ['ci', '--no-audit', '--no-fund', '--ignore-scripts', '--loglevel=warn'], { cwd: tmp, env });
+      if (npm.code !== 0) throw new Error(`Cannot install matrix-js-sdk: npm ci failed: ${npm.error?.message ?? tail(npm.stdout + npm.stderr)}`);
+      writeFileSync(path.join(tmp, STAMP), stamp);
+      const version = installedVersion(tmp, stamp);
+      if (version !== pinned) throw new Error(`Cannot install matrix-js-sdk: npm ci installed ${version ?? 'none'}, not ${pinned}`);
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(tmp, dir);
+      return { node, dir, version };
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+}
+
+export type JsSdkAvailability = ({ ok: true } & JsSdkInstall) | { ok: false; reason: string };
+
+/** Installs when needed (only when a test Synapse runs: the client is useless without one). */
+export async function jsSdkAvailability(): Promise<JsSdkAvailability> {
+  if (process.env.MXS_TEST_JS_SDK === '0') return { ok: false, reason: 'matrix-js-sdk tests disabled by MXS_TEST_JS_SDK=0' };
+  if (!process.env.MXS_TEST_SYNAPSE_URL) return { ok: false, reason: 'no test Synapse (the matrix-js-sdk suite runs against it)' };
+  try {
+    return { ok: true, ...(await ensureJsSdkInstalled()) };
+  } catch (err) {
+    return { ok: false, reason: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** `describe` for suites that need matrix-js-sdk: skipped with the reason locally, a failing test under CI=true. */
+export function describeWithJsSdk(name: string, availability: JsSdkAvailability, fn: () => void): void {
+  if (availability.ok) {
+    describe(name, fn);
+    return;
+  }
+  if (process.env.CI === 'true') {
+    describe(name, () => {
+      test('needs matrix-js-sdk', () => {
+        throw new Error(`No matrix-js-sdk under CI=true (a missing client must fail CI): ${availability.reason}`);
+      });
+    });
+    return;
+  }
+  console.warn(`Skipping "${name}": ${availability.reason}`);
+  describe.skip(name, fn);
+}
