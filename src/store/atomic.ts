@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { constants, lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, parse, resolve, sep } from 'node:path';
 import { MxsError, storageError } from '../errors.js';
 import { printable } from './paths.js';
+import { uniqueId } from './unique.js';
 
 // ---------------------------------------------------------------------------------------------
 // File-system failures as exit-6 errors (issue 10 item 12): a read-only or full disk, a path whose
@@ -163,7 +163,7 @@ async function mkdirs(dir: string): Promise<void> {
 export async function writeFileAtomic(path: string, data: string): Promise<void> {
   const dir = dirname(path);
   await ensurePrivateDir(dir);
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const tmp = `${path}.${process.pid}.${uniqueId()}.tmp`;
   try {
     const fh = await open(tmp, 'wx', 0o600);
     try {
@@ -271,7 +271,7 @@ export async function assertDirWritable(dir: string, what = 'the state directory
   } catch (err) {
     throw fsFailure(err, dir, action, dir);
   }
-  const probe = join(dir, `.probe.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const probe = join(dir, `.probe.${process.pid}.${uniqueId()}.tmp`);
   try {
     const fh = await open(probe, 'wx', 0o600);
     try {

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
-import { constants, readFileSync, readlinkSync } from 'node:fs';
+import { constants, readFileSync, readlinkSync, watch, type FSWatcher } from 'node:fs';
 import { link, lstat, open, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { MxsError, Exit } from '../errors.js';
 import { ensurePrivateDir, fsFailure } from './atomic.js';
+import { uniqueId } from './unique.js';
 
 // The per-profile lock (issue 10 item 14: staleness must not depend on wall-clock agreement).
 //
@@ -39,7 +39,7 @@ export interface LockOptions {
   sleep?: (ms: number) => Promise<void>;
   /** @deprecated Ignored: the lock never reads the wall clock (kept so existing callers compile). */
   now?: () => number;
-  /** The monotonic clock, in ms (default performance.now). */
+  /** The monotonic clock, in ms (default process.hrtime: `performance` costs a waiter a dozen modules). */
   monotonic?: () => number;
 }
 
@@ -57,36 +57,112 @@ export async function withLock<T>(
   critical: () => Promise<T>,
   whileWaiting?: () => Promise<T | undefined>,
 ): Promise<T> {
-  const clock = opts.monotonic ?? (() => performance.now());
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const clock = opts.monotonic ?? (() => Number(process.hrtime.bigint()) / 1e6);
   const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
   const deadline = clock() + opts.waitMs;
   await ensureLockDir(lockPath);
-  for (let attempt = 0; ; attempt++) {
-    const held = await tryAcquire(lockPath, staleMs);
-    if (held) {
-      try {
-        return await critical();
-      } finally {
-        await held.release();
+  const wake = new LockWatch(lockPath);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const held = await tryAcquire(lockPath, staleMs);
+      if (held) {
+        try {
+          return await critical();
+        } finally {
+          await held.release();
+        }
       }
+      wake.arm();
+      if (await takeOverIfStale(lockPath, staleMs, clock)) continue;
+      if (whileWaiting) {
+        const done = await whileWaiting();
+        if (done !== undefined) return done;
+      }
+      if (clock() >= deadline) {
+        throw new MxsError({
+          code: 'timeout',
+          message: `Another mxs process held the session lock for more than ${Math.round(opts.waitMs / 1000)}s.`,
+          hint: `Retry; if no other mxs is running, remove ${lockPath}`,
+          exitCode: Exit.network,
+        });
+      }
+      // Jittered, growing poll: many waiters must not wake in step. The lock's removal (or
+      // replacement) wakes a waiter at once where the file system reports it (inotify); the poll
+      // stays for file systems that do not (NFS) and for a holder that dies without a trace.
+      // With the watch, the poll is only the fallback (a holder that died, an event missed): rarer
+      // polls leave the CPU to the holder when many processes wait (50 concurrent `mxs token`),
+      // and a dead holder is still noticed within staleMs/4 (at most 1 s).
+      const base = wake.live ? Math.min(1000, staleMs / 4, 200 * 1.5 ** Math.min(attempt, 8)) : Math.min(250, 20 * 1.5 ** Math.min(attempt, 8));
+      await wake.sleep(base / 2 + Math.random() * base, opts.sleep);
     }
-    if (await takeOverIfStale(lockPath, staleMs, clock)) continue;
-    if (whileWaiting) {
-      const done = await whileWaiting();
-      if (done !== undefined) return done;
-    }
-    if (clock() >= deadline) {
-      throw new MxsError({
-        code: 'timeout',
-        message: `Another mxs process held the session lock for more than ${Math.round(opts.waitMs / 1000)}s.`,
-        hint: `Retry; if no other mxs is running, remove ${lockPath}`,
-        exitCode: Exit.network,
+  } finally {
+    wake.close();
+  }
+}
+
+/**
+ * Wakes a waiter when the lock it waits for is released (or replaced), so it does not sleep out its
+ * poll interval after the holder has finished. It watches the lock file itself, not the directory:
+ * every waiter's temp files would otherwise wake every other waiter (50 waiters, 2,500 events a
+ * round). Best effort: where fs.watch fails (inotify limits, some network file systems) waiting is
+ * the poll alone.
+ */
+class LockWatch {
+  private watcher: FSWatcher | undefined;
+  private wakeUp: (() => void) | undefined;
+  private changed = false;
+  private failed = false;
+
+  constructor(private readonly lockPath: string) {}
+
+  /** Watches the lock as it is now (call after finding it held). */
+  arm(): void {
+    if (this.watcher || this.failed) return;
+    try {
+      this.watcher = watch(this.lockPath, { persistent: false }, (event) => {
+        if (event !== 'rename') return; // 'change': the holder's heartbeat
+        this.wake();
       });
+      this.watcher.on('error', () => this.wake());
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.changed = true; // released meanwhile
+      else this.failed = true;
     }
-    // Jittered, growing poll: many waiters must not wake in step.
-    const base = Math.min(250, 20 * 1.5 ** Math.min(attempt, 8));
-    await sleep(base / 2 + Math.random() * base);
+  }
+
+  /** Whether the lock is being watched (else waiting is the poll alone). */
+  get live(): boolean {
+    return !this.failed;
+  }
+
+  /** Sleeps `ms`, or less when the lock went away meanwhile (or since the last sleep). */
+  async sleep(ms: number, sleep?: (ms: number) => Promise<void>): Promise<void> {
+    if (this.changed) {
+      this.changed = false;
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.wakeUp = resolve;
+      if (sleep) void sleep(ms).then(resolve);
+      else timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer); // woken early: no timer left to hold the process
+    this.wakeUp = undefined;
+    this.changed = false;
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.wakeUp?.();
+  }
+
+  private wake(): void {
+    this.watcher?.close(); // the file it watched is gone: the next wait watches its successor
+    this.watcher = undefined;
+    this.changed = true;
+    this.wakeUp?.();
   }
 }
 
@@ -95,7 +171,7 @@ export async function withLock<T>(
  * lock there. Exit 6, naming the path and what to fix, when it cannot.
  */
 export async function probeLockDir(locksDir: string): Promise<void> {
-  const probe = join(locksDir, `.probe.${process.pid}.${randomBytes(4).toString('hex')}.lock`);
+  const probe = join(locksDir, `.probe.${process.pid}.${uniqueId()}.lock`);
   await ensureLockDir(probe);
   const held = await tryAcquire(probe, DEFAULT_STALE_MS);
   if (!held) throw fsFailure(Object.assign(new Error('a probe lock already exists'), { code: 'EEXIST' }), probe, `Cannot take a lock in ${locksDir}`);
@@ -109,6 +185,7 @@ async function ensureLockDir(lockPath: string): Promise<void> {
     throw fsFailure(err, lockPath, `Cannot take the session lock ${lockPath}`, dirname(lockPath));
   }
 }
+
 
 // ---------------------------------------------------------------------------------------------
 // Who holds a lock.
@@ -202,7 +279,7 @@ interface Held {
 }
 
 async function tryAcquire(lockPath: string, staleMs: number): Promise<Held | null> {
-  const owner: LockOwner = { ...me(), nonce: randomBytes(8).toString('hex'), since: new Date().toISOString() };
+  const owner: LockOwner = { ...me(), nonce: uniqueId(), since: new Date().toISOString() };
   const created = await createExclusive(lockPath, JSON.stringify(owner) + '\n');
   if (!created) return null;
   const { ino } = created;
@@ -239,7 +316,7 @@ async function tryAcquire(lockPath: string, staleMs: number): Promise<Held | nul
  * other failure.
  */
 async function createExclusive(path: string, content: string): Promise<{ ino: number } | null> {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const tmp = `${path}.${process.pid}.${uniqueId()}.tmp`;
   const action = `Cannot take the session lock ${path}`;
   let fh: FileHandle | undefined;
   try {
@@ -375,7 +452,7 @@ async function takeOverIfStale(lockPath: string, staleMs: number, clock: () => n
  * atomically, then checked; something else renamed by a race is put back.
  */
 async function removeExactly(path: string, ino: number, isDir: boolean): Promise<boolean> {
-  const aside = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.stale`);
+  const aside = join(dirname(path), `.${basename(path)}.${process.pid}.${uniqueId()}.stale`);
   try {
     await rename(path, aside);
   } catch {

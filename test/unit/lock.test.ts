@@ -423,7 +423,7 @@ describe('the lock file', () => {
       mtimes.push((await stat(lock)).mtimeMs);
       seen = { owner, mode: (await stat(lock)).mode & 0o777, mtimes };
     });
-    expect(seen!.owner).toMatchObject({ v: 1, pid: process.pid, host: hostname(), nonce: expect.stringMatching(/^[0-9a-f]{16}$/) });
+    expect(seen!.owner).toMatchObject({ v: 1, pid: process.pid, host: hostname(), nonce: expect.stringMatching(/^[0-9a-z]{12,}$/) });
     expect(seen!.mode).toBe(0o600);
     expect(seen!.mtimes[1]).not.toBe(seen!.mtimes[0]);
     expect(await lstat(lock).catch(() => null)).toBeNull();
@@ -461,6 +461,46 @@ describe('the lock file', () => {
       async () => (++polls >= 2 ? 'done by the holder' : undefined),
     );
     expect(r).toBe('done by the holder');
+  });
+
+  it('a waiter wakes when the holder releases, not when its poll interval ends (fs.watch on the lock file)', async () => {
+    const lock = await newLockPath();
+    let release!: () => void;
+    const holding = new Promise<void>((r) => (release = r));
+    let held!: () => void;
+    const isHeld = new Promise<void>((r) => (held = r));
+    const holder = withLock(lock, { waitMs: 5000 }, async () => {
+      held();
+      await holding;
+    });
+    await isHeld;
+    // The waiter's poll sleeps 20 s: only the release can wake it in time.
+    const polls: number[] = [];
+    const waiter = withLock(lock, { waitMs: 30_000, sleep: async (ms) => { polls.push(ms); await sleep(20_000); } }, async () => performance.now());
+    await sleep(300);
+    const releasedAt = performance.now();
+    release();
+    await holder;
+    const tookAt = await waiter;
+    expect(polls.length).toBeGreaterThanOrEqual(1);
+    expect(tookAt - releasedAt).toBeLessThan(2000);
+  });
+
+  it('waiters poll less once they watch the lock, but still notice a holder that died without a trace', async () => {
+    const lock = await newLockPath();
+    await plantLock(lock, ownerOf({}));
+    const polls: number[] = [];
+    let n = 0;
+    const r = await withLock(
+      lock,
+      { waitMs: 10_000, staleMs: 4000, sleep: async (ms) => void polls.push(ms) },
+      async () => 'took',
+      async () => (++n === 6 ? 'done' : undefined),
+    );
+    expect(r).toBe('done');
+    // 200 ms and growing, capped at staleMs/4 (so a SIGKILLed holder is noticed within 1 s here).
+    expect(Math.min(...polls)).toBeGreaterThanOrEqual(100);
+    expect(Math.max(...polls)).toBeLessThanOrEqual(1000 * 1.5);
   });
 
   it('in-process waiters racing for a dead holder’s lock never hold it two at a time', async () => {
