@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { request, undiciCore, type UndiciCore } from './undici.js';
 import { MxsError, badResponse } from '../errors.js';
 import { redactUrl } from '../redact.js';
 
@@ -52,7 +53,7 @@ export interface HttpResponse {
 export type ErrorDecoder = (res: HttpResponse, now: number) => MxsError;
 
 export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecoder): Promise<HttpResponse> {
-  const undici = await import('undici');
+  const undici = undiciCore();
   for (let attempt = 1; ; attempt++) {
     try {
       const res = await exchange(deps, req, undici);
@@ -86,13 +87,13 @@ function backoff(attempt: number): number {
 
 /** One agent per timeout: undici's own connect timeout (10 s) must not outlast --timeout. */
 const agents = new Map<number, Dispatcher>();
-function defaultDispatcher(undici: typeof import('undici'), timeoutMs: number): Dispatcher {
+function defaultDispatcher(undici: UndiciCore, timeoutMs: number): Dispatcher {
   let agent = agents.get(timeoutMs);
   if (!agent) agents.set(timeoutMs, (agent = new undici.Agent({ connect: { timeout: timeoutMs } })));
   return agent;
 }
 
-async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import('undici')): Promise<HttpResponse> {
+async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): Promise<HttpResponse> {
   const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'mxs' };
   if (req.accessToken !== undefined) headers.authorization = `Bearer ${req.accessToken}`;
   let payload: string | undefined;
@@ -113,12 +114,11 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: typeof import(
   const sentAt = deps.now();
   let status = 0;
   try {
-    const res = await undici.request(req.url, {
+    const res = await request(deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs), req.url, {
       method: req.method as Dispatcher.HttpMethod,
       headers,
       body: payload,
       signal: controller.signal,
-      dispatcher: deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs),
     });
     status = res.statusCode;
     if (status >= 300 && status < 400) {
@@ -317,19 +317,18 @@ export interface StreamResponse {
 }
 
 export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<StreamResponse> {
-  const undici = await import('undici');
+  const undici = undiciCore();
   const host = hostOf(req.url);
   for (let attempt = 1; ; attempt++) {
     const sentAt = deps.now();
     let status = 0;
     try {
-      const res = await undici.request(req.url, {
+      const res = await request(deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs), req.url, {
         method: req.method as Dispatcher.HttpMethod,
         headers: { 'user-agent': 'mxs', ...req.headers, ...(req.accessToken !== undefined ? { authorization: `Bearer ${req.accessToken}` } : {}) },
         body: typeof req.body === 'function' ? (req.body() as unknown as import('node:stream').Readable) : req.body,
         headersTimeout: deps.timeoutMs,
         bodyTimeout: deps.timeoutMs,
-        dispatcher: deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs),
       });
       status = res.statusCode;
       const retryable = req.retry && (status >= 500 || status === 429) && attempt < MAX_ATTEMPTS;

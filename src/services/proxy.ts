@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
+import { undiciCore } from '../http/undici.js';
 import { asMxsError, loginHint, MxsError, storageError, usageError } from '../errors.js';
 import { listenOn, removeSocket, urlOf, type ListenSpec } from '../proxy/listen.js';
 import { canonicalOf, ProxyToken } from '../proxy/rules.js';
@@ -142,7 +143,7 @@ function endedError(reason: MxsError, profile: string, homeserver: string): MxsE
 
 /** One undici Pool for the homeserver's origin: kept-alive connections, as many as requests in flight. */
 async function homeserverPool(homeserver: string, timeoutMs: number): Promise<Dispatcher> {
-  const { Pool } = await import('undici');
+  const { Pool } = undiciCore();
   return new Pool(new URL(homeserver).origin, { connect: { timeout: timeoutMs }, keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000 });
 }
 
