@@ -1,6 +1,6 @@
 import type { Deps } from './services/deps.js';
-import { KeychainSecretStore, loadKeytar } from './store/keychain.js';
-import { defaultConfigDir, statePaths } from './store/paths.js';
+import { keychainAccount, KeychainSecretStore, loadKeytar } from './store/keychain.js';
+import { configDir, statePaths } from './store/paths.js';
 import { FileSecretStore } from './store/secrets.js';
 import { SessionStore } from './store/sessions.js';
 import type { Output } from './ui/output.js';
@@ -31,9 +31,7 @@ function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export function configDir(env: NodeJS.ProcessEnv): string {
-  return env.MXS_CONFIG_DIR || defaultConfigDir();
-}
+export { configDir };
 
 /** The real world, wired for a command: files under the config dir, keytar, undici, the clock. */
 export function buildDeps(opts: RuntimeOptions): Deps {
@@ -58,7 +56,7 @@ export function buildDeps(opts: RuntimeOptions): Deps {
     },
     sessions: new SessionStore(paths),
     secretStores: {
-      keychain: new KeychainSecretStore(() => loadKeytar(opts.keychain), keychainTimeout, (profile) => (isDefaultDir ? profile : `${profile}@${root}`)),
+      keychain: new KeychainSecretStore(() => loadKeytar(opts.keychain), keychainTimeout, (profile) => keychainAccount(profile, root, isDefaultDir)),
       file: new FileSecretStore(paths),
     },
     lock: {

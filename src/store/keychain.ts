@@ -1,5 +1,6 @@
 import { storageError } from '../errors.js';
 import type { SessionSecret } from '../model.js';
+import { prefetchedBackend, takePrefetch } from './keychain-prefetch.js';
 import { parseSecret, serializeSecret, type SecretStore } from './secrets.js';
 
 export const KEYCHAIN_SERVICE = 'mxs';
@@ -19,6 +20,8 @@ export interface KeychainBackend {
  * this Node can always end the process on time with a call still hung (src/store/keytar-direct.ts).
  */
 export async function loadKeytar(where?: 'in-process'): Promise<KeychainBackend> {
+  const early = prefetchedBackend();
+  if (early) return early;
   try {
     if (where === 'in-process') {
       const direct = await import('./keytar-direct.js');
@@ -29,6 +32,14 @@ export async function loadKeytar(where?: 'in-process'): Promise<KeychainBackend>
   } catch (err) {
     throw keychainUnavailable(`the keytar native module is not installed (${firstLine(err)})`, err);
   }
+}
+
+/**
+ * The keychain account of a profile: the profile name, or `NAME@CONFIGDIR` when MXS_CONFIG_DIR
+ * names a config dir of its own, so that two dirs (tests, demos) never share an item.
+ */
+export function keychainAccount(profile: string, root: string, isDefaultDir: boolean): string {
+  return isDefaultDir ? profile : `${profile}@${root}`;
 }
 
 export function keychainUnavailable(reason: string, cause?: unknown) {
@@ -63,7 +74,10 @@ export class KeychainSecretStore implements SecretStore {
   }
 
   async get(profile: string): Promise<SessionSecret | null> {
-    const text = await this.call('read', (b) => b.get(KEYCHAIN_SERVICE, this.accountFor(profile)));
+    const account = this.accountFor(profile);
+    // Started before mxs had loaded (src/cli/early.ts), when the command is sure to read this item.
+    const early = takePrefetch(KEYCHAIN_SERVICE, account);
+    const text = await this.call('read', (b) => early ?? b.get(KEYCHAIN_SERVICE, account));
     return text === null ? null : parseSecret(text, 'the OS keychain', profile);
   }
 

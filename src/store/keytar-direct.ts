@@ -11,7 +11,8 @@ import type { KeychainBackend } from './keychain.js';
 
 type Execve = (file: string, args: string[], env: Record<string, string>) => never;
 
-let callsInFlight = 0;
+// Shared by every bundle in this process (the early prefetch and the fast path have a module state each).
+const inFlight = ((globalThis as { [k: symbol]: { calls: number } })[Symbol.for('mxs.keytar.inFlight')] ??= { calls: 0 });
 
 const execve = (): Execve | undefined => (process as unknown as { execve?: Execve }).execve;
 
@@ -24,15 +25,15 @@ export function canExitWithCallsHung(): boolean {
 export function directKeytarBackend(): KeychainBackend {
   const keytar = createRequire(import.meta.url)('keytar') as typeof import('keytar');
   const tracked = <T>(call: () => Promise<T>): Promise<T> => {
-    callsInFlight++;
+    inFlight.calls++;
     let p: Promise<T>;
     try {
       p = call();
     } catch (err) {
-      callsInFlight--;
+      inFlight.calls--;
       throw err;
     }
-    return p.finally(() => callsInFlight--);
+    return p.finally(() => inFlight.calls--);
   };
   return {
     get: (s, a) => tracked(() => keytar.getPassword(s, a)),
@@ -46,7 +47,7 @@ export function directKeytarBackend(): KeychainBackend {
 /** Ends the process with `code`, at once even when a keytar call is still stuck in a pool thread. */
 export function exitProcess(code: number): never {
   const replace = execve();
-  if (callsInFlight > 0 && replace && canExitWithCallsHung()) {
+  if (inFlight.calls > 0 && replace && canExitWithCallsHung()) {
     // stdout and stderr are written synchronously on POSIX (files, pipes, terminals): nothing is lost.
     replace(process.execPath, [process.execPath, '-e', `process.exit(${Number(code) | 0})`], {});
   }

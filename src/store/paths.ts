@@ -9,6 +9,11 @@ export function defaultConfigDir(): string {
   return envPaths('mxs', { suffix: '' }).config;
 }
 
+/** The state directory of this run: MXS_CONFIG_DIR, else the platform's config dir. */
+export function configDir(env: NodeJS.ProcessEnv): string {
+  return env.MXS_CONFIG_DIR || defaultConfigDir();
+}
+
 /**
  * User or file text made safe to show inside quotes on one terminal line: control characters
  * (C0, DEL, C1), line and paragraph separators, bidi overrides and lone surrogates become escapes

@@ -146,6 +146,38 @@ describeWithSecretService('keychain storage: a session in a real gnome-keyring',
     expect((await readSecret(ss().env, accountOf(t.home)))?.accessToken).toBe(session!.accessToken);
   });
 
+  test('token starts its one keychain read before the fast path has loaded (src/cli/early.ts); file sessions and other profiles never touch keytar', async () => {
+    expect((await login(['--storage', 'keychain'])).code).toBe(0);
+    const [session] = t.hs.sessions();
+    const probe = join(t.home.dir, 'keytar-probe.log');
+    const probed = async (args: string[], extra: Record<string, string> = {}) => {
+      await writeFile(probe, '');
+      const r = await runMxs(args, { env: { ...t.home.env, ...ss().env, NODE_OPTIONS: `--require ${join(REPO, 'test/support/keytar-probe.cjs')}`, MXS_PROBE_FILE: probe, ...extra } });
+      return { r, calls: (await readFile(probe, 'utf8')).trim().split('\n').filter(Boolean) };
+    };
+    // Where keytar runs in mxs's own process (Node 22.15+) the read is seen here; on older Nodes it runs in the helper.
+    const inProcess = typeof (process as unknown as { execve?: unknown }).execve === 'function';
+
+    const early = await probed(['token']);
+    expect(early.r.code).toBe(0);
+    expect(early.r.stdout.trim()).toBe(session!.accessToken);
+    if (inProcess) expect(early.calls).toEqual(['load keytar', `getPassword ${accountOf(t.home)} before hot.cjs`]);
+
+    // Global flags before the command, and the profile by flag: the same single early read.
+    const flagged = await probed(['-p', 'default', 'token', '--min-valid', '30s']);
+    expect(flagged.r.code).toBe(0);
+    if (inProcess) expect(flagged.calls).toEqual(['load keytar', `getPassword ${accountOf(t.home)} before hot.cjs`]);
+
+    // Without the early read (as after a bare tsc build) the answer is the same: one read, later.
+    const late = await probed(['token'], { MXS_NO_EARLY: '1' });
+    expect(late.r.stdout).toBe(early.r.stdout);
+    if (inProcess) expect(late.calls).toEqual(['load keytar', `getPassword ${accountOf(t.home)} after hot.cjs`]);
+
+    // No session for that profile, or status (local state only): keytar is never loaded.
+    expect((await probed(['token', '-p', 'nobody'])).calls).toEqual([]);
+    expect((await probed(['status'])).calls).toEqual([]);
+  });
+
   test('refresh replaces the keyring item: the new tokens are in it, the old ones are gone', async () => {
     expect((await login(['--storage', 'keychain'])).code).toBe(0);
     const before = (await readSecret(ss().env, accountOf(t.home)))!;

@@ -7,6 +7,7 @@ import { statusService } from '../../src/services/status.js';
 import { tokenService } from '../../src/services/tokens.js';
 import { writeFileAtomic } from '../../src/store/atomic.js';
 import { KEYCHAIN_SERVICE, KeychainSecretStore, keychainUnavailable, type KeychainBackend } from '../../src/store/keychain.js';
+import { publishPrefetch, takePrefetch } from '../../src/store/keychain-prefetch.js';
 import { T0, makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
 
 let w: UnitWorld;
@@ -197,6 +198,36 @@ describe('KeychainSecretStore', () => {
     expect(await store.get('default')).toEqual(SECRET);
     await store.delete('default');
     expect(await store.get('default')).toBeNull();
+  });
+
+  describe('a read started early (src/cli/early.ts)', () => {
+    const SLOT = Symbol.for('mxs.keychain.prefetch');
+    afterEach(() => {
+      delete (globalThis as Record<symbol, unknown>)[SLOT];
+    });
+
+    it('is taken once, for its own item only; later reads ask the keychain', async () => {
+      const { items, backend } = memoryBackend();
+      items.set(`${KEYCHAIN_SERVICE}/default`, JSON.stringify({ ...SECRET, accessToken: 'fresh-from-keychain' }));
+      const asked: string[] = [];
+      const counting: KeychainBackend = { ...backend, get: (s, a) => (asked.push(a), backend.get(s, a)) };
+      const early = JSON.stringify({ ...SECRET, accessToken: 'read-early' });
+      publishPrefetch({ service: KEYCHAIN_SERVICE, account: 'default', backend: counting, read: Promise.resolve(early) });
+      const store = new KeychainSecretStore(() => counting, 1000);
+      expect(await store.get('other')).toBeNull(); // not its item: asks the keychain
+      expect((await store.get('default'))?.accessToken).toBe('read-early');
+      expect((await store.get('default'))?.accessToken).toBe('fresh-from-keychain'); // once only
+      expect(asked).toEqual(['other', 'default']);
+      expect(takePrefetch(KEYCHAIN_SERVICE, 'default')).toBeUndefined();
+    });
+
+    it('fails as a read would: exit 6 with its reason, and within the timeout when it never answers', async () => {
+      const { backend } = memoryBackend();
+      publishPrefetch({ service: KEYCHAIN_SERVICE, account: 'default', backend, read: Promise.reject(new Error('The name is not activatable')) });
+      await expect(new KeychainSecretStore(() => backend, 1000).get('default')).rejects.toMatchObject({ code: 'storage', exitCode: 6, message: expect.stringContaining('not activatable') });
+      publishPrefetch({ service: KEYCHAIN_SERVICE, account: 'default', backend, read: new Promise<never>(() => {}) });
+      await expect(new KeychainSecretStore(() => backend, 50).get('default')).rejects.toMatchObject({ code: 'storage', message: expect.stringContaining('50 ms') });
+    });
   });
 
   it.each(['get', 'set', 'delete'] as const)('a backend that never answers %s fails within the timeout with exit 6', async (op) => {
