@@ -14,7 +14,9 @@
 // process) do not share an event loop:
 // 1. throughput: small authenticated GETs (/account/whoami) for --duration seconds at 10 connections, directly
 //    with the session's access token and through the proxy with the proxy token, alternated --rounds times.
-//    Target: proxied >= 0.8 x direct.
+//    Target: proxied >= 0.8 x direct. For reference, a third leg goes through a bare forwarder (node:http
+//    in front, an undici Pool behind, the Authorization header swapped and nothing else): the floor for
+//    any proxy built this way on this machine, so that the report shows what is mxs's own cost.
 // 2. latency: 2000 sequential GETs on one kept-alive connection, direct and proxied alternated in blocks of
 //    100. Target: added p50 <= 1 ms.
 // 3. long-polls: --polls concurrent /sync requests the double holds --poll-seconds each, through a fresh proxy;
@@ -146,6 +148,42 @@ async function loggedIn(bin, double) {
   return { env, accessToken: secret.accessToken };
 }
 
+/**
+ * The floor for any proxy built like mxs's (node:http in front, an undici Pool behind), for reference: a
+ * forwarder that swaps the Authorization header and does nothing else (no token checks, routes, refresh,
+ * log, header rules). Same Node, same libraries, a process of its own.
+ */
+async function startBareForwarder(upstream, realToken) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mxs-bench-proxy-bare-'));
+  tempDirs.push(dir);
+  const script = path.join(dir, 'bare.cjs');
+  writeFileSync(
+    script,
+    `const http = require('node:http');
+const { Pool } = require(${JSON.stringify(path.join(REPO, 'node_modules', 'undici'))});
+const pool = new Pool(${JSON.stringify(upstream)}, { keepAliveTimeout: 30000 });
+const auth = 'Bearer ' + process.env.REAL_TOKEN;
+const server = http.createServer((req, res) => {
+  const headers = { ...req.headers, authorization: auth };
+  delete headers.host; delete headers.connection;
+  pool.request({ path: req.url, method: req.method, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req }).then(
+    (up) => { res.writeHead(up.statusCode, up.headers); up.body.pipe(res); },
+    () => { res.writeHead(502); res.end(); },
+  );
+});
+server.keepAliveTimeout = 75000;
+server.listen(0, '127.0.0.1', () => process.send({ url: 'http://127.0.0.1:' + server.address().port }));
+`,
+  );
+  const child = spawn(NODE, [script], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, REAL_TOKEN: realToken } });
+  children.add(child);
+  const url = await new Promise((resolve, reject) => {
+    child.once('message', (m) => resolve(m.url));
+    child.once('exit', (code) => reject(new Error(`the bare forwarder exited (${code})`)));
+  });
+  return { url, stop: () => (child.kill('SIGTERM'), children.delete(child)) };
+}
+
 async function startProxy(bin, env) {
   const child = spawn(NODE, [bin, 'proxy', '--json', '--quiet'], { env: { ...process.env, NO_COLOR: '1', ...env, MXS_PROXY_TOKEN: PROXY_TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
@@ -190,24 +228,35 @@ const mib = (kib) => Math.round((kib / 1024) * 10) / 10;
 
 // --- the cases ----------------------------------------------------------------------------------------
 
-async function throughput(opts, direct, proxied) {
+async function throughput(opts, direct, proxied, bare) {
   const { default: autocannon } = await import('autocannon');
   const once = (url, token, duration = opts.duration) =>
     autocannon({ url: url + WHOAMI, connections: 10, duration, headers: { authorization: `Bearer ${token}` } });
   // Warm-up (JIT, connection pools) not counted.
   await once(direct.url, direct.token, 1);
   await once(proxied.url, proxied.token, 1);
+  await once(bare.url, 'unused', 1);
   const rounds = [];
   for (let i = 0; i < opts.rounds; i++) {
     const d = await once(direct.url, direct.token);
     const p = await once(proxied.url, proxied.token);
-    rounds.push({ direct: d, proxied: p });
-    say(opts, `  round ${i + 1}: direct ${Math.round(d.requests.average)} req/s, proxied ${Math.round(p.requests.average)} req/s (non-2xx ${d.non2xx}/${p.non2xx}, errors ${d.errors}/${p.errors})`);
+    const b = await once(bare.url, 'unused');
+    rounds.push({ direct: d, proxied: p, bare: b });
+    say(opts, `  round ${i + 1}: direct ${Math.round(d.requests.average)} req/s, proxied ${Math.round(p.requests.average)} req/s, bare forwarder ${Math.round(b.requests.average)} req/s (non-2xx ${d.non2xx}/${p.non2xx}/${b.non2xx}, errors ${d.errors}/${p.errors}/${b.errors})`);
   }
   const directRps = median(rounds.map((r) => r.direct.requests.average));
   const proxiedRps = median(rounds.map((r) => r.proxied.requests.average));
+  const bareRps = median(rounds.map((r) => r.bare.requests.average));
   const failures = rounds.reduce((n, r) => n + r.direct.non2xx + r.proxied.non2xx + r.direct.errors + r.proxied.errors + r.direct.timeouts + r.proxied.timeouts, 0);
-  return { directRps: Math.round(directRps), proxiedRps: Math.round(proxiedRps), ratio: Math.round((proxiedRps / directRps) * 100) / 100, failures };
+  return {
+    directRps: Math.round(directRps),
+    proxiedRps: Math.round(proxiedRps),
+    ratio: Math.round((proxiedRps / directRps) * 100) / 100,
+    bareRps: Math.round(bareRps),
+    bareRatio: Math.round((bareRps / directRps) * 100) / 100,
+    vsBare: Math.round((proxiedRps / bareRps) * 100) / 100,
+    failures,
+  };
 }
 
 async function latency(direct, proxied, n = 2000, block = 100) {
@@ -355,8 +404,10 @@ async function main() {
   const proxied = { url: proxy.url, token: PROXY_TOKEN };
   const idleRssMiB = mib(proxy.rssKiB());
 
-  say(opts, `throughput: ${opts.rounds} x ${opts.duration} s of GET ${WHOAMI}, 10 connections`);
-  const tp = await throughput(opts, direct, proxied);
+  say(opts, `throughput: ${opts.rounds} x ${opts.duration} s of GET ${WHOAMI}, 10 connections (direct, mxs proxy, and for reference a bare node:http + undici forwarder)`);
+  const bare = await startBareForwarder(double.url, session.accessToken);
+  const tp = await throughput(opts, direct, proxied, bare);
+  bare.stop();
   say(opts, 'latency: 2000 sequential GETs each way, one connection');
   const lat = await latency(direct, proxied);
   await proxy.stop();
@@ -372,7 +423,7 @@ async function main() {
   const sk = await soak(opts, bin);
 
   const checks = [
-    { name: 'proxied throughput >= 0.8 x direct', pass: tp.ratio >= 0.8 && tp.failures === 0, value: `${tp.proxiedRps} vs ${tp.directRps} req/s = ${tp.ratio}x, ${tp.failures} failed` },
+    { name: 'proxied throughput >= 0.8 x direct', pass: tp.ratio >= 0.8 && tp.failures === 0, value: `${tp.proxiedRps} vs ${tp.directRps} req/s = ${tp.ratio}x, ${tp.failures} failed (a bare node:http + undici forwarder: ${tp.bareRps} req/s = ${tp.bareRatio}x; mxs proxy = ${tp.vsBare}x of it)` },
     { name: 'added p50 latency <= 1 ms', pass: lat.addedP50 <= 1, value: `+${lat.addedP50} ms (p50 ${lat.directP50} → ${lat.proxiedP50} ms; p99 ${lat.directP99} → ${lat.proxiedP99} ms)` },
     { name: `${opts.polls} concurrent long-polls held, RSS <= 120 MiB`, pass: polls.answered200 === polls.polls && polls.maxRssMiB <= 120, value: `${polls.answered200}/${polls.polls} answered 200 after ${polls.seconds} s, max RSS ${polls.maxRssMiB} MiB (idle ${polls.idleRssMiB} MiB)` },
     { name: `RSS after the ${opts.soak} s soak within 10 MiB of after its first fifth`, pass: Math.abs(sk.growthMiB) <= 10 && sk.failed === 0, value: `${sk.earlyRssMiB} → ${sk.lateRssMiB} MiB (${sk.growthMiB >= 0 ? '+' : ''}${sk.growthMiB}), max ${sk.maxRssMiB} MiB, ${sk.requests} requests, ${sk.failed} failed, ${sk.refreshes} refreshes` },
