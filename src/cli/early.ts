@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { canExitWithCallsHung, directKeytarBackend } from '../store/keytar-direct.js';
 import { publishPrefetch } from '../store/keychain-prefetch.js';
 import { KEYCHAIN_SERVICE, keychainAccount, type KeychainBackend } from '../store/keychain.js';
-import { configFile } from '../store/config.js';
+import { readStateFileSync } from '../store/atomic.js';
+import { ConfigStore, configFile } from '../store/config.js';
 import { configDir, statePaths } from '../store/paths.js';
 import { normalizeArgv } from './argv.js';
 
@@ -29,7 +29,10 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
     const root = configDir(env);
     const profile = (typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined) ?? defaultProfile(root) ?? 'default';
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(profile)) return;
-    const record = JSON.parse(readFileSync(statePaths(root).session(profile), 'utf8')) as { storage?: unknown };
+    // Never a plain readFileSync: a FIFO planted as the file would hang it (readStateFileSync refuses it).
+    const file = readStateFileSync(statePaths(root).session(profile));
+    if (!file) return;
+    const record = JSON.parse(file.text) as { storage?: unknown };
     if (record.storage !== 'keychain') return;
     const account = keychainAccount(profile, root, !env.MXS_CONFIG_DIR);
     const start = (backend: KeychainBackend) => publishPrefetch({ service: KEYCHAIN_SERVICE, account, backend, read: backend.get(KEYCHAIN_SERVICE, account) });
@@ -44,8 +47,7 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
 
 function defaultProfile(root: string): string | undefined {
   try {
-    const config = JSON.parse(readFileSync(configFile(root), 'utf8')) as { defaultProfile?: unknown };
-    return typeof config.defaultProfile === 'string' ? config.defaultProfile : undefined;
+    return new ConfigStore(configFile(root)).defaultProfile() ?? undefined;
   } catch {
     return undefined;
   }

@@ -210,9 +210,16 @@ export async function readStateFile(
   what = 'the file',
   maxBytes = MAX_STATE_FILE_BYTES,
 ): Promise<{ text: string; stats: Stats } | null> {
-  // Synchronous calls: these files are a few hundred bytes, and each asynchronous step would cost a
-  // trip through libuv's thread pool (four per file; measurable in `mxs token`'s start-up, and
-  // more so while a keychain call holds a pool thread). O_NONBLOCK keeps a FIFO from blocking.
+  return readStateFileSync(path, what, maxBytes);
+}
+
+/**
+ * readStateFile with synchronous calls, which is what it uses: these files are a few hundred bytes,
+ * and each asynchronous step would cost a trip through libuv's thread pool (four per file;
+ * measurable in `mxs token`'s start-up, more so while a keychain call holds a pool thread).
+ * O_NONBLOCK keeps a FIFO from blocking.
+ */
+export function readStateFileSync(path: string, what = 'the file', maxBytes = MAX_STATE_FILE_BYTES): { text: string; stats: Stats } | null {
   const action = `Cannot read ${what} ${show(path)}`;
   let fd: number;
   try {
