@@ -1,8 +1,8 @@
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { canExitWithCallsHung, directKeytarBackend } from '../store/keytar-direct.js';
 import { publishPrefetch } from '../store/keychain-prefetch.js';
 import { KEYCHAIN_SERVICE, keychainAccount, type KeychainBackend } from '../store/keychain.js';
-import { readStateFileSync } from '../store/atomic.js';
 import { ConfigStore, configFile } from '../store/config.js';
 import { configDir, statePaths } from '../store/paths.js';
 import { normalizeArgv } from './argv.js';
@@ -29,10 +29,7 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
     const root = configDir(env);
     const profile = (typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined) ?? defaultProfile(root) ?? 'default';
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(profile)) return;
-    // Never a plain readFileSync: a FIFO planted as the file would hang it (readStateFileSync refuses it).
-    const file = readStateFileSync(statePaths(root).session(profile));
-    if (!file) return;
-    const record = JSON.parse(file.text) as { storage?: unknown };
+    const record = JSON.parse(readRegularFile(statePaths(root).session(profile))) as { storage?: unknown };
     if (record.storage !== 'keychain') return;
     const account = keychainAccount(profile, root, !env.MXS_CONFIG_DIR);
     const start = (backend: KeychainBackend) => publishPrefetch({ service: KEYCHAIN_SERVICE, account, backend, read: backend.get(KEYCHAIN_SERVICE, account) });
@@ -50,5 +47,20 @@ function defaultProfile(root: string): string | undefined {
     return new ConfigStore(configFile(root)).defaultProfile() ?? undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * A small regular file's text; throws for anything else. Never a plain readFileSync of the path: a
+ * FIFO planted there would hang it (O_NONBLOCK opens it at once, and fstat refuses it).
+ */
+function readRegularFile(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > 64 * 1024) throw new Error('not a small regular file');
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, readSync, statSync, type Stats } from 'node:fs';
+import { constants, lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, parse, resolve, sep } from 'node:path';
 import { MxsError, storageError } from '../errors.js';
@@ -210,20 +210,10 @@ export async function readStateFile(
   what = 'the file',
   maxBytes = MAX_STATE_FILE_BYTES,
 ): Promise<{ text: string; stats: Stats } | null> {
-  return readStateFileSync(path, what, maxBytes);
-}
-
-/**
- * readStateFile with synchronous calls, which is what it uses: these files are a few hundred bytes,
- * and each asynchronous step would cost a trip through libuv's thread pool (four per file;
- * measurable in `mxs token`'s start-up, more so while a keychain call holds a pool thread).
- * O_NONBLOCK keeps a FIFO from blocking.
- */
-export function readStateFileSync(path: string, what = 'the file', maxBytes = MAX_STATE_FILE_BYTES): { text: string; stats: Stats } | null {
   const action = `Cannot read ${what} ${show(path)}`;
-  let fd: number;
+  let fh;
   try {
-    fd = openSync(path, NONBLOCKING_READ);
+    fh = await open(path, NONBLOCKING_READ);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && !culpritIn(dirname(path))) return null;
@@ -234,7 +224,7 @@ export function readStateFileSync(path: string, what = 'the file', maxBytes = MA
     throw fsFailure(err, path, action);
   }
   try {
-    const stats = fstatSync(fd);
+    const stats = await fh.stat();
     if (!stats.isFile()) {
       throw storageError(`Refusing to read ${what} ${show(path)}: it is ${kindOf(stats)}, not a regular file.`, refuseHint(path));
     }
@@ -247,7 +237,7 @@ export function readStateFileSync(path: string, what = 'the file', maxBytes = MA
     const buf = Buffer.alloc(Math.min(stats.size, maxBytes) + 1);
     let length = 0;
     for (;;) {
-      const bytesRead = readSync(fd, buf, length, buf.length - length, length);
+      const { bytesRead } = await fh.read(buf, length, buf.length - length, length);
       if (bytesRead === 0) break;
       length += bytesRead;
       if (length >= buf.length) {
@@ -258,11 +248,7 @@ export function readStateFileSync(path: string, what = 'the file', maxBytes = MA
   } catch (err) {
     throw fsFailure(err, path, action);
   } finally {
-    try {
-      closeSync(fd);
-    } catch {
-      // nothing to do
-    }
+    await fh.close().catch(() => {});
   }
 }
 
