@@ -9,14 +9,14 @@ const { join } = require('node:path');
 enableCompileCache?.();
 
 async function main() {
-  // `status` and `token` with plain flags skip loading oclif (src/cli/fast-path.ts). hot.cjs is that
-  // fast path bundled into one file by `npm run build`, or after a bare tsc a shim that imports it
-  // (src/cli/hot.cts); either way it resolves to the module.
   // `mxs token` on a keychain session: the keychain read starts now and overlaps the loading below
   // (src/cli/early.ts). Absent after a bare tsc build, and then simply skipped.
   try {
-    require('../dist/cli/early.cjs').prefetchKeychain(process.argv.slice(2));
+    if (process.argv.includes('token')) require('../dist/cli/early.cjs').prefetchKeychain(process.argv.slice(2));
   } catch {}
+  // `status` and `token` with plain flags skip loading oclif (src/cli/fast-path.ts). hot.cjs is that
+  // fast path bundled into one file by `npm run build`, or after a bare tsc a shim that imports it
+  // (src/cli/hot.cts); either way it resolves to the module.
   const front = await require('../dist/cli/hot.cjs');
   const argv = front.normalizeArgv(process.argv.slice(2));
   const code = await front.tryFastPath(argv);
