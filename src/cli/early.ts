@@ -4,7 +4,7 @@ import { canExitWithCallsHung, directKeytarBackend } from '../store/keytar-direc
 import { publishPrefetch } from '../store/keychain-prefetch.js';
 import { KEYCHAIN_SERVICE, keychainAccount, type KeychainBackend } from '../store/keychain.js';
 import { ConfigStore, configFile } from '../store/config.js';
-import { configDir, statePaths } from '../store/paths.js';
+import { configDir, statePaths, validateProfile } from '../store/paths.js';
 import { normalizeArgv } from './argv.js';
 
 // dist/cli/early.cjs (bundled by `npm run build`): bin/run.js runs it before it loads the fast path.
@@ -27,8 +27,8 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
     if (argv[0] !== 'token' || env.MXS_NO_FAST_PATH || env.MXS_NO_EARLY || argv.some((a) => a === '--help' || a === '-h' || a === '--')) return;
     const { values } = parseArgs({ args: argv.slice(1), options: { profile: { type: 'string', short: 'p' } }, strict: false, allowPositionals: true });
     const root = configDir(env);
-    const profile = (typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined) ?? defaultProfile(root) ?? 'default';
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(profile)) return;
+    // validateProfile throws for a bad name (then the normal path says so).
+    const profile = validateProfile((typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined) ?? defaultProfile(root) ?? 'default');
     const record = JSON.parse(readRegularFile(statePaths(root).session(profile))) as { storage?: unknown };
     if (record.storage !== 'keychain') return;
     const account = keychainAccount(profile, root, !env.MXS_CONFIG_DIR);
