@@ -9,9 +9,10 @@
 //
 // describeWithJsSdk() runs a suite when the client is installed (or can be, a few seconds the first time), skips
 // it with the reason printed otherwise, and under CI=true fails instead of skipping.
+import { withInstallLock } from './install-lock.js';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from './synapse.js';
 
@@ -77,37 +78,6 @@ function installedVersion(dir: string, stamp: string): string | undefined {
   }
 }
 
-async function withInstallLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 10 * 60_000;
-  for (;;) {
-    try {
-      mkdirSync(lockDir);
-      writeFileSync(path.join(lockDir, 'pid'), String(process.pid));
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let stale = false;
-      try {
-        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
-        try {
-          process.kill(pid, 0);
-        } catch {
-          stale = true;
-        }
-      } catch {
-        stale = Date.now() - (statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 60_000;
-      }
-      if (stale) rmSync(lockDir, { recursive: true, force: true });
-      else if (Date.now() > deadline) throw new Error(`timed out waiting for the matrix-js-sdk install lock ${lockDir}`);
-      else await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lockDir, { recursive: true, force: true });
-  }
-}
 
 /** The Node 24 binary of scripts/node24.sh (fetched into .cache/node24 the first time, reused after). */
 async function node24(): Promise<string> {
@@ -143,7 +113,7 @@ async function doInstall(): Promise<JsSdkInstall> {
   const stamp = lockStamp();
   if (installedVersion(dir, stamp) === pinned) return { node, dir, version: pinned };
   mkdirSync(path.dirname(dir), { recursive: true });
-  return withInstallLock(`${dir}.lock`, async () => {
+  return withInstallLock(`${dir}.lock`, 'matrix-js-sdk', async () => {
     if (installedVersion(dir, stamp) === pinned) return { node, dir, version: pinned };
     process.stderr.write(`[js-sdk] installing matrix-js-sdk@${pinned} into ${dir}\n`);
     // Built beside the target and renamed into place: a failed or interrupted install leaves no half-made one.

@@ -6,8 +6,9 @@
 // describeWithNio() runs a suite when the client is installed (or can be, ~30 s the first time), skips it with
 // the reason printed otherwise, and under CI=true fails instead of skipping. test/support/nio-client.py is the
 // bot that runs on it.
+import { withInstallLock } from './install-lock.js';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from './synapse.js';
 
@@ -52,37 +53,6 @@ async function installedVersion(python: string): Promise<string | undefined> {
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
-async function withInstallLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 10 * 60_000;
-  for (;;) {
-    try {
-      mkdirSync(lockDir);
-      writeFileSync(path.join(lockDir, 'pid'), String(process.pid));
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let stale = false;
-      try {
-        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
-        try {
-          process.kill(pid, 0);
-        } catch {
-          stale = true;
-        }
-      } catch {
-        stale = Date.now() - (statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 60_000;
-      }
-      if (stale) rmSync(lockDir, { recursive: true, force: true });
-      else if (Date.now() > deadline) throw new Error(`timed out waiting for the matrix-nio install lock ${lockDir}`);
-      else await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lockDir, { recursive: true, force: true });
-  }
-}
 
 let installing: Promise<{ python: string; version: string }> | undefined;
 
@@ -100,7 +70,7 @@ async function doInstall(): Promise<{ python: string; version: string }> {
   const python = path.join(venv, 'bin', 'python');
   if ((await installedVersion(python)) === NIO_PINNED_VERSION) return { python, version: NIO_PINNED_VERSION };
   mkdirSync(path.dirname(venv), { recursive: true });
-  return withInstallLock(`${venv}.lock`, async () => {
+  return withInstallLock(`${venv}.lock`, 'matrix-nio', async () => {
     if ((await installedVersion(python)) === NIO_PINNED_VERSION) return { python, version: NIO_PINNED_VERSION };
     if (!existsSync(python)) {
       const python3 = process.env.MXS_PYTHON || 'python3';

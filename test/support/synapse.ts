@@ -14,9 +14,10 @@
 // jest's '.ts' hook (see global-setup.ts), and by scripts/synapse.mjs as a transpiled copy: keep it free of
 // top-level await, of import.meta and of runtime imports other than node: builtins.
 
+import { withInstallLock } from './install-lock.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -208,55 +209,6 @@ async function checkSystemPython(python3: string, spec: SynapseInstallSpec): Pro
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** A cross-process lock (a directory holding the owner's pid) so parallel jest workers don't install at once. */
-async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 20 * 60_000;
-  let announced = false;
-  for (;;) {
-    try {
-      mkdirSync(lockDir);
-      writeFileSync(path.join(lockDir, 'pid'), String(process.pid));
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let stale = false;
-      try {
-        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
-        stale = !pid || !pidAlive(pid) || Date.now() - statSync(lockDir).mtimeMs > 30 * 60_000;
-      } catch {
-        // pid file not written yet (or lock just released): treat as held unless it is old
-        try {
-          stale = Date.now() - statSync(lockDir).mtimeMs > 60_000;
-        } catch {
-          stale = false; // gone: retry at once
-        }
-      }
-      if (stale) {
-        rmSync(lockDir, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new Error(`Timed out waiting for the Synapse install lock ${lockDir}`);
-      if (!announced) log(`waiting for another process installing Synapse (lock ${lockDir})`);
-      announced = true;
-      await sleep(1000);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lockDir, { recursive: true, force: true });
-  }
-}
-
 const installing = new Map<string, Promise<{ python: string; version: string }>>();
 
 /**
@@ -286,7 +238,7 @@ async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: st
   if (current === spec.version) return { python, version: current };
 
   mkdirSync(path.dirname(venv), { recursive: true });
-  return withLock(`${venv}.lock`, async () => {
+  return withInstallLock(`${venv}.lock`, 'Synapse', async () => {
     // Someone else may have finished while we waited.
     const now = await installedVersion(python, spec);
     if (now === spec.version) return { python, version: now };
@@ -320,7 +272,7 @@ async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: st
     }
     log(`matrix-synapse ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
     return { python, version };
-  });
+  }, () => log(`waiting for another process installing Synapse (lock ${venv}.lock)`));
 }
 
 /**
