@@ -9,12 +9,11 @@
 //
 // describeWithJsSdk() runs a suite when the client is installed (or can be, a few seconds the first time), skips
 // it with the reason printed otherwise, and under CI=true fails instead of skipping.
-import { withInstallLock } from './install-lock.js';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot } from './synapse.js';
+import { repoRoot, withInstallLock } from './synapse.js';
 
 /** Where the pinned package.json and package-lock.json live (bump the version there, then `npm install --package-lock-only`). */
 export function jsSdkPackageDir(): string {

@@ -6,11 +6,10 @@
 // describeWithNio() runs a suite when the client is installed (or can be, ~30 s the first time), skips it with
 // the reason printed otherwise, and under CI=true fails instead of skipping. test/support/nio-client.py is the
 // bot that runs on it.
-import { withInstallLock } from './install-lock.js';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot } from './synapse.js';
+import { repoRoot, withInstallLock } from './synapse.js';
 
 /** The matrix-nio release the tests run (bump deliberately; CI installs exactly this). */
 export const NIO_PINNED_VERSION = '0.26.0';

@@ -14,10 +14,9 @@
 // jest's '.ts' hook (see global-setup.ts), and by scripts/synapse.mjs as a transpiled copy: keep it free of
 // top-level await, of import.meta and of runtime imports other than node: builtins.
 
-import { withInstallLock } from './install-lock.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -208,6 +207,64 @@ async function checkSystemPython(python3: string, spec: SynapseInstallSpec): Pro
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// One cross-process lock for the harnesses that install something into .cache on first use (Synapse's
+// venvs here; test/support/nio.ts and js-sdk.ts import it): parallel jest workers must not install into the
+// same place at once. (It lives here because jest's global setup loads this file without the module mapping
+// that local imports would need.)
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs `fn` holding `lockDir` (a directory holding the owner's pid). A lock whose owner is gone, or
+ * that is older than 30 minutes, is stale and taken over. `what` names the install in messages;
+ * `onWait` is called once when another process holds the lock.
+ */
+export async function withInstallLock<T>(lockDir: string, what: string, fn: () => Promise<T>, onWait?: () => void): Promise<T> {
+  const deadline = Date.now() + 20 * 60_000;
+  let announced = false;
+  for (;;) {
+    try {
+      mkdirSync(lockDir);
+      writeFileSync(path.join(lockDir, 'pid'), String(process.pid));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      let stale = false;
+      try {
+        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
+        stale = !pid || !pidAlive(pid) || Date.now() - statSync(lockDir).mtimeMs > 30 * 60_000;
+      } catch {
+        // pid file not written yet (or lock just released): treat as held unless it is old
+        try {
+          stale = Date.now() - statSync(lockDir).mtimeMs > 60_000;
+        } catch {
+          stale = false; // gone: retry at once
+        }
+      }
+      if (stale) {
+        rmSync(lockDir, { recursive: true, force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`Timed out waiting for the ${what} install lock ${lockDir}`);
+      if (!announced) onWait?.();
+      announced = true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lockDir, { recursive: true, force: true });
+  }
+}
 
 const installing = new Map<string, Promise<{ python: string; version: string }>>();
 
