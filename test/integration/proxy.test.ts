@@ -970,6 +970,39 @@ describeWithOAuthHomeserver('through the real OAuth homeserver (Synapse 1.156 + 
   }, 120_000);
 });
 
+/**
+ * Runs an unmodified client's script (test/support/nio-client.py, js-sdk-client.mjs): the proxy token on its
+ * stdin, one JSON event per line on its stdout. Once the client has made its room, a peer talking to Synapse
+ * directly (its own login, its own token) joins it and sends up to 10 messages 2 s apart while the client runs.
+ * Returns once the client has exited: its exit code, stderr and events, what the peer sent, and the peer's call.
+ */
+async function runClientWithPeer(client: ChildProcess, proxyToken: string, peer: { user: string; password: string }, opts: { name: string; roomTimeoutMs: number; prefix: string }) {
+  const peerLogin = await request(`${testSynapseUrl()}/_matrix/client/v3/login`, { method: 'POST', body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: peer.user }, password: peer.password }) });
+  const peerToken = ((await peerLogin.body.json()) as { access_token: string }).access_token;
+  const peerCall = (method: string, path: string, body?: unknown) =>
+    request(`${testSynapseUrl()}${path}`, { method: method as 'GET', headers: { authorization: `Bearer ${peerToken}` }, body: body === undefined ? undefined : JSON.stringify(body) }).then((r) => r.body.json() as Promise<any>);
+
+  client.stdin!.end(`${proxyToken}\n`);
+  let stderr = '';
+  client.stderr!.on('data', (d) => (stderr += d));
+  const events: any[] = [];
+  createInterface({ input: client.stdout! }).on('line', (l) => events.push(JSON.parse(l)));
+  const exited = new Promise<number | null>((resolve) => client.on('close', resolve));
+  await waitFor(`${opts.name} to create its room`, () => events.some((e) => e.event === 'room') || client.exitCode !== null, opts.roomTimeoutMs, 50);
+  const roomId = events.find((e) => e.event === 'room')?.room_id as string;
+  expect({ roomId, stderr: roomId ? '' : stderr }).toEqual({ roomId: expect.stringMatching(/^!/), stderr: '' });
+  await peerCall('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/join`, {});
+  const peerSent: string[] = [];
+  for (let i = 1; client.exitCode === null && i <= 10; i++) {
+    await sleep(2000);
+    const body = `${opts.prefix} message ${i}`;
+    const r = await peerCall('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${opts.prefix[0]}${i}-${Date.now()}`, { msgtype: 'm.text', body });
+    if (r.event_id) peerSent.push(body);
+  }
+  const code = await exited;
+  return { code, stderr, events, peerSent, peerCall };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // An unmodified third-party client
 
@@ -980,33 +1013,11 @@ describeWithNio('an unmodified matrix-nio through the proxy (real Synapse 1.163,
     expect((await mxs(['login', testSynapseUrl(), '-u', TEST_USERS.alice.user, '--password-stdin'], `${TEST_USERS.alice.password}\n`)).code).toBe(0);
     const p = await startProxy(['--quiet']);
     const refreshesBefore = (await secretOf()).accessToken;
-    // bob talks to Synapse directly, with a token of his own.
-    const bobLogin = await request(`${testSynapseUrl()}/_matrix/client/v3/login`, { method: 'POST', body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: TEST_USERS.bob.user }, password: TEST_USERS.bob.password }) });
-    const bob = (await bobLogin.body.json()) as { access_token: string };
-    const bobCall = (method: string, path: string, body?: unknown) =>
-      request(`${testSynapseUrl()}${path}`, { method: method as 'GET', headers: { authorization: `Bearer ${bob.access_token}` }, body: body === undefined ? undefined : JSON.stringify(body) }).then((r) => r.body.json() as Promise<any>);
-
     if (!nio.ok) throw new Error('unreachable');
+    // bob talks to Synapse directly, with a token of his own.
     const client = spawn(nio.python, [nioClientScript(), p.url, TEST_USERS.alice.userId, String(p.startLine.deviceId), TEST_USERS.bob.userId, '24'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    client.stdin.end(`${p.token}\n`);
-    let stderr = '';
-    client.stderr.on('data', (d) => (stderr += d));
-    const events: any[] = [];
-    const lines = createInterface({ input: client.stdout });
-    lines.on('line', (l) => events.push(JSON.parse(l)));
-    const exited = new Promise<number | null>((resolve) => client.on('close', resolve));
-    await waitFor('nio to create its room', () => events.some((e) => e.event === 'room') || client.exitCode !== null, 30_000, 50);
-    const roomId = events.find((e) => e.event === 'room')?.room_id as string;
-    expect({ roomId, stderr: roomId ? '' : stderr }).toEqual({ roomId: expect.stringMatching(/^!/), stderr: '' });
-    await bobCall('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/join`, {});
-    const bobSent: string[] = [];
-    for (let i = 1; client.exitCode === null && i <= 10; i++) {
-      await sleep(2000);
-      const body = `bob message ${i}`;
-      const r = await bobCall('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b${i}-${Date.now()}`, { msgtype: 'm.text', body });
-      if (r.event_id) bobSent.push(body);
-    }
-    expect(await exited).toBe(0);
+    const { code, stderr, events, peerSent: bobSent } = await runClientWithPeer(client, p.token, TEST_USERS.bob, { name: 'nio', roomTimeoutMs: 30_000, prefix: 'bob' });
+    expect(code).toBe(0);
     const done = events.find((e) => e.event === 'done');
     expect({ errors: done.errors, stderr: done.errors.length ? stderr : '' }).toEqual({ errors: [], stderr: '' });
     expect(done.sent).toBeGreaterThan(5);
@@ -1038,31 +1049,9 @@ describeWithJsSdk('an unmodified matrix-js-sdk through the proxy (real Synapse 1
       const p = await startProxy(); // not --quiet: every request the SDK made is in the log
       const first = (await secretOf()).accessToken;
       // The peer talks to Synapse directly, with a token of its own.
-      const peerLogin = await request(`${testSynapseUrl()}/_matrix/client/v3/login`, { method: 'POST', body: JSON.stringify({ type: 'm.login.password', identifier: { type: 'm.id.user', user: peer.user }, password: peer.password }) });
-      const peerToken = ((await peerLogin.body.json()) as { access_token: string }).access_token;
-      const peerCall = (method: string, path: string, body?: unknown) =>
-        request(`${testSynapseUrl()}${path}`, { method: method as 'GET', headers: { authorization: `Bearer ${peerToken}` }, body: body === undefined ? undefined : JSON.stringify(body) }).then((r) => r.body.json() as Promise<any>);
-
       const client = spawn(jsSdk.node, [jsSdkClientScript(), p.url, me.userId, String(p.startLine.deviceId), peer.userId, '24'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, MXS_JS_SDK_DIR: jsSdk.dir } });
-      client.stdin.end(`${p.token}\n`);
-      let stderr = '';
-      client.stderr.on('data', (d) => (stderr += d));
-      const events: any[] = [];
-      const lines = createInterface({ input: client.stdout });
-      lines.on('line', (l) => events.push(JSON.parse(l)));
-      const exited = new Promise<number | null>((resolve) => client.on('close', resolve));
-      await waitFor('matrix-js-sdk to create its room', () => events.some((e) => e.event === 'room') || client.exitCode !== null, 60_000, 50);
-      const roomId = events.find((e) => e.event === 'room')?.room_id as string;
-      expect({ roomId, stderr: roomId ? '' : stderr }).toEqual({ roomId: expect.stringMatching(/^!/), stderr: '' });
-      await peerCall('POST', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/join`, {});
-      const peerSent: string[] = [];
-      for (let i = 1; client.exitCode === null && i <= 10; i++) {
-        await sleep(2000);
-        const body = `peer message ${i}`;
-        const r = await peerCall('PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/p${i}-${Date.now()}`, { msgtype: 'm.text', body });
-        if (r.event_id) peerSent.push(body);
-      }
-      expect({ code: await exited, stderr: client.exitCode === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' });
+      const { code, stderr, events, peerSent, peerCall } = await runClientWithPeer(client, p.token, peer, { name: 'matrix-js-sdk', roomTimeoutMs: 60_000, prefix: 'peer' });
+      expect({ code, stderr: code === 0 ? '' : stderr }).toEqual({ code: 0, stderr: '' });
       const done = events.find((e) => e.event === 'done');
       expect({ errors: done.errors, stderr: done.errors.length ? stderr : '' }).toEqual({ errors: [], stderr: '' });
       expect({ sdk: done.sdk_version, node: done.node_version }).toEqual({ sdk: jsSdkPinnedVersion(), node: expect.stringMatching(/^v24\./) });
