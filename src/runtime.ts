@@ -31,8 +31,6 @@ function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export { configDir };
-
 /** The real world, wired for a command: files under the config dir, keytar, undici, the clock. */
 export function buildDeps(opts: RuntimeOptions): Deps {
   const root = configDir(opts.env);

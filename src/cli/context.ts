@@ -1,10 +1,10 @@
 import { parseDuration } from '../duration.js';
 import { setImplicitProfile, usageError } from '../errors.js';
 import type { StoragePreference } from '../model.js';
-import { buildDeps, configDir } from '../runtime.js';
+import { buildDeps } from '../runtime.js';
 import type { Deps } from '../services/deps.js';
 import { ConfigStore, configFile } from '../store/config.js';
-import { validateProfile } from '../store/paths.js';
+import { configDir, validateProfile } from '../store/paths.js';
 import type { Output } from '../ui/output.js';
 
 export interface GlobalFlags {
