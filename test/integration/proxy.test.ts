@@ -832,6 +832,17 @@ async function botLoop(p: RunningProxy, durationMs: number) {
     const full = await call('sync', `/_matrix/client/v3/sync?timeout=0&filter=${encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }))}`);
     if (full.status === 200) collect(full.json);
     process.stderr.write(`[proxy bot loop] incremental /sync missed ${missedByChain} of ${sent.length} messages; a full /sync read back ${sent.filter((b) => readBack.has(b)).length}\n`);
+    const whoami = await p.call('/_matrix/client/v3/account/whoami');
+    const summary = (label: string, sync: any) => {
+      const rooms = sync?.rooms ?? {};
+      const mine = rooms.join?.[roomId];
+      return `${label}: keys ${Object.keys(sync ?? {}).join(',')}; join ${Object.keys(rooms.join ?? {}).length} (ours ${mine ? 'yes' : 'no'}), invite ${Object.keys(rooms.invite ?? {}).length}, leave ${Object.keys(rooms.leave ?? {}).length}${mine ? `; ours: timeline ${mine.timeline?.events?.length ?? '-'} events (${[...new Set((mine.timeline?.events ?? []).map((e: any) => e.type))].join(',')}), limited ${mine.timeline?.limited}` : ''}`;
+    };
+    process.stderr.write(
+      `[proxy bot loop] room ${roomId}, whoami ${whoami.status} ${whoami.text.slice(0, 200)}\n` +
+        `[proxy bot loop] ${summary('full /sync', full.json)}\n[proxy bot loop] full /sync status ${full.status}, ${full.text.length} bytes, starts ${JSON.stringify(full.text.slice(0, 300))}\n` +
+        `[proxy bot loop] statuses: ${JSON.stringify(statuses.slice(0, 8))} … ${statuses.length} in all\n`,
+    );
   }
   // And read them back once more through /messages.
   const messages = await call('messages', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=1000`);
