@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeHome, type RunResult } from '../support/cli.js';
-import { exists, isolateBuild, startMxs, waitFor, type Started } from '../support/fault-kit.js';
+import { exists, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, registerUserWithSecret, testSynapseUrl } from '../support/synapse.js';
@@ -25,13 +25,7 @@ interface Secret {
 }
 
 // Other engineers rebuild dist/ while suites run: spawn a private copy of the build (fault-kit).
-let restoreBuild: (() => Promise<void>) | undefined;
-beforeAll(async () => {
-  restoreBuild = await isolateBuild();
-}, 90_000);
-afterAll(async () => {
-  await restoreBuild?.();
-});
+useIsolatedBuild();
 
 type Home = Awaited<ReturnType<typeof makeHome>>;
 const homes: Home[] = [];

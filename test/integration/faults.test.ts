@@ -8,12 +8,12 @@ import { startHomeserverDouble, type Fault, type HomeserverDouble } from '../sup
 import { filesBelow, makeHome, type RunResult } from '../support/cli.js';
 import {
   exists,
-  isolateBuild,
   sessionPaths,
   snapshot,
   startCanaryProxy,
   startMxs,
   startProxy,
+  useIsolatedBuild,
   waitFor,
   type Started,
   type StoredSession,
@@ -99,11 +99,7 @@ function expectFailure(r: RunResult, exitCode: number, code: string | RegExp, fi
   expect(err.code).toMatch(code);
 }
 
-let restoreBuild: () => Promise<void>;
-beforeAll(async () => {
-  restoreBuild = await isolateBuild();
-}, 60_000);
-afterAll(() => restoreBuild());
+useIsolatedBuild();
 
 beforeEach(async () => {
   hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });

@@ -22,7 +22,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { makeHome, type RunResult } from '../support/cli.js';
-import { exists, isolateBuild, sessionPaths, snapshot, startMxs, waitFor, type Started } from '../support/fault-kit.js';
+import { exists, sessionPaths, snapshot, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
 
@@ -43,13 +43,7 @@ const USER_CODE = /enter the code: ([A-Z0-9-]+)/;
 const AUTHORIZATION_URL = /Open this URL in a browser to log in:\r?\n\s+(http\S+)/;
 
 // Other engineers rebuild dist/ while suites run: spawn a private copy of the build (fault-kit).
-let restoreBuild: (() => Promise<void>) | undefined;
-beforeAll(async () => {
-  restoreBuild = await isolateBuild();
-}, 90_000);
-afterAll(async () => {
-  await restoreBuild?.();
-});
+useIsolatedBuild();
 
 // ---------------------------------------------------------------------------------------------------------------
 // One config dir per case

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import { BIN, makeHome, type RunResult } from '../support/cli.js';
-import { exists, isolateBuild, sessionPaths, startCanaryProxy, startMxs, waitFor, type Started } from '../support/fault-kit.js';
+import { makeHome, type RunResult } from '../support/cli.js';
+import { currentBin, exists, sessionPaths, startCanaryProxy, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithJsSdk, jsSdkAvailability, jsSdkClientScript, jsSdkPinnedVersion } from '../support/js-sdk.js';
 import { describeWithNio, nioAvailability, nioClientScript } from '../support/nio.js';
@@ -32,13 +32,7 @@ async function freshSynapseUser(prefix: string): Promise<{ user: string; passwor
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // Other engineers rebuild dist/ while suites run: spawn a private copy of the build (fault-kit).
-let restoreBuild: (() => Promise<void>) | undefined;
-beforeAll(async () => {
-  restoreBuild = await isolateBuild();
-}, 90_000);
-afterAll(async () => {
-  await restoreBuild?.();
-});
+useIsolatedBuild();
 
 type Home = Awaited<ReturnType<typeof makeHome>>;
 let home: Home;
@@ -841,7 +835,7 @@ async function botLoop(p: RunningProxy, durationMs: number) {
 
 /** The proxy's peak RSS: it runs under /usr/bin/time, which reports the child's maximum resident set at exit. */
 async function startTimedProxy(env: Record<string, string>): Promise<{ url: string; token: string; stop(): Promise<{ code: number | null; maxRssKiB: number; stderr: string }> }> {
-  const child = spawn('/usr/bin/time', ['-f', 'MAXRSS=%M', process.execPath, BIN, 'proxy', '--json', '--quiet'], { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('/usr/bin/time', ['-f', 'MAXRSS=%M', process.execPath, currentBin(), 'proxy', '--json', '--quiet'], { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));

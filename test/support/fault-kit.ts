@@ -47,6 +47,22 @@ export async function isolateBuild(): Promise<() => Promise<void>> {
   };
 }
 
+/** isolateBuild() around the calling suite: the copy is taken before its first test and removed after its last. */
+export function useIsolatedBuild(): void {
+  let restore: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    restore = await isolateBuild();
+  }, 90_000);
+  afterAll(async () => {
+    await restore?.();
+  });
+}
+
+/** The CLI entry point children are spawned with: the private copy while a suite isolates the build. */
+export function currentBin(): string {
+  return bin;
+}
+
 export interface Started extends BaseStarted {
   /** /proc/<pid>/cmdline and /proc/<pid>/environ, read right after spawn ('' if the process was already gone). */
   procInfo: Promise<{ cmdline: string; environ: string }>;
