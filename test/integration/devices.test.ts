@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, makeHome, runMxs, startMxs, type RunResult, type Started } from '../support/cli.js';
-import { waitFor } from '../support/fault-kit.js';
+import { BIN, makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
+import { waitFor, watchStderr } from '../support/fault-kit.js';
 import { describeWithSynapse, registerUserWithSecret, testSynapseUrl } from '../support/synapse.js';
 
 const DAY = 86_400_000;
@@ -41,19 +41,6 @@ async function matrixGet(baseUrl: string, path: string, token: string): Promise<
   const res = await fetch(`${baseUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
   if (res.status !== 200) throw new Error(`GET ${path} answered ${res.status}`);
   return res.json();
-}
-
-/** Collects a running mxs's stderr, and waits for a pattern in it. */
-function watchStderr(run: Started) {
-  let text = '';
-  run.child.stderr!.on('data', (d) => (text += d));
-  return {
-    text: () => text,
-    async match(re: RegExp): Promise<RegExpMatchArray> {
-      await waitFor(`stderr to match ${re}`, () => re.test(text), 20_000, 20);
-      return text.match(re)!;
-    },
-  };
 }
 
 /**

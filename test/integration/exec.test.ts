@@ -12,7 +12,7 @@ import { makeHome, type RunResult } from '../support/cli.js';
 import { exists, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
-import { describeWithSynapse, registerUserWithSecret, testSynapseUrl } from '../support/synapse.js';
+import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 
 const NODE = process.execPath;
 const PW = 'alice-pw';
@@ -470,11 +470,10 @@ describeWithSynapse('mxs exec --keep-fresh against the real legacy Synapse (6 s 
   test('the command calls whoami with the token from MXS_TOKEN_FILE after each of two refreshes, and Synapse accepts each', async () => {
     const home = await newHome();
     // A user of its own: other files share this Synapse and count alice's devices.
-    const user = `exec-${randomBytes(4).toString('hex')}`;
-    await registerUserWithSecret(testSynapseUrl(), process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, user, 'exec-pw-1');
-    const login = await run(home, ['login', testSynapseUrl(), '-u', user, '--password-stdin', '--json'], { input: 'exec-pw-1\n' });
+    const { user, password, userId } = await freshSynapseUser('exec');
+    const login = await run(home, ['login', testSynapseUrl(), '-u', user, '--password-stdin', '--json'], { input: `${password}\n` });
     expect({ code: login.code, stdout: login.stdout }).toEqual({ code: 0, stdout: expect.stringContaining('"deviceId"') });
-    await keepFreshAcrossTwoRefreshes(home, `@${user}:localhost`, login.json().deviceId);
+    await keepFreshAcrossTwoRefreshes(home, userId, login.json().deviceId);
   });
 });
 

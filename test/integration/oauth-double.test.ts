@@ -6,8 +6,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startHomeserverDouble, type HomeserverDouble, type OAuthOptions } from '../support/homeserver-double.js';
-import { filesBelow, makeHome, runMxs, startMxs, type Started } from '../support/cli.js';
-import { snapshot, waitFor } from '../support/fault-kit.js';
+import { filesBelow, makeHome, runMxs, startMxs } from '../support/cli.js';
+import { snapshot, waitFor, watchStderr } from '../support/fault-kit.js';
 
 let hs: HomeserverDouble;
 let home: Awaited<ReturnType<typeof makeHome>>;
@@ -29,19 +29,6 @@ const mxs = (args: string[], extra: { input?: string; env?: Record<string, strin
 const spawnMxs = (args: string[]) => startMxs(args, { env: home.env });
 const sessionFile = () => join(home.env.MXS_CONFIG_DIR!, 'sessions', 'default.json');
 const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
-
-/** Collects a running mxs's stderr, and waits for a pattern in it. */
-function watchStderr(run: Started) {
-  let text = '';
-  run.child.stderr!.on('data', (d) => (text += d));
-  return {
-    text: () => text,
-    async match(re: RegExp): Promise<RegExpMatchArray> {
-      await waitFor(`stderr to match ${re}`, () => re.test(text), 20_000, 20);
-      return text.match(re)!;
-    },
-  };
-}
 
 const USER_CODE = /enter the code: ([A-Z0-9-]+)/;
 

@@ -19,15 +19,7 @@ import { startHomeserverDouble, type HomeserverDouble } from '../support/homeser
 import { describeWithJsSdk, jsSdkAvailability, jsSdkClientScript, jsSdkPinnedVersion } from '../support/js-sdk.js';
 import { describeWithNio, nioAvailability, nioClientScript } from '../support/nio.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
-import { describeWithSynapse, registerUserWithSecret, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
-
-/** A user of this test's own on the shared Synapse: other test files log alice and bob in and out meanwhile. */
-async function freshSynapseUser(prefix: string): Promise<{ user: string; password: string; userId: string }> {
-  const user = `${prefix}-${randomBytes(4).toString('hex')}`;
-  const password = `pw-${randomBytes(6).toString('hex')}`;
-  await registerUserWithSecret(testSynapseUrl(), process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, user, password);
-  return { user, password, userId: `@${user}:localhost` };
-}
+import { describeWithSynapse, freshSynapseUser, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

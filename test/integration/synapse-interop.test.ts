@@ -16,13 +16,12 @@
 //  - an expired access token: 401 M_UNKNOWN_TOKEN "Access token has expired" with soft_logout: true (as the spec
 //    suggests), a logged-out one: soft_logout: false;
 //  - /logout accepts an expired access token (the spec requires authentication and says nothing of expiry).
-import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { filesBelow, makeHome, runMxs, type RunResult } from '../support/cli.js';
 import {
   describeWithSynapse,
-  registerUserWithSecret,
+  freshSynapseUser,
   startSynapse,
   TEST_USERS,
   testSynapseUrl,
@@ -60,14 +59,6 @@ async function newHome(): Promise<Home> {
   const home = await makeHome('file');
   homes.push(home);
   return home;
-}
-
-/** Registers a fresh `@<prefix>-<random>:localhost` on `baseUrl` (shared-secret admin API). */
-async function freshUser(prefix: string, baseUrl = testSynapseUrl(), secret = process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!): Promise<User> {
-  const user = `${prefix}-${randomBytes(4).toString('hex')}`;
-  const password = `pw-${randomBytes(6).toString('hex')}`;
-  await registerUserWithSecret(baseUrl, secret, user, password);
-  return { user, password, userId: `@${user}:localhost` };
 }
 
 function mxsIn(home: Home) {
@@ -113,7 +104,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
   describe('login', () => {
     test('password login asks for a refresh token: JSON shape, refreshable, expiresInMs ≈ 6000 (the server lifetime)', async () => {
       const home = await newHome();
-      const u = await freshUser('login');
+      const u = await freshSynapseUser('login');
       const before = Date.now();
       const r = await login(home, u, ['--verbose']);
       const out = r.json();
@@ -159,7 +150,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('--no-refresh: Synapse sends neither refresh_token nor expires_in_ms, so the token does not expire', async () => {
       const home = await newHome();
-      const u = await freshUser('norefresh');
+      const u = await freshSynapseUser('norefresh');
       const r = await login(home, u, ['--no-refresh']);
       expect(r.json()).toMatchObject({ userId: u.userId, refreshable: false, expiresAt: null, expiresInMs: null });
       const secret = await readSecret(home);
@@ -192,7 +183,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
   describe('with a fresh session (access token 6 s)', () => {
     test('status shows the countdown from local state, as text and as JSON', async () => {
       const home = await newHome();
-      const u = await freshUser('status');
+      const u = await freshSynapseUser('status');
       const loggedIn = (await login(home, u)).json();
       const mxs = mxsIn(home);
       // Both at once, right after login: the token lives 6 s, and a loaded machine takes a while per spawn.
@@ -228,7 +219,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('token prints only the access token, and Synapse accepts it on /account/whoami', async () => {
       const home = await newHome();
-      const u = await freshUser('token');
+      const u = await freshSynapseUser('token');
       await login(home, u);
       const r = await mxsIn(home)(['token']);
       expect(r.code).toBe(0);
@@ -244,7 +235,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('whoami --json reports user and device from Synapse without refreshing a valid token', async () => {
       const home = await newHome();
-      const u = await freshUser('whoami');
+      const u = await freshSynapseUser('whoami');
       const loggedIn = (await login(home, u)).json();
       const r = await mxsIn(home)(['whoami', '--json', '--verbose']);
       expect(r.code).toBe(0);
@@ -258,7 +249,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('whoami --token-stdin SERVER checks a token with no stored session and stores nothing', async () => {
       const owner = await newHome();
-      const u = await freshUser('tokenstdin');
+      const u = await freshSynapseUser('tokenstdin');
       const loggedIn = (await login(owner, u)).json();
       const token = (await readSecret(owner)).accessToken;
       const other = await newHome();
@@ -276,7 +267,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('status --all lists every stored profile (two users), as text and as JSON', async () => {
       const home = await newHome();
-      const [a, b] = await Promise.all([freshUser('all-a'), freshUser('all-b')]);
+      const [a, b] = await Promise.all([freshSynapseUser('all-a'), freshSynapseUser('all-b')]);
       await login(home, a);
       await login(home, b, ['--profile', 'work']);
       const json = await mxsIn(home)(['status', '--all', '--json']);
@@ -306,7 +297,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     async function prepare(prefix: string): Promise<Prepared> {
       const home = await newHome();
-      const user = await freshUser(prefix);
+      const user = await freshSynapseUser(prefix);
       const loggedIn = (await login(home, user)).json() as Prepared['loggedIn'];
       return { home, user, loggedIn, first: await readSecret(home) };
     }
@@ -407,7 +398,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
     test('rotation: one POST /refresh per refresh, a new refresh token each time; Synapse then refuses the old one with 403 M_FORBIDDEN (spec: 401 M_UNKNOWN_TOKEN)', async () => {
       const home = await newHome();
       const mxs = mxsIn(home);
-      const u = await freshUser('rotate');
+      const u = await freshSynapseUser('rotate');
       await login(home, u);
       const s1 = await readSecret(home);
 
@@ -454,7 +445,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
 
     test('refresh --lifetime: Synapse ignores com.famedly.refresh_token_lifetime_ms and refreshes as usual', async () => {
       const home = await newHome();
-      const u = await freshUser('lifetime');
+      const u = await freshSynapseUser('lifetime');
       await login(home, u);
       const r = await mxsIn(home)(['refresh', '--lifetime', '1h', '--json']);
       expect(r.code).toBe(0);
@@ -467,7 +458,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
     test('logout ends the session on Synapse (the token then gets 401 M_UNKNOWN_TOKEN, soft_logout false) and forgets it here', async () => {
       const home = await newHome();
       const mxs = mxsIn(home);
-      const u = await freshUser('logout');
+      const u = await freshSynapseUser('logout');
       await login(home, u);
       const s = await readSecret(home);
       expect((await directWhoami(s.accessToken)).status).toBe(200);
@@ -488,7 +479,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
     test('logout --all with two profiles of the same user kills both tokens; the other profile then finds its session gone', async () => {
       const home = await newHome();
       const mxs = mxsIn(home);
-      const u = await freshUser('logoutall'); // own user: /logout/all must not touch anybody else's sessions
+      const u = await freshSynapseUser('logoutall'); // own user: /logout/all must not touch anybody else's sessions
       const one = (await login(home, u)).json();
       const two = (await login(home, u, ['--profile', 'second'])).json();
       expect(two.deviceId).not.toBe(one.deviceId);
@@ -526,7 +517,7 @@ describeWithSynapse('mxs against a real Synapse', () => {
     afterAll(async () => {
       await short?.stop();
     });
-    const shortUser = (prefix: string) => freshUser(prefix, short!.baseUrl, short!.registrationSharedSecret);
+    const shortUser = (prefix: string) => freshSynapseUser(prefix, short!.baseUrl, short!.registrationSharedSecret);
 
     test('an expired refresh token ends in exit 4 with a "log in again" hint (Synapse: 403 M_FORBIDDEN "The supplied refresh token has expired"; spec: 401 M_UNKNOWN_TOKEN)', async () => {
       const home = await newHome();

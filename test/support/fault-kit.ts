@@ -63,6 +63,19 @@ export function currentBin(): string {
   return bin;
 }
 
+/** Collects a running mxs's stderr, and waits for a pattern in it. */
+export function watchStderr(run: BaseStarted) {
+  let text = '';
+  run.child.stderr!.on('data', (d) => (text += d));
+  return {
+    text: () => text,
+    async match(re: RegExp): Promise<RegExpMatchArray> {
+      await waitFor(`stderr to match ${re}`, () => re.test(text), 20_000, 20);
+      return text.match(re)!;
+    },
+  };
+}
+
 export interface Started extends BaseStarted {
   /** /proc/<pid>/cmdline and /proc/<pid>/environ, read right after spawn ('' if the process was already gone). */
   procInfo: Promise<{ cmdline: string; environ: string }>;

@@ -516,6 +516,18 @@ export async function registerUserWithSecret(
   if (!res.ok) throw new Error(`registering ${user} on ${baseUrl} failed: ${res.status} ${await res.text()}`);
 }
 
+/** A user of its own, `@<prefix>-<random>:localhost`, on the shared Synapse (or `baseUrl`): other test files log the fixed users in and out meanwhile. */
+export async function freshSynapseUser(
+  prefix: string,
+  baseUrl = testSynapseUrl(),
+  secret = process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!,
+): Promise<{ user: string; password: string; userId: string }> {
+  const user = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const password = `pw-${randomBytes(6).toString('hex')}`;
+  await registerUserWithSecret(baseUrl, secret, user, password);
+  return { user, password, userId: `@${user}:localhost` };
+}
+
 async function waitUntilUp(baseUrl: string, child: ChildProcess, timeoutMs: number): Promise<'up' | 'exited' | 'timeout'> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
