@@ -2,11 +2,10 @@
 // (legacy password UIA, the OAuth m.oauth stage, hostile input, a real pseudo-terminal) and against a
 // real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { BIN, makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { waitFor, watchStderr } from '../support/fault-kit.js';
-import { describeWithSynapse, registerUserWithSecret, testSynapseUrl } from '../support/synapse.js';
+import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 
 const DAY = 86_400_000;
 const DEVICES = '/_matrix/client/v3/devices';
@@ -430,14 +429,14 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
 describeWithSynapse('against a real Synapse (legacy auth)', () => {
   // A user of its own: other test files use alice and bob on the same server at the same time, and
   // `--older-than` would delete their devices.
-  const user = `devices${randomBytes(4).toString('hex')}`;
-  const password = `pw-${randomBytes(6).toString('hex')}`;
-  const userId = `@${user}:localhost`;
+  let user: string;
+  let password: string;
+  let userId: string;
   let url: string;
 
   beforeAll(async () => {
     url = testSynapseUrl();
-    await registerUserWithSecret(url, process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, user, password);
+    ({ user, password, userId } = await freshSynapseUser('devices', url));
   });
 
   /** Synapse's own view of the account's devices. */

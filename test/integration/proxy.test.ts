@@ -821,7 +821,7 @@ async function botLoop(p: RunningProxy, durationMs: number) {
     if (chunk.length === 0 || !messages.json.end) break;
     from = messages.json.end as string;
   }
-  process.stderr.write(`[proxy bot loop] ${sent.length} messages sent and read back through /sync; /messages gave back ${history.size}\n`);
+  process.stderr.write(`[proxy bot loop] ${sent.length} messages sent; read back: ${sent.filter((b) => readBack.has(b)).length} through /sync, ${sent.filter((b) => history.has(b)).length} through /messages\n`);
   return { roomId, statuses, failed: statuses.filter((s) => s.status < 200 || s.status >= 300), sent, readBack, history };
 }
 

@@ -77,7 +77,6 @@ function installedVersion(dir: string, stamp: string): string | undefined {
   }
 }
 
-
 /** The Node 24 binary of scripts/node24.sh (fetched into .cache/node24 the first time, reused after). */
 async function node24(): Promise<string> {
   const r = await run('bash', [path.join(repoRoot(), 'scripts', 'node24.sh')]);

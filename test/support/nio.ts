@@ -52,7 +52,6 @@ async function installedVersion(python: string): Promise<string | undefined> {
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
-
 let installing: Promise<{ python: string; version: string }> | undefined;
 
 /** Makes sure the venv holds matrix-nio NIO_PINNED_VERSION; returns its python. Throws an Error saying what is missing. */

@@ -256,7 +256,7 @@ export async function withInstallLock<T>(lockDir: string, what: string, fn: () =
       if (Date.now() > deadline) throw new Error(`Timed out waiting for the ${what} install lock ${lockDir}`);
       if (!announced) onWait?.();
       announced = true;
-      await new Promise((r) => setTimeout(r, 1000));
+      await sleep(1000);
     }
   }
   try {
