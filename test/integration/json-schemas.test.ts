@@ -11,6 +11,7 @@ import _Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
 import _addFormats from 'ajv-formats';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { makeHome, REPO, runMxs, startMxs, type RunResult } from '../support/cli.js';
+import { waitFor, watchStderr } from '../support/fault-kit.js';
 
 const Ajv2020 = _Ajv2020.default;
 const addFormats = _addFormats.default;
@@ -167,8 +168,7 @@ describe('real output against the schemas (homeserver double)', () => {
     const run = startMxs(['proxy', '--json', '--quiet'], { env: home.env });
     let stdout = '';
     run.child.stdout!.on('data', (d) => (stdout += d));
-    const started = Date.now();
-    while (!stdout.includes('\n') && run.child.exitCode === null && Date.now() - started < 30_000) await new Promise((r) => setTimeout(r, 20));
+    await waitFor('the start line', () => stdout.includes('\n') || run.child.exitCode !== null, 30_000, 20);
     run.child.kill('SIGTERM');
     const r = await run.done;
     expectShape('proxy-start.schema.json', JSON.parse(stdout.split('\n')[0]!));
@@ -218,5 +218,32 @@ describe('real output against the schemas (homeserver double)', () => {
     const r = outcome(await mxs(argv.includes('--json') ? argv : [...argv, '--json'], input || undefined, env));
     expectShape('error.schema.json', r.json);
     expect(r).toMatchObject({ code, json: { error: { code: errcode, exitCode: code } } });
+  });
+});
+
+describe('an OAuth 2.0 session against the double', () => {
+  let hs: HomeserverDouble;
+  let home: Awaited<ReturnType<typeof makeHome>>;
+  beforeAll(async () => {
+    hs = await startHomeserverDouble({ oauth: { deviceIntervalSec: 1 } });
+    home = await makeHome('file');
+  });
+  afterAll(async () => {
+    await hs.close();
+    await home.cleanup();
+  });
+
+  it('login (device code), status, refresh and logout', async () => {
+    const run = startMxs(['login', hs.url, '--json'], { env: home.env });
+    const [, code] = await watchStderr(run).match(/enter the code: ([A-Z0-9-]+)/);
+    hs.approveDevice(code!, 'alice');
+    const login = outcome(await run.done);
+    expectShape('login.schema.json', login.json);
+    expect(login).toMatchObject({ code: 0, json: { method: 'oauth', issuer: hs.issuer } });
+    for (const [args, file] of [[['status'], 'status.schema.json'], [['refresh'], 'refresh.schema.json'], [['logout'], 'logout.schema.json']] as const) {
+      const r = outcome(await runMxs([...args, '--json'], { env: home.env }));
+      expectShape(file, r.json);
+      expect({ args, code: r.code }).toEqual({ args, code: 0 });
+    }
   });
 });
