@@ -7,12 +7,9 @@ const PART = /(\d+)(ms|s|m|h|d)/gy;
 const HOUR = UNIT_MS.h!;
 const DAY = UNIT_MS.d!;
 
-/** The longest wait a Node timer holds (2^31-1 ms, about 24.8 days); longer ones fire after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * The most each duration flag accepts, used when the caller gives no maximum. `--timeout` is capped
- * by the contract; flags that feed a timer stay far below MAX_TIMER_MS; the others are sane bounds.
+ * by the contract; flags that feed a timer stay far below a Node timer's limit (2^31-1 ms, about 24.8 days); the others are sane bounds.
  */
 export const DURATION_MAX_MS: Readonly<Record<string, number>> = {
   '--timeout': HOUR, // contract: at most 1h; also bounds the connect phase and the lock wait

@@ -18,7 +18,7 @@ export type ExitCode = (typeof Exit)[keyof typeof Exit];
 /**
  * What kind of failure an error is. Protocol decoders (Matrix, OAuth) say only this and the server's
  * fields; the exit code follows from the kind here, and the "what to run next" hint, when the error
- * site did not give a specific one, is chosen at report time (src/cli/hints.ts), where the profile
+ * site did not give a specific one, is chosen at report time (src/cli/report-error.ts), where the profile
  * and server are known.
  */
 export type ErrorKind = 'bug' | 'usage' | 'network' | 'auth' | 'storage' | 'http' | 'cancelled';
@@ -47,7 +47,6 @@ export interface MxsErrorInit {
   status?: number;
   /** The server's own words (Matrix `error`, OAuth `error_description`), one line, unescaped. */
   serverMessage?: string;
-  softLogout?: boolean;
   retryAfterMs?: number;
   cause?: unknown;
 }
@@ -60,7 +59,6 @@ export class MxsError extends Error {
   readonly serverMessage: string | undefined;
   /** HTTP status when the error came from a server answer. */
   readonly status: number | undefined;
-  readonly softLogout: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(init: MxsErrorInit) {
@@ -72,7 +70,6 @@ export class MxsError extends Error {
     this.exitCode = init.exitCode ?? EXIT_FOR_KIND[this.kind];
     this.serverMessage = init.serverMessage;
     this.status = init.status;
-    this.softLogout = init.softLogout ?? false;
     this.retryAfterMs = init.retryAfterMs;
   }
 
@@ -87,7 +84,6 @@ export class MxsError extends Error {
       exitCode,
       status: this.status,
       serverMessage: this.serverMessage,
-      softLogout: this.softLogout,
       retryAfterMs: this.retryAfterMs,
       cause: this.cause,
     });

@@ -51,7 +51,6 @@ export function decodeMatrixError(res: HttpResponse, now: number): MxsError {
     kind: auth ? 'auth' : 'network',
     status,
     serverMessage,
-    softLogout: json?.soft_logout === true,
     retryAfterMs: retryAfter,
   });
 }

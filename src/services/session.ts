@@ -68,7 +68,7 @@ export function withProfileLock<T>(
   whileWaiting?: () => Promise<T | undefined>,
   waitMs = deps.lock.waitMs,
 ): Promise<T> {
-  return withLock(deps.lock.path(profile), { waitMs, staleMs: deps.lock.staleMs, now: deps.now }, critical, whileWaiting);
+  return withLock(deps.lock.path(profile), { waitMs }, critical, whileWaiting);
 }
 
 export async function loadSession(profile: string, deps: Deps): Promise<LoadedSession> {
@@ -236,10 +236,8 @@ export async function withAccessToken<T>(
 }
 
 /**
- * Fix (issue 5 fault suite): the clock skew was stored only by login and refresh, so after `whoami` saw
- * the server's clock 5 minutes off, `status` (local state only) still said nothing, or kept showing a
- * skew that had since been corrected. Keep the record's `clockSkewMs` current after any authenticated
- * call. Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading
+ * Keeps the record's `clockSkewMs` current after any authenticated call, so that `status` (local state
+ * only) reports a skew that `whoami` or `api` saw, and stops reporting one that has been corrected. Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading
  * the record there, giving up quietly when the lock is busy or the file cannot be written.
  */
 async function rememberSkew(profile: string, deps: Deps): Promise<void> {

@@ -50,7 +50,6 @@ export function validateProfile(profile: string): string {
 }
 
 export interface StatePaths {
-  root: string;
   session(profile: string): string;
   sessionsDir: string;
   secret(profile: string): string;
@@ -59,7 +58,6 @@ export interface StatePaths {
 
 export function statePaths(root: string): StatePaths {
   return {
-    root,
     sessionsDir: join(root, 'sessions'),
     session: (p) => join(root, 'sessions', `${p}.json`),
     secret: (p) => join(root, 'secrets', `${p}.json`),

@@ -98,22 +98,3 @@ export class FileSecretStore implements SecretStore {
     await Promise.all(debris.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true }).catch(() => {})));
   }
 }
-
-/** For unit tests: secrets in memory. */
-export class MemorySecretStore implements SecretStore {
-  readonly items = new Map<string, string>();
-  constructor(readonly kind: StorageKind = 'keychain') {}
-  describe(): string {
-    return 'memory';
-  }
-  async get(profile: string): Promise<SessionSecret | null> {
-    const v = this.items.get(profile);
-    return v === undefined ? null : parseSecret(v, 'memory');
-  }
-  async set(profile: string, secret: SessionSecret): Promise<void> {
-    this.items.set(profile, serializeSecret(secret));
-  }
-  async delete(profile: string): Promise<void> {
-    this.items.delete(profile);
-  }
-}

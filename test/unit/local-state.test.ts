@@ -307,15 +307,15 @@ describe('file-system failures while creating or writing state (item 12)', () =>
     ['sessions', (p: StatePaths) => p.sessionsDir],
     ['secrets', (p: StatePaths) => dirname(p.secret('default'))],
   ])('a regular file where the %s directory belongs (EEXIST): the probe names it, exit 6', async (_name, where) => {
-    const { paths, sessions } = await setUp(async (dir) => ({ root: join(dir, 'config'), culprit: '' }));
-    await mkdir(paths.root, { recursive: true });
+    const { root, paths, sessions } = await setUp(async (dir) => ({ root: join(dir, 'config'), culprit: '' }));
+    await mkdir(root, { recursive: true });
     await writeFile(where(paths), 'in the way');
     expectStorage(await rejectionOf(() => sessions.assertStateWritable('default', { secrets: true })), where(paths));
   });
 
   it('a regular file where the locks directory belongs: the lock is exit 6 naming it (not "EEXIST … bug")', async () => {
     const locks = dirname(w.paths.lock('default'));
-    await mkdir(w.paths.root, { recursive: true });
+    await mkdir(dirname(locks), { recursive: true });
     await writeFile(locks, 'in the way');
     const err = await rejectionOf(() => withLock(w.paths.lock('default'), { waitMs: 1000 }, async () => 1));
     expectStorage(err, locks);
