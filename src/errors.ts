@@ -47,6 +47,14 @@ export interface MxsErrorInit {
   status?: number;
   /** The server's own words (Matrix `error`, OAuth `error_description`), one line, unescaped. */
   serverMessage?: string;
+  /**
+   * What went wrong, as a clause without the sentence around it ("permission denied on /x (EACCES)",
+   * the keychain's own reason), for a caller that says it in its own words. Default: none.
+   */
+  detail?: string;
+  /** Whether sending the same request again may get past it (network trouble, 5xx, 429). Default false. */
+  retryable?: boolean;
+  /** 429: how long the server asked to wait. */
   retryAfterMs?: number;
   cause?: unknown;
 }
@@ -59,6 +67,8 @@ export class MxsError extends Error {
   readonly serverMessage: string | undefined;
   /** HTTP status when the error came from a server answer. */
   readonly status: number | undefined;
+  readonly detail: string | undefined;
+  readonly retryable: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(init: MxsErrorInit) {
@@ -70,11 +80,13 @@ export class MxsError extends Error {
     this.exitCode = init.exitCode ?? EXIT_FOR_KIND[this.kind];
     this.serverMessage = init.serverMessage;
     this.status = init.status;
+    this.detail = init.detail;
+    this.retryable = init.retryable ?? false;
     this.retryAfterMs = init.retryAfterMs;
   }
 
   /** The same error with a clearer message or hint for the situation it arose in. */
-  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code' | 'kind'>>): MxsError {
+  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code' | 'kind' | 'detail' | 'retryable'>>): MxsError {
     const exitCode = changes.exitCode ?? (changes.kind ? EXIT_FOR_KIND[changes.kind] : this.exitCode);
     return new MxsError({
       code: changes.code ?? this.code,
@@ -84,6 +96,8 @@ export class MxsError extends Error {
       exitCode,
       status: this.status,
       serverMessage: this.serverMessage,
+      detail: changes.detail ?? this.detail,
+      retryable: changes.retryable ?? this.retryable,
       retryAfterMs: this.retryAfterMs,
       cause: this.cause,
     });

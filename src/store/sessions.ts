@@ -2,7 +2,8 @@ import { readdir, rm } from 'node:fs/promises';
 import { profileFlag, storageError } from '../errors.js';
 import type { SessionAuth, SessionRecord } from '../model.js';
 import { dirname } from 'node:path';
-import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
+import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
+import { readSmallFile } from './small-file.js';
 import { probeLockDir } from './lock.js';
 import { printable, type StatePaths } from './paths.js';
 
@@ -20,7 +21,7 @@ export class SessionStore {
   async read(profile: string): Promise<SessionRecord | null> {
     const file = this.paths.session(profile);
     // Never a blocking read: a FIFO or device planted here is refused, not waited on (exit 6).
-    const read = await readStateFile(file, 'the sessions file');
+    const read = readSmallFile(file, { what: 'the sessions file' });
     return read === null ? null : parseRecord(read.text, file, profile);
   }
 
@@ -45,6 +46,7 @@ export class SessionStore {
   async write(record: SessionRecord): Promise<void> {
     const file = this.paths.session(record.profile);
     try {
+      await ensurePrivateDir(dirname(file));
       await writeFileAtomic(file, JSON.stringify({ format: FORMAT, ...record }, null, 2) + '\n');
     } catch (err) {
       throw fsFailure(err, file, `Cannot write the sessions file ${file}`);
