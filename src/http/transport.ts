@@ -67,7 +67,7 @@ export function retryableStatus(status: number): boolean {
  * in all. The wait is the server's (429) or a jittered backoff; a server that asks for longer than
  * MAX_RETRY_WAIT_MS is not waited for, so its 429 stands (exit 3). The wait, or undefined to give up.
  */
-export function retryWait(failure: Pick<MxsError, 'retryable' | 'retryAfterMs'>, attempt: number, allowed: boolean): number | undefined {
+export function retryWait(failure: { retryable: boolean; retryAfterMs?: number }, attempt: number, allowed: boolean): number | undefined {
   if (!allowed || !failure.retryable || attempt >= MAX_ATTEMPTS) return undefined;
   const wait = failure.retryAfterMs ?? backoff(attempt);
   return wait > MAX_RETRY_WAIT_MS ? undefined : wait;

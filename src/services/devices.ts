@@ -1,5 +1,6 @@
 import { formatDuration } from '../duration.js';
 import { MxsError, badResponse, cancelled, notLoggedIn, profileFlag, usageError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
 import type { SessionRecord } from '../model.js';
@@ -245,7 +246,7 @@ function webPage(raw: string, insecure: boolean): boolean {
   }
   if (url.protocol === 'https:') return true;
   if (url.protocol !== 'http:') return false;
-  return insecure || ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) || /^127\./.test(url.hostname);
+  return insecure || isLoopbackHost(url.hostname);
 }
 
 /** Devices named on the command line, all of which must exist. */
