@@ -1,5 +1,5 @@
 import { usageError } from './errors.js';
-import { printable } from './store/paths.js';
+import { printable } from './printable.js';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const PART = /(\d+)(ms|s|m|h|d)/gy;
@@ -35,13 +35,13 @@ export function parseDuration(input: string, flag = 'duration', maxMs: number = 
   }
   if (text === '' || matched !== text.length || !Number.isSafeInteger(total)) {
     throw usageError(
-      `Invalid ${flag} "${printable(input, 40)}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
+      `Invalid ${flag} "${printable(input, { maxChars: 40, quoted: true })}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
       'Give a whole number followed by a unit: ms, s, m, h or d.',
     );
   }
   if (total > maxMs) {
     const max = durationText(maxMs);
-    throw usageError(`${flag} ${printable(text, 40)} is too long: the most it accepts is ${max}.`, `Give at most ${max}, e.g. ${flag} ${max}`);
+    throw usageError(`${flag} ${printable(text, { maxChars: 40, quoted: true })} is too long: the most it accepts is ${max}.`, `Give at most ${max}, e.g. ${flag} ${max}`);
   }
   return total;
 }

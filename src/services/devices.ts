@@ -256,7 +256,7 @@ function named(devices: DeviceEntry[], ids: string[], profile: string): DeviceEn
   if (unknown.length > 0) {
     // Synapse's /delete_devices silently skips IDs it does not know, so its answer cannot say: check here.
     throw usageError(
-      `The account has no device ${unknown.map(printable).join(', ')}. Nothing was deleted.`,
+      `The account has no device ${unknown.map((id) => printable(id)).join(', ')}. Nothing was deleted.`,
       `See the account's devices with: mxs devices${profileFlag(profile)}`,
     );
   }

@@ -2,7 +2,7 @@ import { lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, parse, resolve, sep } from 'node:path';
 import { MxsError, storageError } from '../errors.js';
-import { printable } from './paths.js';
+import { printable } from '../printable.js';
 import { uniqueId } from './unique.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -10,7 +10,7 @@ import { uniqueId } from './unique.js';
 // dangling symlink... name the path at fault and what to do, never "a bug".
 
 /** A path in a message: bare, with control characters escaped. */
-export const show = (p: string) => printable(p, 400, false);
+export const show = (p: string) => printable(p, { maxChars: 400 });
 
 /**
  * Finds what in `dir` (and its parents) stops it from being a usable directory: a regular file
@@ -94,7 +94,7 @@ function describe(err: NodeJS.ErrnoException, path: string, dir: string): { clau
       return { clause: `an I/O error on ${show(path)} (EIO)`, hint: 'Check the disk (dmesg) and retry.' };
     default:
       return {
-        clause: `${show(path)}: ${printable(err.message ?? String(err), 200)}`,
+        clause: `${show(path)}: ${printable(err.message ?? String(err), { maxChars: 200, quoted: true })}`,
         hint: `Check the permissions and free space of ${show(dir)}, ${ELSEWHERE}.`,
       };
   }

@@ -2,7 +2,8 @@ import { dirname, join } from 'node:path';
 import { storageError } from '../errors.js';
 import { ensurePrivateDir, fsFailure, show, writeFileAtomic } from './atomic.js';
 import { readSmallFile } from './small-file.js';
-import { printable, validateProfile } from './paths.js';
+import { printable } from '../printable.js';
+import { validateProfile } from './paths.js';
 
 /**
  * The config file (`config.json` in the config dir): settings that are not a session. Today only
@@ -63,13 +64,13 @@ function parseConfig(text: string | null, file: string): Record<string, unknown>
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw corrupt(file, 'not an object');
   const c = data as Record<string, unknown>;
-  if (c.format !== CONFIG_FORMAT) throw corrupt(file, `unknown format ${printable(JSON.stringify(c.format) ?? 'undefined', 40)}`);
+  if (c.format !== CONFIG_FORMAT) throw corrupt(file, `unknown format ${printable(JSON.stringify(c.format) ?? 'undefined', { maxChars: 40, quoted: true })}`);
   if (c.defaultProfile !== undefined) {
     if (typeof c.defaultProfile !== 'string') throw corrupt(file, 'bad defaultProfile');
     try {
       validateProfile(c.defaultProfile);
     } catch {
-      throw corrupt(file, `invalid defaultProfile "${printable(c.defaultProfile, 64)}"`);
+      throw corrupt(file, `invalid defaultProfile "${printable(c.defaultProfile, { maxChars: 64, quoted: true })}"`);
     }
   }
   return c as Record<string, unknown> & { defaultProfile?: string };

@@ -5,7 +5,8 @@ import { dirname } from 'node:path';
 import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
 import { readSmallFile } from './small-file.js';
 import { probeLockDir } from './lock.js';
-import { printable, type StatePaths } from './paths.js';
+import { printable } from '../printable.js';
+import type { StatePaths } from './paths.js';
 
 /**
  * The sessions-file format. 1 (mxs 0.1): Matrix sessions only, `refreshPath` at the top level.
@@ -97,7 +98,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   if (r.expiresAt !== null && !time('expiresAt')) throw corrupt('bad expiresAt');
   if (typeof r.refreshable !== 'boolean') throw corrupt('bad refreshable');
   if (r.storage !== 'keychain' && r.storage !== 'file') throw corrupt('bad storage');
-  if (r.profile !== profile) throw corrupt(`it names profile ${typeof r.profile === 'string' ? `"${printable(r.profile, 64)}"` : String(r.profile)}`);
+  if (r.profile !== profile) throw corrupt(`it names profile ${typeof r.profile === 'string' ? `"${printable(r.profile, { maxChars: 64, quoted: true })}"` : String(r.profile)}`);
   if (r.format === 1) {
     // Format 1 knew only Matrix password/token sessions and did not record which of the two.
     const { format: _f, refreshPath, ...rest } = r;
