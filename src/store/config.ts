@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path';
 import { storageError } from '../errors.js';
 import { ensurePrivateDir, fsFailure, show, writeFileAtomic } from './atomic.js';
-import { readSmallFile } from './small-file.js';
+import { readSmallFileSync } from './small-file.js';
 import { printable } from '../printable.js';
 import { validateProfile } from './paths.js';
 
@@ -79,5 +79,5 @@ function parseConfig(text: string | null, file: string): Record<string, unknown>
 /** The config file's text, or null when there is none; a FIFO or device planted there is refused (exit 6), never waited on. */
 function readConfig(file: string): string | null {
   const refusedHint = `Move it away (mv ${show(file)} ${show(file)}.bad), then choose the default again: mxs switch PROFILE`;
-  return readSmallFile(file, { what: 'the config file', refusedHint, maxBytes: MAX_CONFIG_BYTES })?.text ?? null;
+  return readSmallFileSync(file, { what: 'the config file', refusedHint, maxBytes: MAX_CONFIG_BYTES })?.text ?? null;
 }

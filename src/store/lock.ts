@@ -200,7 +200,7 @@ async function tryAcquire(lockPath: string, staleMs: number): Promise<Held | nul
   const ours = async () => {
     const st = await lstat(lockPath).catch(() => null);
     if (!st || st.ino !== ino || !st.isFile()) return false;
-    return readSmall(lockPath).includes(`"nonce":"${owner.nonce}"`);
+    return (await readSmall(lockPath)).includes(`"nonce":"${owner.nonce}"`);
   };
   // Heartbeat: a strictly increasing mtime (so it changes even if the clock stands still or steps
   // back). Waiters only compare it with what they saw before, never with a clock.
@@ -298,7 +298,7 @@ async function judge(lockPath: string, staleMs: number, clock: () => number): Pr
     return null;
   }
   let owner: LockOwner | null = null;
-  if (st.isFile() && st.size <= 4096) owner = parseOwner(readSmall(lockPath));
+  if (st.isFile() && st.size <= 4096) owner = parseOwner(await readSmall(lockPath));
   const verdict = owner ? holderState(owner) : 'unknown';
   if (verdict === 'dead') return { stale: true, ino: st.ino, dir: st.isDirectory() };
   if (verdict === 'alive') {
@@ -319,9 +319,9 @@ async function judge(lockPath: string, staleMs: number, clock: () => number): Pr
 }
 
 /** A lock file's content ('' when it is gone or is not a small regular file: a FIFO planted there must not block a waiter). */
-function readSmall(path: string): string {
+async function readSmall(path: string): Promise<string> {
   try {
-    return readSmallFile(path, { what: 'the lock', maxBytes: 4096 })?.text ?? '';
+    return (await readSmallFile(path, { what: 'the lock', maxBytes: 4096 }))?.text ?? '';
   } catch {
     return '';
   }

@@ -54,7 +54,7 @@ export class FileSecretStore implements SecretStore {
     const file = this.paths.secret(profile);
     // Never a blocking read (a FIFO planted here is refused, exit 6); the mode is checked on the
     // descriptor that was read, so the file cannot be swapped between the check and the read.
-    const read = readSmallFile(file, { what: 'the secrets file' });
+    const read = await readSmallFile(file, { what: 'the secrets file' });
     if (read === null) return null;
     const mode = read.stats.mode;
     if ((mode & 0o077) !== 0) {

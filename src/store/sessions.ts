@@ -22,7 +22,7 @@ export class SessionStore {
   async read(profile: string): Promise<SessionRecord | null> {
     const file = this.paths.session(profile);
     // Never a blocking read: a FIFO or device planted here is refused, not waited on (exit 6).
-    const read = readSmallFile(file, { what: 'the sessions file' });
+    const read = await readSmallFile(file, { what: 'the sessions file' });
     return read === null ? null : parseRecord(read.text, file, profile);
   }
 
