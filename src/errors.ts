@@ -45,11 +45,10 @@ export interface MxsErrorInit {
   kind?: ErrorKind;
   exitCode?: ExitCode;
   status?: number;
-  /** The server's own words (Matrix `error`, OAuth `error_description`), one line, unescaped. */
-  serverMessage?: string;
   /**
-   * What went wrong, as a clause without the sentence around it ("permission denied on /x (EACCES)",
-   * the keychain's own reason), for a caller that says it in its own words. Default: none.
+   * What went wrong in the words of whoever said it, without the sentence around it, one line,
+   * unescaped: the server's (Matrix `error`, OAuth `error_description`), the OS's ("permission denied
+   * on /x (EACCES)"), the keychain's. For a caller that says it in its own sentence. Default: none.
    */
   detail?: string;
   /** Whether sending the same request again may get past it (network trouble, 5xx, 429). Default false. */
@@ -64,7 +63,6 @@ export class MxsError extends Error {
   readonly hint: string | undefined;
   readonly kind: ErrorKind;
   readonly exitCode: ExitCode;
-  readonly serverMessage: string | undefined;
   /** HTTP status when the error came from a server answer. */
   readonly status: number | undefined;
   readonly detail: string | undefined;
@@ -78,7 +76,6 @@ export class MxsError extends Error {
     this.hint = init.hint;
     this.kind = init.kind ?? (init.exitCode !== undefined ? KIND_FOR_EXIT[init.exitCode] : undefined) ?? 'bug';
     this.exitCode = init.exitCode ?? EXIT_FOR_KIND[this.kind];
-    this.serverMessage = init.serverMessage;
     this.status = init.status;
     this.detail = init.detail;
     this.retryable = init.retryable ?? false;
@@ -95,7 +92,6 @@ export class MxsError extends Error {
       kind: changes.kind ?? (changes.exitCode !== undefined ? KIND_FOR_EXIT[changes.exitCode] : this.kind),
       exitCode,
       status: this.status,
-      serverMessage: this.serverMessage,
       detail: changes.detail ?? this.detail,
       retryable: changes.retryable ?? this.retryable,
       retryAfterMs: this.retryAfterMs,

@@ -72,7 +72,7 @@ export function decodeMatrixError(res: HttpResponse, now: number): MxsError {
           : 'Retry later; --verbose shows the exchange.',
     kind: auth ? 'auth' : 'network',
     status,
-    serverMessage,
+    detail: serverMessage,
     retryable: retryableStatus(status),
     retryAfterMs: retryAfter,
   });

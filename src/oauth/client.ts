@@ -98,7 +98,7 @@ export function decodeOAuthError(res: HttpResponse, now: number): MxsError {
     hint: auth ? undefined : 'Retry later; --verbose shows the exchange.',
     kind: auth ? 'auth' : 'network',
     status,
-    serverMessage,
+    detail: serverMessage,
     retryable: retryableStatus(status),
     retryAfterMs: status === 429 ? retryAfterMs(res, now) : undefined,
   });

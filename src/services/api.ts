@@ -146,7 +146,7 @@ export function httpError(status: number, text: string | undefined, host: string
     hint: server ? 'Retry later; --verbose shows the exchange.' : 'The response body is on stdout.',
     kind: server ? 'network' : 'http',
     status,
-    serverMessage,
+    detail: serverMessage,
     retryable: server,
   });
 }

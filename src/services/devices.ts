@@ -168,7 +168,7 @@ async function confirmWithPassword(challenge: UiaChallenge, userId: string, atte
       hint: 'Check the password and run the command again.',
       kind: 'auth',
       status: 401,
-      serverMessage: refused.error ?? undefined,
+      detail: refused.error ?? undefined,
     });
   }
   throw usageError(
@@ -301,7 +301,7 @@ export async function renameDeviceService(profile: string, deviceId: string, nam
       });
     }
     if (e.status === 400) {
-      throw e.with({ kind: 'usage', message: `The server refused the name: ${e.serverMessage ?? e.code} (HTTP 400 ${e.code}).`, hint: 'Try a shorter or simpler name.' });
+      throw e.with({ kind: 'usage', message: `The server refused the name: ${e.detail ?? e.code} (HTTP 400 ${e.code}).`, hint: 'Try a shorter or simpler name.' });
     }
     throw e;
   }

@@ -177,7 +177,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     // `mxs login` (exit 4) rather than to `mxs refresh` again. The secret stays for `logout`.
     await deps.sessions.write({ ...again.record, refreshable: false }).catch(() => {});
     throw e.with({
-      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${e.serverMessage ?? e.code} (${e.code}).`,
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${e.detail ?? e.code} (${e.code}).`,
       hint: loginHint(s.record.profile, s.record.homeserver),
       kind: 'auth',
     });
@@ -237,8 +237,9 @@ export async function withAccessToken<T>(
 
 /**
  * Keeps the record's `clockSkewMs` current after any authenticated call, so that `status` (local state
- * only) reports a skew that `whoami` or `api` saw, and stops reporting one that has been corrected. Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading
- * the record there, giving up quietly when the lock is busy or the file cannot be written.
+ * only) reports a skew that `whoami` or `api` saw, and stops reporting one that has been corrected.
+ * Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading the
+ * record there, giving up quietly when the lock is busy or the file cannot be written.
  */
 async function rememberSkew(profile: string, deps: Deps): Promise<void> {
   if (deps.clock.skewMs === null) return;

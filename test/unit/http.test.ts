@@ -79,6 +79,7 @@ describe('server errors map to one MxsError with the contract exit code', () => 
     const err = await rejectionOf(callWhoami);
     expect(err.message).toContain('You shall not pass');
     expect(err.message).not.toContain('second line');
+    expect(err.detail).toBe('You shall not pass'); // the server's own words, for callers that say them their way
   });
 
   // MATRIX-NOTES "Known client bugs": a proxy or captive portal answering 401/403 with its own page
