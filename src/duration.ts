@@ -1,5 +1,5 @@
 import { usageError } from './errors.js';
-import { printable } from './store/paths.js';
+import { printable } from './printable.js';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const PART = /(\d+)(ms|s|m|h|d)/gy;
@@ -7,12 +7,9 @@ const PART = /(\d+)(ms|s|m|h|d)/gy;
 const HOUR = UNIT_MS.h!;
 const DAY = UNIT_MS.d!;
 
-/** The longest wait a Node timer holds (2^31-1 ms, about 24.8 days); longer ones fire after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * The most each duration flag accepts, used when the caller gives no maximum. `--timeout` is capped
- * by the contract; flags that feed a timer stay far below MAX_TIMER_MS; the others are sane bounds.
+ * by the contract; flags that feed a timer stay far below a Node timer's limit (2^31-1 ms, about 24.8 days); the others are sane bounds.
  */
 export const DURATION_MAX_MS: Readonly<Record<string, number>> = {
   '--timeout': HOUR, // contract: at most 1h; also bounds the connect phase and the lock wait
@@ -38,13 +35,13 @@ export function parseDuration(input: string, flag = 'duration', maxMs: number = 
   }
   if (text === '' || matched !== text.length || !Number.isSafeInteger(total)) {
     throw usageError(
-      `Invalid ${flag} "${printable(input, 40)}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
+      `Invalid ${flag} "${printable(input, { maxChars: 40, quoted: true })}": expected a duration such as 1500ms, 90s, 5m or 1h30m.`,
       'Give a whole number followed by a unit: ms, s, m, h or d.',
     );
   }
   if (total > maxMs) {
     const max = durationText(maxMs);
-    throw usageError(`${flag} ${printable(text, 40)} is too long: the most it accepts is ${max}.`, `Give at most ${max}, e.g. ${flag} ${max}`);
+    throw usageError(`${flag} ${printable(text, { maxChars: 40, quoted: true })} is too long: the most it accepts is ${max}.`, `Give at most ${max}, e.g. ${flag} ${max}`);
   }
   return total;
 }

@@ -18,7 +18,7 @@ export type ExitCode = (typeof Exit)[keyof typeof Exit];
 /**
  * What kind of failure an error is. Protocol decoders (Matrix, OAuth) say only this and the server's
  * fields; the exit code follows from the kind here, and the "what to run next" hint, when the error
- * site did not give a specific one, is chosen at report time (src/cli/hints.ts), where the profile
+ * site did not give a specific one, is chosen at report time (src/cli/report-error.ts), where the profile
  * and server are known.
  */
 export type ErrorKind = 'bug' | 'usage' | 'network' | 'auth' | 'storage' | 'http' | 'cancelled';
@@ -45,9 +45,15 @@ export interface MxsErrorInit {
   kind?: ErrorKind;
   exitCode?: ExitCode;
   status?: number;
-  /** The server's own words (Matrix `error`, OAuth `error_description`), one line, unescaped. */
-  serverMessage?: string;
-  softLogout?: boolean;
+  /**
+   * What went wrong in the words of whoever said it, without the sentence around it, one line,
+   * unescaped: the server's (Matrix `error`, OAuth `error_description`), the OS's ("permission denied
+   * on /x (EACCES)"), the keychain's. For a caller that says it in its own sentence. Default: none.
+   */
+  detail?: string;
+  /** Whether sending the same request again may get past it (network trouble, 5xx, 429). Default false. */
+  retryable?: boolean;
+  /** 429: how long the server asked to wait. */
   retryAfterMs?: number;
   cause?: unknown;
 }
@@ -57,10 +63,10 @@ export class MxsError extends Error {
   readonly hint: string | undefined;
   readonly kind: ErrorKind;
   readonly exitCode: ExitCode;
-  readonly serverMessage: string | undefined;
   /** HTTP status when the error came from a server answer. */
   readonly status: number | undefined;
-  readonly softLogout: boolean;
+  readonly detail: string | undefined;
+  readonly retryable: boolean;
   readonly retryAfterMs: number | undefined;
 
   constructor(init: MxsErrorInit) {
@@ -70,14 +76,14 @@ export class MxsError extends Error {
     this.hint = init.hint;
     this.kind = init.kind ?? (init.exitCode !== undefined ? KIND_FOR_EXIT[init.exitCode] : undefined) ?? 'bug';
     this.exitCode = init.exitCode ?? EXIT_FOR_KIND[this.kind];
-    this.serverMessage = init.serverMessage;
     this.status = init.status;
-    this.softLogout = init.softLogout ?? false;
+    this.detail = init.detail;
+    this.retryable = init.retryable ?? false;
     this.retryAfterMs = init.retryAfterMs;
   }
 
   /** The same error with a clearer message or hint for the situation it arose in. */
-  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code' | 'kind'>>): MxsError {
+  with(changes: Partial<Pick<MxsErrorInit, 'message' | 'hint' | 'exitCode' | 'code' | 'kind' | 'detail' | 'retryable'>>): MxsError {
     const exitCode = changes.exitCode ?? (changes.kind ? EXIT_FOR_KIND[changes.kind] : this.exitCode);
     return new MxsError({
       code: changes.code ?? this.code,
@@ -86,8 +92,8 @@ export class MxsError extends Error {
       kind: changes.kind ?? (changes.exitCode !== undefined ? KIND_FOR_EXIT[changes.exitCode] : this.kind),
       exitCode,
       status: this.status,
-      serverMessage: this.serverMessage,
-      softLogout: this.softLogout,
+      detail: changes.detail ?? this.detail,
+      retryable: changes.retryable ?? this.retryable,
       retryAfterMs: this.retryAfterMs,
       cause: this.cause,
     });

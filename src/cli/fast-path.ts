@@ -17,7 +17,7 @@ export { exitProcess } from '../store/keytar-direct.js';
 // from, and calls the same run function (src/cli/hot-command.ts). Anything else (help, unknown or
 // malformed flags, flag values oclif would refuse, other commands) returns undefined and goes to
 // oclif, which owns every message about usage. `npm run build` bundles this module and everything
-// it loads into one file (scripts/build-hot.mjs).
+// it loads into one file (the esbuild step of the `build` script in package.json).
 
 const HOT: Record<string, HotCommand<never, unknown>> = {
   status: statusCommand as HotCommand<never, unknown>,

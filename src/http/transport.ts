@@ -49,35 +49,47 @@ export interface HttpResponse {
   host: string;
 }
 
-/** Turns a non-2xx answer into the protocol's error (with `status`, and `retryAfterMs` for 429). */
+/**
+ * Turns a non-2xx answer into the protocol's error, with `status`, `retryable` (retryableStatus) and,
+ * for 429, `retryAfterMs`.
+ */
 export type ErrorDecoder = (res: HttpResponse, now: number) => MxsError;
+
+/** Answers that the same request may get past later: server trouble and rate limiting. */
+export function retryableStatus(status: number): boolean {
+  return status >= 500 || status === 429;
+}
+
+/**
+ * The one retry policy, for `send` and `openStream` alike: a request is sent again only when its
+ * caller says that is safe (every GET, PUT and DELETE; no POST that is not idempotent) and the failure
+ * says retrying may help (`retryable`: network trouble but TLS, 5xx, 429), at most MAX_ATTEMPTS times
+ * in all. The wait is the server's (429) or a jittered backoff; a server that asks for longer than
+ * MAX_RETRY_WAIT_MS is not waited for, so its 429 stands (exit 3). The wait, or undefined to give up.
+ */
+export function retryWait(failure: { retryable: boolean; retryAfterMs?: number }, attempt: number, allowed: boolean): number | undefined {
+  if (!allowed || !failure.retryable || attempt >= MAX_ATTEMPTS) return undefined;
+  const wait = failure.retryAfterMs ?? backoff(attempt);
+  return wait > MAX_RETRY_WAIT_MS ? undefined : wait;
+}
 
 export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecoder): Promise<HttpResponse> {
   const undici = undiciCore();
   for (let attempt = 1; ; attempt++) {
+    let failure: MxsError;
     try {
       const res = await exchange(deps, req, undici);
       if (res.status >= 200 && res.status < 300) return res;
-      throw decode(res, deps.now());
+      failure = decode(res, deps.now());
     } catch (err) {
-      const e = err as MxsError;
-      const retryable = req.retry !== false && isRetryable(e) && attempt < MAX_ATTEMPTS;
-      if (!retryable) throw e;
-      const wait = e.retryAfterMs ?? backoff(attempt);
-      if (wait > MAX_RETRY_WAIT_MS) throw e;
-      deps.trace?.(`  retrying in ${Math.round(wait)} ms (${e.code})`);
-      await deps.sleep(wait);
+      if (!(err instanceof MxsError)) throw err;
+      failure = err;
     }
+    const wait = retryWait(failure, attempt, req.retry !== false);
+    if (wait === undefined) throw failure;
+    deps.trace?.(`  retrying in ${Math.round(wait)} ms (${failure.code})`);
+    await deps.sleep(wait);
   }
-}
-
-/** Failures that the same request cannot get past: TLS trouble, a plain-HTTP port. */
-const permanent = new WeakSet<MxsError>();
-
-function isRetryable(e: MxsError): boolean {
-  if (e.code === 'network') return !permanent.has(e);
-  if (e.status === 429) return true;
-  return e.status !== undefined && e.status >= 500;
 }
 
 function backoff(attempt: number): number {
@@ -138,15 +150,15 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     const tls = TLS_CODES.test(errorCode(err));
     if ((timedOut || tls) && req.url.startsWith('https:') && (await speaksPlainHttp(req.url, Math.min(1000, deps.timeoutMs)))) {
       const u = new URL(req.url);
-      const e = new MxsError({
+      // Not retryable: the same request cannot get past a port that does not speak TLS.
+      throw new MxsError({
         code: 'network',
         message: `${host} answered in plain HTTP, not HTTPS: this port does not speak TLS.`,
         hint: `Use http://${u.host} (allowed to loopback; elsewhere only with --insecure), or the server's HTTPS port.`,
         kind: 'network',
+        detail: 'the port does not speak TLS',
         cause: err,
       });
-      permanent.add(e);
-      throw e;
     }
     if (timedOut) {
       throw new MxsError({
@@ -166,7 +178,8 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
 
 const TLS_CODES = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
 
-function errorCode(err: unknown): string {
+/** The code of a Node or undici error (`ECONNREFUSED`, `UND_ERR_SOCKET`...), or of its cause; '' when none. */
+export function errorCode(err: unknown): string {
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
   return e?.code ?? e?.cause?.code ?? '';
 }
@@ -199,23 +212,25 @@ function networkError(err: unknown, host: string): MxsError {
   const detail = (e.cause?.message ?? e.message ?? String(err)).split('\n')[0];
   if (TLS_CODES.test(code)) {
     const untrusted = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code);
-    const failure = new MxsError({
+    // Never retried: a certificate or handshake that failed once fails the same way again.
+    return new MxsError({
       code: 'network',
       message: `TLS failure talking to ${host}: ${detail}.`,
       hint: untrusted
         ? 'The server certificate is not trusted for that name; check the URL (mxs never disables certificate checks).'
         : 'The TLS handshake failed; check that the URL names the server\'s HTTPS port.',
       kind: 'network',
+      detail,
       cause: err,
     });
-    permanent.add(failure);
-    return failure;
   }
   return new MxsError({
     code: 'network',
     message: `Cannot reach ${host}: ${detail}${code && !detail?.includes(code) ? ` (${code})` : ''}.`,
     hint: 'Check the network connection and the server URL, then retry.',
     kind: 'network',
+    detail,
+    retryable: true,
     cause: err,
   });
 }
@@ -277,7 +292,7 @@ export function jsonBody(res: HttpResponse, what: string): Record<string, unknow
 }
 
 /** 429: the wait the server asked for (Matrix `retry_after_ms`, else `Retry-After` seconds or date). */
-export function retryAfterMs(res: HttpResponse, now: number): number | undefined {
+export function retryAfterMs(res: Pick<HttpResponse, 'headers'> & { json?: Record<string, unknown> }, now: number): number | undefined {
   const ms = res.json?.retry_after_ms;
   if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) return ms;
   const retryAfter = header(res.headers, 'retry-after');
@@ -331,19 +346,21 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
         bodyTimeout: deps.timeoutMs,
       });
       status = res.statusCode;
-      const retryable = req.retry && (status >= 500 || status === 429) && attempt < MAX_ATTEMPTS;
-      if (retryable) {
-        await res.body.dump();
-        const wait = status === 429 ? Math.min(Number(header(res.headers, 'retry-after')) * 1000 || backoff(attempt), MAX_RETRY_WAIT_MS) : backoff(attempt);
-        deps.trace?.(`  retrying in ${Math.round(wait)} ms (HTTP ${status})`);
-        await deps.sleep(wait);
-        continue;
+      // The body is the caller's, so only the headers speak for a retry (Retry-After on a 429).
+      const failure = { retryable: retryableStatus(status), retryAfterMs: status === 429 ? retryAfterMs(res, deps.now()) : undefined };
+      const wait = retryWait(failure, attempt, req.retry);
+      if (wait === undefined) {
+        return { status, statusText: STATUS_TEXT[status] ?? '', headers: res.headers, body: res.body as unknown as StreamResponse['body'], sentAt };
       }
-      return { status, statusText: STATUS_TEXT[status] ?? '', headers: res.headers, body: res.body as unknown as StreamResponse['body'], sentAt };
+      await res.body.dump();
+      deps.trace?.(`  retrying in ${Math.round(wait)} ms (HTTP ${status})`);
+      await deps.sleep(wait);
     } catch (err) {
       const e = timeoutOrNetwork(err, host, deps.timeoutMs);
-      if (!(req.retry && e.code === 'network' && !permanent.has(e) && attempt < MAX_ATTEMPTS)) throw e;
-      await deps.sleep(backoff(attempt));
+      const wait = retryWait(e, attempt, req.retry);
+      if (wait === undefined) throw e;
+      deps.trace?.(`  retrying in ${Math.round(wait)} ms (${e.code})`);
+      await deps.sleep(wait);
     } finally {
       deps.trace?.(`${req.method} ${redactUrl(req.url)} → ${status || 'no answer'} (${deps.now() - sentAt} ms)`);
     }

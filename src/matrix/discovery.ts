@@ -1,13 +1,9 @@
 import { MxsError, Exit, usageError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
 import { requestJson, type HttpDeps } from './http.js';
 
 // Client-server API §3.2 "Server Discovery": a server name resolves through
 // https://<name>/.well-known/matrix/client; the result is validated with /versions.
-
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
 
 /** The server as typed, for messages: never its user:password@ part. */
 export function withoutUserinfo(raw: string): string {

@@ -1,5 +1,5 @@
 import { MxsError } from '../errors.js';
-import { jsonBody, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
+import { jsonBody, retryableStatus, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
 
 export type { HttpDeps } from '../http/transport.js';
 export { MAX_BODY_BYTES } from '../http/transport.js';
@@ -29,11 +29,33 @@ export async function requestJson(deps: HttpDeps, req: JsonRequest): Promise<Jso
   return { status: res.status, body: jsonBody(res, 'a Matrix homeserver'), sentAt: res.sentAt };
 }
 
+/**
+ * The fields of a Matrix error body (`{errcode, error}`), parsed or as received (text or bytes, which
+ * need not be JSON at all: a proxy's HTML page has neither).
+ */
+export function matrixErrorFields(body: Record<string, unknown> | string | Buffer | undefined): { errcode?: string; serverMessage?: string } {
+  let json: unknown = body;
+  if (typeof body === 'string' || Buffer.isBuffer(body)) {
+    try {
+      json = JSON.parse(body.toString('utf8'));
+    } catch {
+      return {};
+    }
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return {};
+  const j = json as Record<string, unknown>;
+  return { errcode: typeof j.errcode === 'string' ? j.errcode : undefined, serverMessage: serverLine(j.error) };
+}
+
+/** The Matrix `errcode` of an error body, when it has one. */
+export function errcodeOf(body: Record<string, unknown> | string | Buffer | undefined): string | undefined {
+  return matrixErrorFields(body).errcode;
+}
+
 /** A non-2xx Matrix answer as one MxsError with the server's fields. */
 export function decodeMatrixError(res: HttpResponse, now: number): MxsError {
   const { status, json, host } = res;
-  const errcode = typeof json?.errcode === 'string' ? json.errcode : undefined;
-  const serverMessage = serverLine(json?.error);
+  const { errcode, serverMessage } = matrixErrorFields(json);
   const retryAfter = status === 429 ? retryAfterMs(res, now) : undefined;
   // Only a Matrix answer (with an errcode) can end a session: a proxy's or captive portal's
   // 401/403 page is network trouble, never a reason to log out (element-web #27914).
@@ -50,8 +72,8 @@ export function decodeMatrixError(res: HttpResponse, now: number): MxsError {
           : 'Retry later; --verbose shows the exchange.',
     kind: auth ? 'auth' : 'network',
     status,
-    serverMessage,
-    softLogout: json?.soft_logout === true,
+    detail: serverMessage,
+    retryable: retryableStatus(status),
     retryAfterMs: retryAfter,
   });
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { MxsError, badResponse } from '../errors.js';
-import { jsonBody, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
+import { jsonBody, retryableStatus, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
 import { decodeMatrixError } from '../matrix/http.js';
 import type { TokenGrant } from '../model.js';
 import { optionalLifetimeMs, optionalString, optionalToken, requireString, requireToken } from '../matrix/validate.js';
@@ -98,7 +98,8 @@ export function decodeOAuthError(res: HttpResponse, now: number): MxsError {
     hint: auth ? undefined : 'Retry later; --verbose shows the exchange.',
     kind: auth ? 'auth' : 'network',
     status,
-    serverMessage,
+    detail: serverMessage,
+    retryable: retryableStatus(status),
     retryAfterMs: status === 429 ? retryAfterMs(res, now) : undefined,
   });
 }

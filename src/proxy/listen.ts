@@ -1,6 +1,7 @@
 import { connect, isIP, type Server } from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { MxsError, usageError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
 import { printable } from '../ui/escape.js';
 
 // Where the proxy listens: a loopback address (any other only when the user insists) or a Unix socket
@@ -16,24 +17,13 @@ export function parseListen(value: string, insecure: boolean): ListenSpec {
   let host = (m[1] ?? m[2]!).toLowerCase();
   if (host === 'localhost') host = '127.0.0.1';
   if (m[1] !== undefined && isIP(host) !== 6) throw usageError(`--listen: "${printable(host)}" is not an IPv6 address.`, 'For example: --listen [::1]:8008');
-  if (!insecure && !isLoopback(host)) {
+  if (!insecure && !isLoopbackHost(host)) {
     throw usageError(
       `Refusing to listen on ${printable(host)}: it is not a loopback address, and anyone who can reach the proxy and learns its token can use the session.`,
       'Listen on 127.0.0.1 (the default) or a --socket; to expose it on purpose, add --insecure (and put TLS in front).',
     );
   }
   return { kind: 'tcp', host, port };
-}
-
-/** 127.0.0.0/8, ::1 (and its IPv4-mapped forms). Host names other than localhost cannot be judged without resolving them. */
-export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
-  if (h === 'localhost') return true;
-  if (isIP(h) === 4) return h.split('.')[0] === '127';
-  if (isIP(h) !== 6) return false;
-  // WHATWG URL writes IPv6 in its shortest form: ::1, and IPv4-mapped 127.x.y.z as ::ffff:7fxx:yyzz.
-  const normal = new URL(`http://[${h}]/`).hostname;
-  return normal === '[::1]' || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(normal);
 }
 
 export function urlOf(spec: ListenSpec, port: number): string {

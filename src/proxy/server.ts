@@ -5,6 +5,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
 import type { MxsError } from '../errors.js';
+import { errorCode } from '../http/transport.js';
+import { errcodeOf } from '../matrix/http.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, route, upstreamHeaders, type ProxyToken, type RouteContext, type Target } from './rules.js';
 import { RefreshUnavailable, SessionEnded, type SessionTokens } from './session-tokens.js';
 
@@ -339,20 +341,6 @@ async function* rest(head: Head): AsyncGenerator<Buffer> {
     if (next.done) return;
     yield next.value;
   }
-}
-
-function errcodeOf(body: Buffer): string | undefined {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as { errcode?: unknown };
-    return typeof j.errcode === 'string' ? j.errcode : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function errorCode(err: unknown): string {
-  const e = err as { code?: string; cause?: { code?: string } };
-  return e?.code ?? e?.cause?.code ?? '';
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {

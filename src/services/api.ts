@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { MxsError, badResponse, usageError } from '../errors.js';
-import { openStream, type StreamResponse } from '../http/transport.js';
+import { openStream, retryableStatus, type StreamResponse } from '../http/transport.js';
+import { errcodeOf, matrixErrorFields } from '../matrix/http.js';
 import type { Deps } from './deps.js';
 import { refreshWhenBelow, withAccessToken, type LoadedSession } from './session.js';
 
@@ -127,15 +128,6 @@ export async function apiRequest(input: ApiInput, deps: Deps): Promise<ApiRespon
   return value;
 }
 
-function errcodeOf(text: string): string | undefined {
-  try {
-    const j = JSON.parse(text) as { errcode?: unknown };
-    return typeof j.errcode === 'string' ? j.errcode : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** A body already read, handed on as a stream again. */
 function replay(text: string): StreamResponse['body'] {
   const r = Readable.from([Buffer.from(text)]) as unknown as StreamResponse['body'];
@@ -143,24 +135,19 @@ function replay(text: string): StreamResponse['body'] {
   return r;
 }
 
-/** The error an HTTP error answer becomes: 4xx → exit 7 (the body was printed), 5xx → exit 3. */
+/** The error an HTTP error answer becomes: 4xx → exit 7 (the body was printed), 5xx and 429 (after retries) → exit 3. */
 export function httpError(status: number, text: string | undefined, host: string): MxsError {
-  const errcode = text ? errcodeOf(text) : undefined;
-  let serverMessage: string | undefined;
-  try {
-    const j = text ? (JSON.parse(text) as { error?: unknown }) : undefined;
-    if (typeof j?.error === 'string') serverMessage = j.error.split('\n')[0]!.slice(0, 200);
-  } catch {
-    // not JSON: the body on stdout says it all
-  }
-  const server = status >= 500;
+  // Not JSON (a proxy's page): the body on stdout says it all.
+  const { errcode, serverMessage } = matrixErrorFields(text);
+  const server = retryableStatus(status);
   return new MxsError({
     code: errcode ?? (server ? 'network' : 'http_error'),
     message: `${host} answered HTTP ${status}${errcode ? ` ${errcode}` : ''}${serverMessage ? `: ${serverMessage}` : ''}.`,
     hint: server ? 'Retry later; --verbose shows the exchange.' : 'The response body is on stdout.',
     kind: server ? 'network' : 'http',
     status,
-    serverMessage,
+    detail: serverMessage,
+    retryable: server,
   });
 }
 

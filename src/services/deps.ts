@@ -14,7 +14,6 @@ export interface Deps {
   lock: {
     path: (profile: string) => string;
     waitMs: number;
-    staleMs?: number;
   };
   /** Non-data messages for the user (stderr): storage fallbacks, clock skew. */
   notice: (message: string) => void;

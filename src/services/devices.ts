@@ -1,5 +1,6 @@
 import { formatDuration } from '../duration.js';
 import { MxsError, badResponse, cancelled, notLoggedIn, profileFlag, usageError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
 import type { SessionRecord } from '../model.js';
@@ -167,7 +168,7 @@ async function confirmWithPassword(challenge: UiaChallenge, userId: string, atte
       hint: 'Check the password and run the command again.',
       kind: 'auth',
       status: 401,
-      serverMessage: refused.error ?? undefined,
+      detail: refused.error ?? undefined,
     });
   }
   throw usageError(
@@ -245,7 +246,7 @@ function webPage(raw: string, insecure: boolean): boolean {
   }
   if (url.protocol === 'https:') return true;
   if (url.protocol !== 'http:') return false;
-  return insecure || ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) || /^127\./.test(url.hostname);
+  return insecure || isLoopbackHost(url.hostname);
 }
 
 /** Devices named on the command line, all of which must exist. */
@@ -255,7 +256,7 @@ function named(devices: DeviceEntry[], ids: string[], profile: string): DeviceEn
   if (unknown.length > 0) {
     // Synapse's /delete_devices silently skips IDs it does not know, so its answer cannot say: check here.
     throw usageError(
-      `The account has no device ${unknown.map(printable).join(', ')}. Nothing was deleted.`,
+      `The account has no device ${unknown.map((id) => printable(id)).join(', ')}. Nothing was deleted.`,
       `See the account's devices with: mxs devices${profileFlag(profile)}`,
     );
   }
@@ -300,7 +301,7 @@ export async function renameDeviceService(profile: string, deviceId: string, nam
       });
     }
     if (e.status === 400) {
-      throw e.with({ kind: 'usage', message: `The server refused the name: ${e.serverMessage ?? e.code} (HTTP 400 ${e.code}).`, hint: 'Try a shorter or simpler name.' });
+      throw e.with({ kind: 'usage', message: `The server refused the name: ${e.detail ?? e.code} (HTTP 400 ${e.code}).`, hint: 'Try a shorter or simpler name.' });
     }
     throw e;
   }

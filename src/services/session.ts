@@ -68,7 +68,7 @@ export function withProfileLock<T>(
   whileWaiting?: () => Promise<T | undefined>,
   waitMs = deps.lock.waitMs,
 ): Promise<T> {
-  return withLock(deps.lock.path(profile), { waitMs, staleMs: deps.lock.staleMs, now: deps.now }, critical, whileWaiting);
+  return withLock(deps.lock.path(profile), { waitMs }, critical, whileWaiting);
 }
 
 export async function loadSession(profile: string, deps: Deps): Promise<LoadedSession> {
@@ -177,7 +177,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
     // `mxs login` (exit 4) rather than to `mxs refresh` again. The secret stays for `logout`.
     await deps.sessions.write({ ...again.record, refreshable: false }).catch(() => {});
     throw e.with({
-      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${e.serverMessage ?? e.code} (${e.code}).`,
+      message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token: ${e.detail ?? e.code} (${e.code}).`,
       hint: loginHint(s.record.profile, s.record.homeserver),
       kind: 'auth',
     });
@@ -236,11 +236,10 @@ export async function withAccessToken<T>(
 }
 
 /**
- * Fix (issue 5 fault suite): the clock skew was stored only by login and refresh, so after `whoami` saw
- * the server's clock 5 minutes off, `status` (local state only) still said nothing, or kept showing a
- * skew that had since been corrected. Keep the record's `clockSkewMs` current after any authenticated
- * call. Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading
- * the record there, giving up quietly when the lock is busy or the file cannot be written.
+ * Keeps the record's `clockSkewMs` current after any authenticated call, so that `status` (local state
+ * only) reports a skew that `whoami` or `api` saw, and stops reporting one that has been corrected.
+ * Best effort: under the profile lock (a concurrent refresh rewrites the same file), re-reading the
+ * record there, giving up quietly when the lock is busy or the file cannot be written.
  */
 async function rememberSkew(profile: string, deps: Deps): Promise<void> {
   if (deps.clock.skewMs === null) return;

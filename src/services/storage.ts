@@ -1,4 +1,4 @@
-import { MxsError } from '../errors.js';
+import { MxsError, asMxsError } from '../errors.js';
 import type { StoragePreference } from '../model.js';
 import type { SecretStore } from '../store/secrets.js';
 import type { Deps } from './deps.js';
@@ -17,11 +17,11 @@ export async function chooseSecretStore(pref: StoragePreference, profile: string
   } catch (err) {
     if (pref === 'keychain') throw err;
     const file = deps.secretStores.file;
-    const reason = (err as MxsError).message.replace(/^The OS keychain is unusable: /, '').replace(/\.$/, '');
+    const reason = err instanceof MxsError && err.detail !== undefined ? `${err.detail}.` : asMxsError(err).message;
     // Said only once something was stored there (login prints it after storing).
     return {
       store: file,
-      fallbackNotice: `OS keychain unavailable: ${reason}. Secrets are stored in ${file.describe(profile)} (mode 0600) instead; choose that on purpose with --storage file or MXS_STORAGE=file.`,
+      fallbackNotice: `OS keychain unavailable: ${reason} Secrets are stored in ${file.describe(profile)} (mode 0600) instead; choose that on purpose with --storage file or MXS_STORAGE=file.`,
     };
   }
 }

@@ -1,24 +1,22 @@
-import { constants, lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { lstatSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, parse, resolve, sep } from 'node:path';
 import { MxsError, storageError } from '../errors.js';
-import { printable } from './paths.js';
+import { printable } from '../printable.js';
 import { uniqueId } from './unique.js';
 
 // ---------------------------------------------------------------------------------------------
-// File-system failures as exit-6 errors (issue 10 item 12): a read-only or full disk, a path whose
-// parent is a file, a dangling symlink... name the path at fault and what to do, never "a bug".
-
-const clauses = new WeakSet<MxsError>();
+// File-system failures as exit-6 errors: a read-only or full disk, a path whose parent is a file, a
+// dangling symlink... name the path at fault and what to do, never "a bug".
 
 /** A path in a message: bare, with control characters escaped. */
-const show = (p: string) => printable(p, 400, false);
+export const show = (p: string) => printable(p, { maxChars: 400 });
 
 /**
  * Finds what in `dir` (and its parents) stops it from being a usable directory: a regular file
  * where a directory is needed, a dangling or looping symlink. Only examined after a failure.
  */
-function culpritIn(dir: string): { path: string; clause: string } | undefined {
+export function culpritIn(dir: string): { path: string; clause: string } | undefined {
   const abs = resolve(dir);
   const { root } = parse(abs);
   let current = root;
@@ -51,7 +49,7 @@ function culpritIn(dir: string): { path: string; clause: string } | undefined {
   return undefined;
 }
 
-function kindOf(st: Stats): string {
+export function kindOf(st: Stats): string {
   if (st.isFile()) return 'a regular file';
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a named pipe (FIFO)';
@@ -96,28 +94,27 @@ function describe(err: NodeJS.ErrnoException, path: string, dir: string): { clau
       return { clause: `an I/O error on ${show(path)} (EIO)`, hint: 'Check the disk (dmesg) and retry.' };
     default:
       return {
-        clause: `${show(path)}: ${printable(err.message ?? String(err), 200)}`,
+        clause: `${show(path)}: ${printable(err.message ?? String(err), { maxChars: 200, quoted: true })}`,
         hint: `Check the permissions and free space of ${show(dir)}, ${ELSEWHERE}.`,
       };
   }
 }
 
 /**
- * A failed file-system call on a state path as an exit-6 MxsError. With `action` ("Cannot write
- * the sessions file /x"), the message is "ACTION: what is wrong."; without, it is just what is
- * wrong, for a caller that wraps it in its own sentence (the low-level helpers here do that).
- * An MxsError passes through (one from these helpers gains the action).
+ * A failed file-system call on a state path as an exit-6 MxsError whose `detail` says what is wrong.
+ * With `action` ("Cannot write the sessions file /x"), the message is "ACTION: detail."; without, it
+ * is the detail alone, for a caller that puts it in its own sentence (the low-level helpers here).
+ * An MxsError passes through; one from these helpers (it has a detail) gains the action.
  */
 export function fsFailure(err: unknown, path: string, action?: string, dir: string = dirname(path)): MxsError {
   if (err instanceof MxsError) {
-    if (action && clauses.has(err)) return storageError(`${action}: ${err.message}.`, err.hint ?? '', err.cause ?? err);
+    if (action && err.kind === 'storage' && err.detail !== undefined) {
+      return storageError(`${action}: ${err.detail}.`, err.hint ?? '', err.cause ?? err).with({ detail: err.detail });
+    }
     return err;
   }
   const { clause, hint } = describe(err as NodeJS.ErrnoException, path, dir);
-  if (action) return storageError(`${action}: ${clause}.`, hint, err);
-  const e = storageError(clause, hint, err);
-  clauses.add(e);
-  return e;
+  return storageError(action ? `${action}: ${clause}.` : clause, hint, err).with({ detail: clause });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,15 +153,18 @@ async function mkdirs(dir: string): Promise<void> {
 }
 
 /**
- * Replaces `path` atomically: write a temp file beside it (0600), fsync, rename, fsync the
- * directory. A reader sees the old or the new content, never a mix; a crash leaves the old.
- * Failures are exit-6 MxsErrors whose message says what is wrong (callers may wrap it).
+ * Replaces `path` atomically with a file of mode 0600 (safe for secrets: a token file, the secrets
+ * file): write a temp file beside it (created 0600, never wider), fsync, rename, fsync the directory.
+ * A reader sees the old or the new content, never a mix; a crash leaves the old. A missing directory
+ * is created (0700); an existing one is left as it is (its permissions are the caller's business:
+ * the state stores call ensurePrivateDir). Failures are exit-6 MxsErrors whose message is what is
+ * wrong (callers may wrap it with fsFailure).
  */
 export async function writeFileAtomic(path: string, data: string): Promise<void> {
   const dir = dirname(path);
-  await ensurePrivateDir(dir);
   const tmp = `${path}.${process.pid}.${uniqueId()}.tmp`;
   try {
+    await mkdirs(dir);
     const fh = await open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(data);
@@ -192,74 +192,10 @@ export async function writeFileAtomic(path: string, data: string): Promise<void>
   }
 }
 
-/** The sessions and secrets files are a few hundred bytes; anything much larger is not ours. */
-export const MAX_STATE_FILE_BYTES = 1 << 20;
-
-const NONBLOCKING_READ = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
-
-/**
- * Reads a small state file (issue 10 item 13), or null when it does not exist. Refuses, with an
- * exit-6 error naming the file, anything but a regular file of at most `maxBytes`, without ever
- * blocking on it: the file is opened with O_NONBLOCK (a FIFO opens at once, a reader of a FIFO
- * without O_NONBLOCK waits for a writer forever) and checked with fstat on that same descriptor
- * before a byte is read. Symlinks to regular files are followed. `what` names the file in messages
- * ("the sessions file"). Returns the text and the descriptor's stats (for mode checks).
- */
-export async function readStateFile(
-  path: string,
-  what = 'the file',
-  maxBytes = MAX_STATE_FILE_BYTES,
-): Promise<{ text: string; stats: Stats } | null> {
-  const action = `Cannot read ${what} ${show(path)}`;
-  let fh;
-  try {
-    fh = await open(path, NONBLOCKING_READ);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !culpritIn(dirname(path))) return null;
-    if (code === 'ENXIO' || code === 'EOPNOTSUPP') {
-      // open() of a Unix socket (or a device without a driver) fails this way.
-      throw storageError(`Refusing to read ${what} ${show(path)}: it is not a regular file (a socket or device).`, refuseHint(path));
-    }
-    throw fsFailure(err, path, action);
-  }
-  try {
-    const stats = await fh.stat();
-    if (!stats.isFile()) {
-      throw storageError(`Refusing to read ${what} ${show(path)}: it is ${kindOf(stats)}, not a regular file.`, refuseHint(path));
-    }
-    if (stats.size > maxBytes) {
-      throw storageError(
-        `Refusing to read ${what} ${show(path)}: it is too large (${stats.size} bytes; mxs writes less than ${maxBytes}).`,
-        refuseHint(path),
-      );
-    }
-    const buf = Buffer.alloc(Math.min(stats.size, maxBytes) + 1);
-    let length = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, length, buf.length - length, length);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-      if (length >= buf.length) {
-        throw storageError(`Refusing to read ${what} ${show(path)}: it is too large (it grew while being read).`, refuseHint(path));
-      }
-    }
-    return { text: buf.subarray(0, length).toString('utf8'), stats };
-  } catch (err) {
-    throw fsFailure(err, path, action);
-  } finally {
-    await fh.close().catch(() => {});
-  }
-}
-
-function refuseHint(path: string): string {
-  return `mxs did not read it. Move it away (mv ${show(path)} ${show(path)}.bad), then log in again.`;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Proves that `dir` can hold state (issue 10 item 12): creates it (0700) if needed, then writes,
+ * Proves that `dir` can hold state: creates it (0700) if needed, then writes,
  * fsyncs and removes a small probe file in it. Throws an exit-6 error naming the path and what to
  * fix when the directory cannot be created, is read-only, full, not a directory, a dangling
  * symlink... Cheap (one small file), so it can run before anything irreversible.

@@ -1,8 +1,9 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { storageError } from '../errors.js';
-import { fsFailure, writeFileAtomic } from './atomic.js';
-import { printable, validateProfile } from './paths.js';
+import { ensurePrivateDir, fsFailure, show, writeFileAtomic } from './atomic.js';
+import { readSmallFileSync } from './small-file.js';
+import { printable } from '../printable.js';
+import { validateProfile } from './paths.js';
 
 /**
  * The config file (`config.json` in the config dir): settings that are not a session. Today only
@@ -28,15 +29,16 @@ export class ConfigStore {
    * error naming it: guessing `default` instead could act on another account.
    */
   defaultProfile(): string | null {
-    this.cached ??= { defaultProfile: parseConfig(readSmallFileSync(this.file), this.file).defaultProfile ?? null };
+    this.cached ??= { defaultProfile: parseConfig(readConfig(this.file), this.file).defaultProfile ?? null };
     return this.cached.defaultProfile;
   }
 
   /** Makes `profile` the default: read, change, replace atomically (other keys are kept). */
   async setDefaultProfile(profile: string): Promise<void> {
-    const current = parseConfig(readSmallFileSync(this.file), this.file);
+    const current = parseConfig(readConfig(this.file), this.file);
     const next = { ...current, format: CONFIG_FORMAT, defaultProfile: profile };
     try {
+      await ensurePrivateDir(dirname(this.file));
       await writeFileAtomic(this.file, JSON.stringify(next, null, 2) + '\n');
     } catch (err) {
       throw fsFailure(err, this.file, `Cannot write the config file ${show(this.file)}`);
@@ -44,8 +46,6 @@ export class ConfigStore {
     this.cached = { defaultProfile: profile };
   }
 }
-
-const show = (p: string) => printable(p, 400, false);
 
 function corrupt(file: string, why: string) {
   return storageError(
@@ -64,47 +64,20 @@ function parseConfig(text: string | null, file: string): Record<string, unknown>
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw corrupt(file, 'not an object');
   const c = data as Record<string, unknown>;
-  if (c.format !== CONFIG_FORMAT) throw corrupt(file, `unknown format ${printable(JSON.stringify(c.format) ?? 'undefined', 40)}`);
+  if (c.format !== CONFIG_FORMAT) throw corrupt(file, `unknown format ${printable(JSON.stringify(c.format) ?? 'undefined', { maxChars: 40, quoted: true })}`);
   if (c.defaultProfile !== undefined) {
     if (typeof c.defaultProfile !== 'string') throw corrupt(file, 'bad defaultProfile');
     try {
       validateProfile(c.defaultProfile);
     } catch {
-      throw corrupt(file, `invalid defaultProfile "${printable(c.defaultProfile, 64)}"`);
+      throw corrupt(file, `invalid defaultProfile "${printable(c.defaultProfile, { maxChars: 64, quoted: true })}"`);
     }
   }
   return c as Record<string, unknown> & { defaultProfile?: string };
 }
 
-const NONBLOCKING_READ = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
-
-/**
- * The file's text, or null when it does not exist. Like the sessions file it is opened without
- * blocking and checked on the open descriptor, so a FIFO or device planted there is refused (exit 6)
- * instead of hanging every command.
- */
-function readSmallFileSync(file: string): string | null {
-  let fd: number;
-  try {
-    fd = openSync(file, NONBLOCKING_READ);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    if (code === 'ENXIO' || code === 'EOPNOTSUPP') throw notRegular(file, 'a socket or device');
-    throw fsFailure(err, file, `Cannot read the config file ${show(file)}`);
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw notRegular(file, 'not a regular file');
-    if (st.size > MAX_CONFIG_BYTES) throw corrupt(file, `${st.size} bytes, far more than mxs writes`);
-    return readFileSync(fd, 'utf8');
-  } catch (err) {
-    throw fsFailure(err, file, `Cannot read the config file ${show(file)}`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function notRegular(file: string, what: string) {
-  return storageError(`Refusing to read the config file ${show(file)}: it is ${what}.`, `Move it away (mv ${show(file)} ${show(file)}.bad), then choose the default again: mxs switch PROFILE`);
+/** The config file's text, or null when there is none; a FIFO or device planted there is refused (exit 6), never waited on. */
+function readConfig(file: string): string | null {
+  const refusedHint = `Move it away (mv ${show(file)} ${show(file)}.bad), then choose the default again: mxs switch PROFILE`;
+  return readSmallFileSync(file, { what: 'the config file', refusedHint, maxBytes: MAX_CONFIG_BYTES })?.text ?? null;
 }

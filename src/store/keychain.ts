@@ -47,7 +47,7 @@ export function keychainUnavailable(reason: string, cause?: unknown) {
     `The OS keychain is unusable: ${reason}.`,
     'Unlock or start your keychain (on Linux: a Secret Service such as gnome-keyring), or use --storage file.',
     cause,
-  );
+  ).with({ detail: reason });
 }
 
 function firstLine(err: unknown): string {

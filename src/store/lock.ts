@@ -1,18 +1,18 @@
-import { constants, readFileSync, readlinkSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { link, lstat, open, rename, rm, unlink, utimes, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { MxsError, Exit } from '../errors.js';
 import { ensurePrivateDir, fsFailure } from './atomic.js';
+import { holderState, me, parseOwner, type LockOwner } from './lock-owner.js';
+import { readSmallFile } from './small-file.js';
 import { uniqueId } from './unique.js';
 
-// The per-profile lock (issue 10 item 14: staleness must not depend on wall-clock agreement).
+// The per-profile lock. Staleness must not depend on two processes' wall clocks agreeing.
 //
 // The lock is a small regular file, `locks/PROFILE.lock`, created atomically with its content in
 // place (written to a temp file, then hard-linked to the lock path: link(2) fails with EEXIST when
-// the lock exists, and a lock is never seen half-written). The content says who holds it: PID, the
-// process's start time as the kernel counts it (clock ticks since boot, /proc/PID/stat), hostname,
-// boot id, PID namespace, a random nonce. While it holds the lock, the holder touches the file's
+// the lock exists, and a lock is never seen half-written). The content says who holds it
+// (src/store/lock-owner.ts: PID, process start time, hostname, boot id, PID namespace, a nonce). While it holds the lock, the holder touches the file's
 // mtime (a heartbeat) every staleMs/4.
 //
 // A waiter takes a lock over only when:
@@ -27,9 +27,8 @@ import { uniqueId } from './unique.js';
 //   holders, are given staleMs/2.)
 // Removal of a stale lock is serialised by `<lock>.takeover` (created the same atomic way, and
 // itself recovered the same way), and re-checked under it, so one waiter removes one stale lock
-// and never a fresh one (proper-lockfile issue #121, which the previous design worked around).
-//
-// proper-lockfile is no longer used: its staleness is mtime against the local wall clock.
+// and never a fresh one (the race of proper-lockfile issue #121; proper-lockfile also judges
+// staleness by mtime against the local wall clock, which this design never reads).
 
 export interface LockOptions {
   /** How long to wait for another process before giving up (measured on the monotonic clock). */
@@ -37,8 +36,6 @@ export interface LockOptions {
   /** A lock whose holder cannot be checked for life is taken over after this long without a heartbeat. */
   staleMs?: number;
   sleep?: (ms: number) => Promise<void>;
-  /** @deprecated Ignored: the lock never reads the wall clock (kept so existing callers compile). */
-  now?: () => number;
   /** The monotonic clock, in ms (default process.hrtime: `performance` costs a waiter a dozen modules). */
   monotonic?: () => number;
 }
@@ -188,90 +185,6 @@ async function ensureLockDir(lockPath: string): Promise<void> {
 
 
 // ---------------------------------------------------------------------------------------------
-// Who holds a lock.
-
-/** What a lock file says about its holder. */
-export interface LockOwner {
-  v: 1;
-  pid: number;
-  /** The holder's start time in clock ticks since boot (/proc/PID/stat field 22); null off Linux. */
-  start: string | null;
-  host: string;
-  /** /proc/sys/kernel/random/boot_id; null off Linux. */
-  boot: string | null;
-  /** The PID namespace (/proc/self/ns/pid); null off Linux. */
-  pidns: string | null;
-  nonce: string;
-  /** For people reading the file; never used to judge staleness. */
-  since: string;
-}
-
-function readText(path: string): string | null {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
-/** Field 22 of /proc/PID/stat (after the parenthesised command name, which may hold spaces). */
-export function processStart(pid: number): string | null {
-  const stat = readText(`/proc/${pid}/stat`);
-  if (!stat) return null;
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[19] ?? null;
-}
-
-function pidNamespace(): string | null {
-  try {
-    return readlinkSync('/proc/self/ns/pid') || null; // e.g. "pid:[4026531836]"
-  } catch {
-    return null;
-  }
-}
-
-let self: Omit<LockOwner, 'nonce' | 'since'> | undefined;
-function me(): Omit<LockOwner, 'nonce' | 'since'> {
-  self ??= {
-    v: 1,
-    pid: process.pid,
-    start: processStart(process.pid),
-    host: hostname(),
-    boot: readText('/proc/sys/kernel/random/boot_id'),
-    pidns: pidNamespace(),
-  };
-  return self;
-}
-
-function parseOwner(text: string): LockOwner | null {
-  try {
-    const o = JSON.parse(text) as Partial<LockOwner>;
-    if (o && o.v === 1 && Number.isSafeInteger(o.pid) && o.pid! > 0 && typeof o.host === 'string' && typeof o.nonce === 'string') return o as LockOwner;
-  } catch {
-    // unreadable
-  }
-  return null;
-}
-
-type Verdict = 'alive' | 'dead' | 'unknown';
-
-/** Whether the holder is provably alive or dead, from this host; 'unknown' when that cannot be told. */
-export function holderState(owner: LockOwner): Verdict {
-  const here = me();
-  if (owner.host !== here.host || owner.boot !== here.boot || owner.pidns !== here.pidns) return 'unknown';
-  try {
-    process.kill(owner.pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return 'dead';
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return 'unknown';
-  }
-  if (owner.start === null || here.start === null) return 'unknown';
-  const start = processStart(owner.pid);
-  if (start === null) return 'unknown'; // alive, but /proc hides it (hidepid): cannot tell reuse
-  return start === owner.start ? 'alive' : 'dead';
-}
-
-// ---------------------------------------------------------------------------------------------
 // Taking and releasing.
 
 interface Held {
@@ -405,19 +318,12 @@ async function judge(lockPath: string, staleMs: number, clock: () => number): Pr
   return { stale: now - seen.since >= limit, ino: st.ino, dir: st.isDirectory() };
 }
 
+/** A lock file's content ('' when it is gone or is not a small regular file: a FIFO planted there must not block a waiter). */
 async function readSmall(path: string): Promise<string> {
-  // Non-blocking, and only a regular file: the path may have been swapped for a FIFO since lstat.
-  let fh: FileHandle | undefined;
   try {
-    fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-    if (!(await fh.stat()).isFile()) return '';
-    const buf = Buffer.alloc(4096);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    return buf.subarray(0, bytesRead).toString('utf8');
+    return (await readSmallFile(path, { what: 'the lock', maxBytes: 4096 }))?.text ?? '';
   } catch {
     return '';
-  } finally {
-    await fh?.close().catch(() => {});
   }
 }
 

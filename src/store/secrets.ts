@@ -2,7 +2,8 @@ import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { profileFlag, storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
-import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
+import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
+import { readSmallFile } from './small-file.js';
 import type { StatePaths } from './paths.js';
 
 /** Where the tokens of a session live, by profile. One item per profile holds both tokens and their times. */
@@ -53,7 +54,7 @@ export class FileSecretStore implements SecretStore {
     const file = this.paths.secret(profile);
     // Never a blocking read (a FIFO planted here is refused, exit 6); the mode is checked on the
     // descriptor that was read, so the file cannot be swapped between the check and the read.
-    const read = await readStateFile(file, 'the secrets file');
+    const read = await readSmallFile(file, { what: 'the secrets file' });
     if (read === null) return null;
     const mode = read.stats.mode;
     if ((mode & 0o077) !== 0) {
@@ -68,6 +69,7 @@ export class FileSecretStore implements SecretStore {
   async set(profile: string, secret: SessionSecret): Promise<void> {
     const file = this.paths.secret(profile);
     try {
+      await ensurePrivateDir(dirname(file));
       await writeFileAtomic(file, serializeSecret(secret) + '\n');
     } catch (err) {
       throw fsFailure(err, file, `Cannot write the secrets file ${file}`);
@@ -96,24 +98,5 @@ export class FileSecretStore implements SecretStore {
     const prefix = `${basename(file)}.`;
     const debris = await readdir(dir).catch(() => [] as string[]);
     await Promise.all(debris.filter((n) => n.startsWith(prefix) && n.endsWith('.tmp')).map((n) => rm(join(dir, n), { force: true }).catch(() => {})));
-  }
-}
-
-/** For unit tests: secrets in memory. */
-export class MemorySecretStore implements SecretStore {
-  readonly items = new Map<string, string>();
-  constructor(readonly kind: StorageKind = 'keychain') {}
-  describe(): string {
-    return 'memory';
-  }
-  async get(profile: string): Promise<SessionSecret | null> {
-    const v = this.items.get(profile);
-    return v === undefined ? null : parseSecret(v, 'memory');
-  }
-  async set(profile: string, secret: SessionSecret): Promise<void> {
-    this.items.set(profile, serializeSecret(secret));
-  }
-  async delete(profile: string): Promise<void> {
-    this.items.delete(profile);
   }
 }

@@ -2,9 +2,11 @@ import { readdir, rm } from 'node:fs/promises';
 import { profileFlag, storageError } from '../errors.js';
 import type { SessionAuth, SessionRecord } from '../model.js';
 import { dirname } from 'node:path';
-import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
+import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
+import { readSmallFile } from './small-file.js';
 import { probeLockDir } from './lock.js';
-import { printable, type StatePaths } from './paths.js';
+import { printable } from '../printable.js';
+import type { StatePaths } from './paths.js';
 
 /**
  * The sessions-file format. 1 (mxs 0.1): Matrix sessions only, `refreshPath` at the top level.
@@ -20,7 +22,7 @@ export class SessionStore {
   async read(profile: string): Promise<SessionRecord | null> {
     const file = this.paths.session(profile);
     // Never a blocking read: a FIFO or device planted here is refused, not waited on (exit 6).
-    const read = await readStateFile(file, 'the sessions file');
+    const read = await readSmallFile(file, { what: 'the sessions file' });
     return read === null ? null : parseRecord(read.text, file, profile);
   }
 
@@ -45,6 +47,7 @@ export class SessionStore {
   async write(record: SessionRecord): Promise<void> {
     const file = this.paths.session(record.profile);
     try {
+      await ensurePrivateDir(dirname(file));
       await writeFileAtomic(file, JSON.stringify({ format: FORMAT, ...record }, null, 2) + '\n');
     } catch (err) {
       throw fsFailure(err, file, `Cannot write the sessions file ${file}`);
@@ -95,7 +98,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   if (r.expiresAt !== null && !time('expiresAt')) throw corrupt('bad expiresAt');
   if (typeof r.refreshable !== 'boolean') throw corrupt('bad refreshable');
   if (r.storage !== 'keychain' && r.storage !== 'file') throw corrupt('bad storage');
-  if (r.profile !== profile) throw corrupt(`it names profile ${typeof r.profile === 'string' ? `"${printable(r.profile, 64)}"` : String(r.profile)}`);
+  if (r.profile !== profile) throw corrupt(`it names profile ${typeof r.profile === 'string' ? `"${printable(r.profile, { maxChars: 64, quoted: true })}"` : String(r.profile)}`);
   if (r.format === 1) {
     // Format 1 knew only Matrix password/token sessions and did not record which of the two.
     const { format: _f, refreshPath, ...rest } = r;

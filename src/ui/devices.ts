@@ -55,7 +55,7 @@ export function deletedLine(r: DeleteDevicesResult, olderThanMs: number | undefi
   if (r.deleted.length === 0) {
     return olderThanMs === undefined ? 'Nothing was deleted.' : `No device was last seen more than ${formatDuration(olderThanMs)} ago; nothing was deleted.`;
   }
-  return `Deleted ${r.deleted.length === 1 ? 'device' : `${r.deleted.length} devices`}: ${r.deleted.map(printable).join(', ')}.`;
+  return `Deleted ${r.deleted.length === 1 ? 'device' : `${r.deleted.length} devices`}: ${r.deleted.map((id) => printable(id)).join(', ')}.`;
 }
 
 export function renamedLine(r: RenameDeviceResult): string {

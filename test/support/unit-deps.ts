@@ -9,7 +9,7 @@ import type { Deps } from '../../src/services/deps.js';
 import type { SessionRecord, SessionSecret, StorageKind } from '../../src/model.js';
 import { keychainUnavailable } from '../../src/store/keychain.js';
 import { statePaths, type StatePaths } from '../../src/store/paths.js';
-import { FileSecretStore, MemorySecretStore, type SecretStore } from '../../src/store/secrets.js';
+import { FileSecretStore, parseSecret, serializeSecret, type SecretStore } from '../../src/store/secrets.js';
 import { SessionStore } from '../../src/store/sessions.js';
 
 /** What an interceptor's reply() returns (undici does not export the type from its root). */
@@ -294,4 +294,23 @@ export async function rejectionOf(fn: () => Promise<unknown>): Promise<any> {
     return err;
   }
   throw new Error('expected a rejection, but the call succeeded');
+}
+
+/** Secrets in memory: the keychain of a unit test. */
+export class MemorySecretStore implements SecretStore {
+  readonly items = new Map<string, string>();
+  constructor(readonly kind: StorageKind = 'keychain') {}
+  describe(): string {
+    return 'memory';
+  }
+  async get(profile: string): Promise<SessionSecret | null> {
+    const v = this.items.get(profile);
+    return v === undefined ? null : parseSecret(v, 'memory');
+  }
+  async set(profile: string, secret: SessionSecret): Promise<void> {
+    this.items.set(profile, serializeSecret(secret));
+  }
+  async delete(profile: string): Promise<void> {
+    this.items.delete(profile);
+  }
 }

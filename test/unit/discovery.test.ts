@@ -1,6 +1,9 @@
 // Client-server API §3.2 server discovery and the contract's http:// rule (src/matrix/discovery.ts).
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { resolveHomeserver } from '../../src/matrix/discovery.js';
+import { MxsError } from '../../src/errors.js';
+import { isLoopbackHost } from '../../src/http/loopback.js';
+import { checkBaseUrl, resolveHomeserver } from '../../src/matrix/discovery.js';
+import { parseListen } from '../../src/proxy/listen.js';
 import { makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld } from '../support/unit-deps.js';
 
 const WELL_KNOWN = '/.well-known/matrix/client';
@@ -135,5 +138,39 @@ describe('a server that is not a Matrix homeserver', () => {
   it('an unreachable server stays a network error, not "not Matrix"', async () => {
     w.agent.get('https://www.example.org').intercept({ method: 'GET', path: VERSIONS }).replyWithError(new Error('getaddrinfo ENOTFOUND')).persist();
     await expect(resolve('https://www.example.org')).rejects.toMatchObject({ code: 'network', exitCode: 3 });
+  });
+});
+
+describe('loopback: one check for the homeserver URL and the proxy listener', () => {
+  it.each([
+    ['127.0.0.1', true],
+    ['127.255.255.254', true],
+    ['localhost', true],
+    ['LOCALHOST', true],
+    ['::1', true],
+    ['0:0:0:0:0:0:0:1', true],
+    ['::ffff:127.0.0.1', true],
+    ['::ffff:7f00:1', true],
+    ['::FFFF:127.1.2.3', true],
+    ['128.0.0.1', false],
+    ['10.0.0.1', false],
+    ['::2', false],
+    ['::ffff:10.0.0.1', false],
+    ['::ffff:128.0.0.1', false],
+    ['localhost.example.org', false],
+    ['matrix.example.org', false],
+  ])('%s → %s, everywhere', (host, loopback) => {
+    expect(isLoopbackHost(host)).toBe(loopback);
+    const ipv6 = host.includes(':');
+    expect(isLoopbackHost(ipv6 ? `[${host}]` : host)).toBe(loopback);
+    // The contract's http:// rule for the homeserver (and every URL a secret goes to)...
+    const url = `http://${ipv6 ? `[${host}]` : host}:8008`;
+    if (loopback) expect(() => checkBaseUrl(url, false)).not.toThrow();
+    else expect(() => checkBaseUrl(url, false)).toThrow(MxsError);
+    // ... and the proxy's --listen rule agree.
+    if (host.includes('.example.')) return; // --listen takes addresses, not names
+    const listen = `${ipv6 ? `[${host}]` : host}:0`;
+    if (loopback) expect(() => parseListen(listen, false)).not.toThrow();
+    else expect(() => parseListen(listen, false)).toThrow(/not a loopback address/);
   });
 });

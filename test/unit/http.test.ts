@@ -1,6 +1,9 @@
 // The HTTP layer (src/matrix/http.ts), exercised through the client functions that use it.
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { openStream, retryWait } from '../../src/http/transport.js';
 import { login, whoami } from '../../src/matrix/client.js';
+import { errcodeOf, matrixErrorFields } from '../../src/matrix/http.js';
+import { httpError } from '../../src/services/api.js';
 import { HS, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
 
 const WHOAMI = '/_matrix/client/v3/account/whoami';
@@ -58,8 +61,8 @@ describe('requests', () => {
 
 describe('server errors map to one MxsError with the contract exit code', () => {
   it.each([
-    ['401 M_UNKNOWN_TOKEN with soft_logout', 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Access token has expired', soft_logout: true }, { code: 'M_UNKNOWN_TOKEN', exitCode: 4, softLogout: true, status: 401 }],
-    ['401 M_UNKNOWN_TOKEN without soft_logout', 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' }, { code: 'M_UNKNOWN_TOKEN', exitCode: 4, softLogout: false }],
+    ['401 M_UNKNOWN_TOKEN with soft_logout', 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Access token has expired', soft_logout: true }, { code: 'M_UNKNOWN_TOKEN', exitCode: 4, status: 401, retryable: false }],
+    ['401 M_UNKNOWN_TOKEN without soft_logout', 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token passed.' }, { code: 'M_UNKNOWN_TOKEN', exitCode: 4, retryable: false }],
     ['403 M_FORBIDDEN', 403, { errcode: 'M_FORBIDDEN', error: 'nope' }, { code: 'M_FORBIDDEN', exitCode: 4, status: 403 }],
     ['400 M_BAD_JSON', 400, { errcode: 'M_BAD_JSON', error: 'bad' }, { code: 'M_BAD_JSON', exitCode: 3, status: 400 }],
     ['404 without errcode', 404, { nothing: true }, { code: 'bad_response', exitCode: 3, status: 404 }],
@@ -76,6 +79,7 @@ describe('server errors map to one MxsError with the contract exit code', () => 
     const err = await rejectionOf(callWhoami);
     expect(err.message).toContain('You shall not pass');
     expect(err.message).not.toContain('second line');
+    expect(err.detail).toBe('You shall not pass'); // the server's own words, for callers that say them their way
   });
 
   // MATRIX-NOTES "Known client bugs": a proxy or captive portal answering 401/403 with its own page
@@ -212,5 +216,118 @@ describe('transport failures', () => {
     expect(err).toMatchObject({ code: 'timeout', exitCode: 3 });
     expect(err.message).toContain('50 ms');
     expect(Date.now() - started).toBeLessThan(1500);
+  });
+});
+
+describe('one retry policy for send and openStream', () => {
+  it.each([
+    ['a retryable failure, first attempt', { retryable: true }, 1, true, 'backoff'],
+    ['a retryable failure, second attempt', { retryable: true }, 2, true, 'backoff'],
+    ['a retryable failure, third attempt: no more', { retryable: true }, 3, true, undefined],
+    ['a request the caller says is not safe to repeat (POST)', { retryable: true }, 1, false, undefined],
+    ['a failure retrying cannot help (TLS, 4xx)', { retryable: false }, 1, true, undefined],
+    ['a 429 asking for 2 s', { retryable: true, retryAfterMs: 2000 }, 1, true, 2000],
+    ['a 429 asking for 10 s', { retryable: true, retryAfterMs: 10_000 }, 1, true, 10_000],
+    ['a 429 asking for more than 10 s: given up at once', { retryable: true, retryAfterMs: 10_001 }, 1, true, undefined],
+  ] as const)('%s', (_case, failure, attempt, allowed, expected) => {
+    const wait = retryWait(failure, attempt, allowed);
+    if (expected === 'backoff') {
+      expect(wait).toBeGreaterThan(0);
+      expect(wait).toBeLessThanOrEqual(1000);
+    } else {
+      expect(wait).toBe(expected);
+    }
+  });
+
+  const stream = (method: string, retry: boolean) => openStream(w.deps.http, { method, url: `${HS}${WHOAMI}`, accessToken: TOKEN, retry });
+
+  it.each(['GET', 'PUT', 'DELETE'])('openStream retries a 5xx for %s, then hands over the answer', async (method) => {
+    pool().intercept({ method, path: WHOAMI }).reply(502, 'bad gateway').times(2);
+    pool().intercept({ method, path: WHOAMI }).reply(200, JSON.stringify(ME), { headers: { 'content-type': 'application/json' } });
+    const res = await stream(method, true);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(await res.body.text())).toEqual(ME);
+    expect(w.sleeps).toHaveLength(2);
+  });
+
+  it('openStream does not repeat a POST: the 503 is the answer', async () => {
+    pool().intercept({ method: 'POST', path: WHOAMI }).reply(503, 'down');
+    const res = await stream('POST', false);
+    expect(res.status).toBe(503);
+    expect(await res.body.text()).toBe('down');
+    expect(w.sleeps).toEqual([]);
+  });
+
+  it('openStream honours Retry-After on a 429 as send does', async () => {
+    pool().intercept({ method: 'GET', path: WHOAMI }).reply(429, '{}', { headers: { 'retry-after': '2' } });
+    pool().intercept({ method: 'GET', path: WHOAMI }).reply(200, '{}');
+    expect((await stream('GET', true)).status).toBe(200);
+    expect(w.sleeps).toEqual([2000]);
+  });
+
+  it('openStream, like send, does not sit out a long Retry-After: the 429 is the answer at once', async () => {
+    pool().intercept({ method: 'GET', path: WHOAMI }).reply(429, '{"errcode":"M_LIMIT_EXCEEDED"}', { headers: { 'retry-after': '600' } });
+    const res = await stream('GET', true);
+    expect(res.status).toBe(429);
+    expect(w.sleeps).toEqual([]);
+    // ... and `mxs api` then exits 3, as for any 429 after retries.
+    expect(httpError(429, await res.body.text(), 'matrix.example.org')).toMatchObject({ code: 'M_LIMIT_EXCEEDED', exitCode: 3 });
+  });
+
+  it('openStream retries network trouble for a GET, as send does', async () => {
+    pool().intercept({ method: 'GET', path: WHOAMI }).replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    pool().intercept({ method: 'GET', path: WHOAMI }).reply(200, '{}');
+    expect((await stream('GET', true)).status).toBe(200);
+    expect(w.sleeps).toHaveLength(1);
+  });
+
+  it.each([
+    ['send', () => whoami(HS, TOKEN, w.deps.http)],
+    ['openStream', () => stream('GET', true)],
+  ])('a TLS failure is never retried (%s)', async (_how, call) => {
+    pool()
+      .intercept({ method: 'GET', path: WHOAMI })
+      .replyWithError(Object.assign(new Error("Hostname/IP does not match certificate's altnames"), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' }))
+      .persist();
+    const err = await rejectionOf(call);
+    expect(err).toMatchObject({ code: 'network', exitCode: 3, retryable: false });
+    expect(err.message).toMatch(/^TLS failure talking to matrix\.example\.org/);
+    expect(w.requests()).toHaveLength(1);
+    expect(w.sleeps).toEqual([]);
+  });
+
+  it.each([
+    ['a 503', 503, true],
+    ['a 429', 429, true],
+    ['a 400', 400, false],
+    ['a 403', 403, false],
+  ])('the decoded error says whether retrying helps: %s', async (_case, status, retryable) => {
+    replyJson(w.agent, HS, 'GET', WHOAMI, status, { errcode: 'M_UNKNOWN', retry_after_ms: 60_000 }).persist();
+    expect(await rejectionOf(callWhoami)).toMatchObject({ status, retryable });
+  });
+});
+
+describe('one Matrix error decoder', () => {
+  it.each([
+    ['a JSON object', { errcode: 'M_FORBIDDEN', error: 'no\nsecond line' }, { errcode: 'M_FORBIDDEN', serverMessage: 'no' }],
+    ['JSON text', '{"errcode":"M_UNKNOWN_TOKEN","error":"Token expired"}', { errcode: 'M_UNKNOWN_TOKEN', serverMessage: 'Token expired' }],
+    ['bytes', Buffer.from('{"errcode":"M_LIMIT_EXCEEDED"}'), { errcode: 'M_LIMIT_EXCEEDED', serverMessage: undefined }],
+    ['a proxy page', '<html>502 Bad Gateway</html>', {}],
+    ['a JSON array', '[1,2]', {}],
+    ['nothing', undefined, {}],
+    ['a non-string errcode', { errcode: 42 }, { errcode: undefined, serverMessage: undefined }],
+  ] as const)('reads %s', (_case, body, expected) => {
+    expect(matrixErrorFields(body as never)).toEqual(expected);
+    expect(errcodeOf(body as never)).toBe((expected as { errcode?: string }).errcode);
+  });
+
+  it.each([
+    [404, '{"errcode":"M_NOT_FOUND","error":"Unknown room"}', 'M_NOT_FOUND', 7],
+    [400, 'not json', 'http_error', 7],
+    [500, '{"errcode":"M_UNKNOWN"}', 'M_UNKNOWN', 3],
+    [502, '<html></html>', 'network', 3],
+    [429, '{"errcode":"M_LIMIT_EXCEEDED"}', 'M_LIMIT_EXCEEDED', 3],
+  ])('`mxs api`: HTTP %i becomes code and exit code from the same decoder', (status, text, code, exitCode) => {
+    expect(httpError(status, text, 'matrix.example.org')).toMatchObject({ code, exitCode, status });
   });
 });

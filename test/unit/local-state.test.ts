@@ -12,7 +12,8 @@ import type { SessionRecord, SessionSecret } from '../../src/model.js';
 import { statusService } from '../../src/services/status.js';
 import { tokenService } from '../../src/services/tokens.js';
 import { withLock } from '../../src/store/lock.js';
-import { printable, statePaths, validateProfile, type StatePaths } from '../../src/store/paths.js';
+import { printable } from '../../src/printable.js';
+import { statePaths, validateProfile, type StatePaths } from '../../src/store/paths.js';
 import { FileSecretStore } from '../../src/store/secrets.js';
 import { SessionStore } from '../../src/store/sessions.js';
 import { T0, makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
@@ -86,8 +87,23 @@ describe('printable', () => {
     ['a bidi override', '\u202e', '\\u202e'],
     ['non-ASCII letters and emoji (kept)', 'émoji 🎉 ok', 'émoji 🎉 ok'],
     ['a lone surrogate', 'lone \ud800 surrogate', 'lone \\ud800 surrogate'],
-  ])('escapes %s', (_case, text, shown) => {
-    expect(printable(text)).toBe(shown);
+    ['a zero-width space', 'a\u200bb', 'a\\u200bb'],
+    ['a line separator', 'a\u2028b', 'a\\u2028b'],
+  ])('escapes %s (inside quotes)', (_case, text, shown) => {
+    expect(printable(text, { quoted: true })).toBe(shown);
+  });
+
+  it('shown bare (the default, as the ui shows messages), quotes and backslashes stay; control characters do not', () => {
+    expect(printable('say "hi" \\o/\u001b]0;x\u0007\u202e')).toBe('say "hi" \\o/\\x1b]0;x\\x07\\u202e');
+  });
+
+  it.each([
+    ['short text, kept whole', 'abc', 3, 'abc'],
+    ['longer text, cut with …', 'abcd', 3, 'abc…'],
+    ['emoji count as one character each', '🎉🎉🎉🎉', 2, '🎉🎉…'],
+    ['the cut happens before escaping', '\n\n\n', 2, '\\n\\n…'],
+  ])('bounds the length: %s', (_case, text, maxChars, shown) => {
+    expect(printable(text, { maxChars })).toBe(shown);
   });
 });
 
@@ -307,15 +323,15 @@ describe('file-system failures while creating or writing state (item 12)', () =>
     ['sessions', (p: StatePaths) => p.sessionsDir],
     ['secrets', (p: StatePaths) => dirname(p.secret('default'))],
   ])('a regular file where the %s directory belongs (EEXIST): the probe names it, exit 6', async (_name, where) => {
-    const { paths, sessions } = await setUp(async (dir) => ({ root: join(dir, 'config'), culprit: '' }));
-    await mkdir(paths.root, { recursive: true });
+    const { root, paths, sessions } = await setUp(async (dir) => ({ root: join(dir, 'config'), culprit: '' }));
+    await mkdir(root, { recursive: true });
     await writeFile(where(paths), 'in the way');
     expectStorage(await rejectionOf(() => sessions.assertStateWritable('default', { secrets: true })), where(paths));
   });
 
   it('a regular file where the locks directory belongs: the lock is exit 6 naming it (not "EEXIST … bug")', async () => {
     const locks = dirname(w.paths.lock('default'));
-    await mkdir(w.paths.root, { recursive: true });
+    await mkdir(dirname(locks), { recursive: true });
     await writeFile(locks, 'in the way');
     const err = await rejectionOf(() => withLock(w.paths.lock('default'), { waitMs: 1000 }, async () => 1));
     expectStorage(err, locks);

@@ -10,9 +10,10 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, wr
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { MxsError } from '../../src/errors.js';
-import { holderState, processStart, withLock, type LockOwner } from '../../src/store/lock.js';
+import { withLock } from '../../src/store/lock.js';
+import { holderState, processStart, type LockOwner } from '../../src/store/lock-owner.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FAKETIME = spawnSync('faketime', ['-f', '+0', 'true']).status === 0;
@@ -356,10 +357,14 @@ describe('what a waiter concludes from the lock file', () => {
   it('a wall clock that jumps forward neither cuts the wait short nor makes a live lock stale', async () => {
     const lock = await newLockPath();
     await plantLock(lock, ownerOf({}));
+    // Date.now jumps an hour ahead after its first call: a deadline on the wall clock would expire at once.
+    const realNow = Date.now.bind(Date);
     let calls = 0;
-    const jumpy = () => Date.now() + (calls++ > 0 ? 3_600_000 : 0);
+    const jumpy = jest.spyOn(Date, 'now').mockImplementation(() => realNow() + (calls++ > 0 ? 3_600_000 : 0));
     const t0 = performance.now();
-    const err = await withLock(lock, { waitMs: 1200, staleMs: 200, now: jumpy }, async () => 'ran').catch((e: unknown) => e);
+    const err = await withLock(lock, { waitMs: 1200, staleMs: 200 }, async () => 'ran')
+      .catch((e: unknown) => e)
+      .finally(() => jumpy.mockRestore());
     expect(err).toMatchObject({ code: 'timeout' });
     expect(performance.now() - t0).toBeGreaterThanOrEqual(1100);
   });

@@ -214,6 +214,8 @@ describe('secret storage choice', () => {
     expect(w.notices).toHaveLength(1);
     expect(w.notices[0]).toContain('keychain unavailable');
     expect(w.notices[0]).toContain('no Secret Service is running');
+    // The keychain's reason (the error's detail), not its whole message re-edited.
+    expect(w.notices[0]).toMatch(/^OS keychain unavailable: no Secret Service is running\. Secrets are stored in /);
     expect(w.notices[0]).toContain(w.paths.secret('default'));
     const { record, secret } = await w.stored();
     expect(record!.storage).toBe('file');

@@ -5,8 +5,7 @@ import { storageError } from '../../src/errors.js';
 import type { SessionSecret } from '../../src/model.js';
 import { loadSession, refreshWhenBelow, refreshWhenExpired } from '../../src/services/session.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
-import { MemorySecretStore } from '../../src/store/secrets.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, MemorySecretStore, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const V1 = '/_matrix/client/v1/refresh';

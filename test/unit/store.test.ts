@@ -163,6 +163,24 @@ describe('writeFileAtomic', () => {
     expect(await mode(file)).toBe(0o600);
   });
 
+  it('writes a secret file 0600 into a directory it leaves as it found it (a token file beside the user\'s own files)', async () => {
+    const dir = join(w.dir, 'shared');
+    await mkdir(dir, { mode: 0o755 });
+    await chmod(dir, 0o755);
+    await writeFileAtomic(join(dir, 'token'), 'syt_secret');
+    expect(await mode(dir)).toBe(0o755);
+    expect(await mode(join(dir, 'token'))).toBe(0o600);
+    expect(await readFile(join(dir, 'token'), 'utf8')).toBe('syt_secret');
+  });
+
+  it('the state stores keep their own directories private: a widened secrets directory is tightened on the next write', async () => {
+    await w.files.set('default', SECRET);
+    const dir = dirname(w.paths.secret('default'));
+    await chmod(dir, 0o755);
+    await w.files.set('default', SECRET);
+    expect(await mode(dir)).toBe(0o700);
+  });
+
   it('leaves neither the old content damaged nor a temp file when the rename fails', async () => {
     const target = join(w.dir, 'state', 'occupied');
     await mkdir(join(target, 'child'), { recursive: true }); // a non-empty directory cannot be renamed over
