@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { MxsError, badResponse } from '../errors.js';
+import { MxsError, badResponse, usageError } from '../errors.js';
 import { jsonBody, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
+import { isLoopbackHost } from '../matrix/discovery.js';
 import { decodeMatrixError } from '../matrix/http.js';
 import type { TokenGrant } from '../model.js';
 import { optionalLifetimeMs, optionalString, optionalToken, requireString, requireToken } from '../matrix/validate.js';
@@ -78,6 +79,29 @@ function parseMetadata(body: Record<string, unknown>): AuthMetadata {
     grantTypes: list('grant_types_supported'),
     codeChallengeMethods: list('code_challenge_methods_supported'),
   };
+}
+
+/** The metadata's URLs that a code, a verifier or a token is sent to (or fetched from, for the issuer). */
+export function secretBearingEndpoints(meta: AuthMetadata): [string, string][] {
+  const named: [string, string | undefined][] = [
+    ['issuer', meta.issuer],
+    ['authorization endpoint', meta.authorizationEndpoint],
+    ['token endpoint', meta.tokenEndpoint],
+    ['device authorization endpoint', meta.deviceAuthorizationEndpoint],
+    ['registration endpoint', meta.registrationEndpoint],
+    ['revocation endpoint', meta.revocationEndpoint],
+  ];
+  return named.filter((e): e is [string, string] => e[1] !== undefined);
+}
+
+/**
+ * Contract: plain http:// only to loopback unless --insecure, for every URL a secret or a code goes
+ * to. The same rule as for the homeserver, so a server cannot route tokens around it through its metadata.
+ */
+export function refusePlainHttp(url: string, what: string, insecure: boolean, hint: string): void {
+  const u = new URL(url);
+  if (u.protocol !== 'http:' || insecure || isLoopbackHost(u.hostname)) return;
+  throw usageError(`Refusing plain http:// to ${u.host} (${what}): codes and tokens would cross the network unencrypted.`, hint);
 }
 
 /** An OAuth error answer (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7591 §3.2.2) as one MxsError. */

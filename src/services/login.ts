@@ -14,7 +14,9 @@ import {
   newPkce,
   newState,
   pollDeviceToken,
+  refusePlainHttp,
   registerClient,
+  secretBearingEndpoints,
   startDeviceAuthorization,
   type AuthMetadata,
   type DeviceAuthorization,
@@ -165,6 +167,9 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
         `${homeserver} no longer accepts ${input.credentials.type === 'm.login.password' ? 'passwords' : 'login tokens'}: it logs in through OAuth 2.0.`,
         'Run mxs login without --password-stdin/--token-stdin: it shows a code to approve in a browser (add --browser to open one here).',
       );
+    }
+    for (const [what, url] of secretBearingEndpoints(meta)) {
+      refusePlainHttp(url, `the server's OAuth ${what}`, input.insecure, 'Ask the server admin for https://, or pass --insecure if you really mean it.');
     }
     return { meta };
   }

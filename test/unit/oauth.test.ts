@@ -69,11 +69,16 @@ function interaction(over: Partial<LoginInteraction> = {}): LoginInteraction & {
 function oauthServer(meta: object = META) {
   replyVersions(w.agent, HS);
   replyJson(w.agent, HS, 'GET', META_PATH, 200, meta);
+  issuerDocument(meta);
   replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
 }
 function whoamiAndName(deviceId: string) {
   replyJson(w.agent, HS, 'GET', '/_matrix/client/v3/account/whoami', 200, { user_id: '@alice:example.org', device_id: deviceId });
   replyJson(w.agent, HS, 'PUT', `/_matrix/client/v3/devices/${deviceId}`, 200, {});
+}
+/** The issuer's own metadata document (OpenID Connect Discovery §4), as the issuer publishes it. */
+function issuerDocument(meta: object = META, origin = ISSUER) {
+  replyJson(w.agent, origin, 'GET', '/.well-known/openid-configuration', 200, meta);
 }
 const tokenRequests = () => w.requests().filter((r) => r.url === `${ISSUER}/oauth2/token`);
 const pending = (status = 403) => replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', status, { error: 'authorization_pending' });
@@ -95,6 +100,7 @@ describe('method choice', () => {
     replyVersions(w.agent, HS);
     replyJson(w.agent, HS, 'GET', META_PATH, 404, { errcode: 'M_UNRECOGNIZED' });
     replyJson(w.agent, HS, 'GET', UNSTABLE_META_PATH, 200, META);
+    issuerDocument();
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
@@ -268,6 +274,7 @@ describe('device authorization grant', () => {
     const { device_authorization_endpoint: _drop, ...noDevice } = META;
     replyVersions(w.agent, HS);
     replyJson(w.agent, HS, 'GET', META_PATH, 200, noDevice);
+    issuerDocument(noDevice);
     const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
     expect(err).toMatchObject({ exitCode: 2 });
     expect(err.hint).toContain('--browser');
@@ -462,5 +469,79 @@ describe('OAuth sessions after login', () => {
     expect(report.status).toMatchObject({ method: 'oauth', issuer: `${ISSUER}/`, loggedIn: true });
     expect(report.accountManagementUri).toBe(`${ISSUER}/account`);
     expect(w.requests()).toEqual([]);
+  });
+});
+
+describe('plain http:// to OAuth endpoints', () => {
+  const HTTP_HOST = 'http://auth.example.net';
+  it.each(['issuer', 'authorization_endpoint', 'token_endpoint', 'device_authorization_endpoint', 'registration_endpoint', 'revocation_endpoint'])(
+    'the metadata\'s %s on plain http:// to a non-loopback host: login refused (exit 2) before anything is sent',
+    async (key) => {
+      replyVersions(w.agent, HS);
+      replyJson(w.agent, HS, 'GET', META_PATH, 200, { ...META, [key]: `${HTTP_HOST}/${key}` });
+      const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+      expect(err).toMatchObject({ exitCode: 2, code: 'usage' });
+      expect(err.message).toContain('auth.example.net');
+      expect(err.hint).toContain('--insecure');
+      expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+      expect(await w.stored()).toEqual({ record: null, secret: null });
+    },
+  );
+
+  /** A whole device login whose OAuth endpoints all live on `origin`. */
+  function oauthServerOn(origin: string) {
+    const meta = Object.fromEntries(Object.entries(META).map(([k, v]) => [k, typeof v === 'string' ? v.replace(ISSUER, origin) : v]));
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, meta);
+    issuerDocument(meta, origin);
+    replyJson(w.agent, origin, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
+    replyJson(w.agent, origin, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, origin, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+  }
+
+  it('with --insecure the same endpoints are used, and the session remembers the choice', async () => {
+    oauthServerOn(HTTP_HOST);
+    await expect(loginService(input({ deviceId: 'MYDEVICE01', insecure: true }), w.deps, interaction())).resolves.toMatchObject({ method: 'oauth' });
+    expect((await w.stored()).record).toMatchObject({ insecure: true, auth: { tokenEndpoint: `${HTTP_HOST}/oauth2/token` } });
+  });
+
+  it('loopback endpoints on plain http:// need no --insecure', async () => {
+    oauthServerOn('http://127.0.0.1:8080');
+    await expect(loginService(input({ deviceId: 'MYDEVICE01' }), w.deps, interaction())).resolves.toMatchObject({ method: 'oauth' });
+  });
+
+  async function seedPlainEndpoints(insecure: boolean) {
+    const { record } = await w.seed({ oauth: true, accessToken: 'mat_a', refreshToken: 'mar_r', storage: 'file' });
+    const auth = { ...record.auth, tokenEndpoint: `${HTTP_HOST}/oauth2/token`, revocationEndpoint: `${HTTP_HOST}/oauth2/revoke` };
+    await w.deps.sessions.write({ ...record, auth, ...(insecure ? { insecure: true } : {}) } as typeof record);
+    return w.stored();
+  }
+
+  it('a stored session whose token endpoint is plain http:// (not logged in with --insecure) does not send its refresh token there (exit 2)', async () => {
+    const seeded = await seedPlainEndpoints(false);
+    const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(err.message).toContain('auth.example.net');
+    expect(err.hint).toContain('mxs login');
+    expect(w.requests()).toEqual([]);
+    expect(await w.stored()).toEqual(seeded);
+  });
+
+  it('a stored session whose revocation endpoint is plain http:// is not revoked there: logout refuses (exit 2), keeps the session and offers --local', async () => {
+    const seeded = await seedPlainEndpoints(false);
+    const err = await rejectionOf(() => logoutService('default', { local: false, all: false }, w.deps));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(err.hint).toContain('--local');
+    expect(w.requests()).toEqual([]);
+    expect(await w.stored()).toEqual(seeded);
+  });
+
+  it('a session logged in with --insecure keeps refreshing and revoking over plain http://', async () => {
+    await seedPlainEndpoints(true);
+    replyJson(w.agent, HTTP_HOST, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    replyJson(w.agent, HTTP_HOST, 'POST', '/oauth2/revoke', 200, {}).times(2);
+    await refreshService('default', undefined, w.deps);
+    await expect(logoutService('default', { local: false, all: false }, w.deps)).resolves.toMatchObject({ serverSide: true });
   });
 });
