@@ -139,6 +139,8 @@ export interface ClientRegistration {
   redirectUris?: string[];
 }
 
+const REGISTRATION_REFUSALS = new Set(['invalid_client_metadata', 'invalid_redirect_uri', 'invalid_software_statement', 'unapproved_software_statement']);
+
 /** RFC 7591 + MSC2966: a native public client, registered afresh for each login. */
 export async function registerClient(meta: AuthMetadata, reg: ClientRegistration, deps: HttpDeps): Promise<string> {
   const json: Record<string, unknown> = {
@@ -151,7 +153,13 @@ export async function registerClient(meta: AuthMetadata, reg: ClientRegistration
   };
   if (reg.redirectUris) json.redirect_uris = reg.redirectUris;
   const res = await send(deps, { method: 'POST', url: meta.registrationEndpoint, json, retry: false }, decodeOAuthError).catch((err: MxsError) => {
-    throw err.with({ kind: err.kind === 'auth' ? 'network' : err.kind, message: `The server refused to register mxs as an OAuth client: ${err.message}` });
+    const message = `The server refused to register mxs as an OAuth client: ${err.message}`;
+    // RFC 7591 §3.2.2: the server refused this metadata (the Matrix Authentication Service: its policy).
+    // The same metadata would be refused again, so it is final, not "retry later".
+    if (REGISTRATION_REFUSALS.has(err.code)) {
+      throw err.with({ kind: 'auth', message, hint: 'Ask the server admin about its client registration policy (MXS_OAUTH_CLIENT_URI, if set, must be https and not localhost).' });
+    }
+    throw err.with({ kind: err.kind === 'auth' ? 'network' : err.kind, message });
   });
   return requireString(jsonBody(res, 'an OAuth registration endpoint'), 'client_id', 'client registration');
 }
@@ -193,9 +201,11 @@ export interface DeviceAuthorization {
   intervalMs: number;
 }
 
-export async function startDeviceAuthorization(meta: AuthMetadata, clientId: string, scope: string, deps: HttpDeps): Promise<DeviceAuthorization> {
+export async function startDeviceAuthorization(meta: AuthMetadata, clientId: string, scope: string, deps: HttpDeps, loginHint?: string): Promise<DeviceAuthorization> {
   if (!meta.deviceAuthorizationEndpoint) throw badResponse('The server has no device_authorization_endpoint.');
-  const { body, sentAt } = await oauthPost(deps, meta.deviceAuthorizationEndpoint, { client_id: clientId, scope }, 'device authorization', false);
+  const form: Record<string, string> = { client_id: clientId, scope };
+  if (loginHint) form.login_hint = loginHint;
+  const { body, sentAt } = await oauthPost(deps, meta.deviceAuthorizationEndpoint, form, 'device authorization', false);
   const what = 'device authorization';
   const expiresInMs = optionalLifetimeMs(body, 'expires_in', what, 1000);
   if (expiresInMs === undefined) throw badResponse(`The server's ${what} response has no "expires_in".`);

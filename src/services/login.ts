@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { MxsError, badResponse, cancelled, usageError } from '../errors.js';
 import { login, loginFlows, setDeviceDisplayName, whoami, type LoginMethod } from '../matrix/client.js';
-import { resolveHomeserver } from '../matrix/discovery.js';
+import { looksLikeUrl, resolveHomeserver } from '../matrix/discovery.js';
 import type { LoginMethodName, SessionAuth, SessionRecord, SessionSecret, StorageKind, StoragePreference, TokenGrant } from '../model.js';
 import {
   API_SCOPE,
@@ -240,7 +240,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
         throw usageError(`${homeserver} offers no device-code login.`, 'Log in through a browser on this machine: mxs login --browser');
       }
       clientId = await registerClient(meta, { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: [DEVICE_GRANT, 'refresh_token'] }, deps.http);
-      const code = await startDeviceAuthorization(meta, clientId, scope, deps.http);
+      const code = await startDeviceAuthorization(meta, clientId, scope, deps.http, loginHint(input));
       deps.rememberSecret(code.deviceCode);
       const stop = io.showDeviceCode(code);
       try {
@@ -290,7 +290,7 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
       { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: ['authorization_code', 'refresh_token'], redirectUris: [`http://127.0.0.1${CALLBACK_PATH}`] },
       deps.http,
     );
-    const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input.user) });
+    const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input) });
     await io.openAuthorizationUrl(url);
     const code = await receiver.code;
     deps.rememberSecret(code);
@@ -301,10 +301,17 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
   }
 }
 
-/** `--user` as an OAuth login hint (MSC4198: `mxid:@user:server`); a bare localpart is passed as is. */
-function loginHint(user: string | undefined): string | undefined {
+/**
+ * `--user` as an OAuth login hint (MSC4198: `mxid:@user:server`; the Matrix Authentication Service
+ * ignores a bare localpart). A localpart is completed with the server name the user typed; for a
+ * server given as a URL that is its host, the best guess there is without a login.
+ */
+function loginHint(input: LoginInput): string | undefined {
+  const user = input.user?.trim();
   if (!user) return undefined;
-  return user.startsWith('@') ? `mxid:${user}` : user;
+  if (user.startsWith('@')) return `mxid:${user}`;
+  const server = input.server.trim();
+  return `mxid:@${user}:${looksLikeUrl(server) ? new URL(server).host : server.toLowerCase()}`;
 }
 
 /**

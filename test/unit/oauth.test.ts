@@ -545,3 +545,83 @@ describe('plain http:// to OAuth endpoints', () => {
     await expect(logoutService('default', { local: false, all: false }, w.deps)).resolves.toMatchObject({ serverSide: true });
   });
 });
+
+describe('a registration the server refuses', () => {
+  it.each([
+    ['invalid_client_metadata', 'client_uri must not be on localhost\u001b[31m'],
+    ['invalid_redirect_uri', 'redirect_uris: not allowed'],
+  ])('400 %s is final: exit 4 with the server\'s reason, no "retry later", nothing else sent', async (error, reason) => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    issuerDocument();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 400, { error, error_description: reason });
+    const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 4, code: error });
+    expect(err.message).toContain(reason);
+    expect(err.hint).not.toMatch(/retry/i);
+    expect(w.requests().filter((r) => r.method === 'POST')).toHaveLength(1);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+});
+
+describe('--user as the OAuth login hint', () => {
+  /** `mxs login example.org`: the server name resolves to HS through .well-known. */
+  function serverName() {
+    replyJson(w.agent, 'https://example.org', 'GET', '/.well-known/matrix/client', 200, { 'm.homeserver': { base_url: HS } });
+  }
+
+  it.each([
+    ['alice', 'mxid:@alice:example.org'],
+    ['@bob:other.example', 'mxid:@bob:other.example'],
+  ])('device code: --user %s is sent as login_hint %s', async (user, hint) => {
+    serverName();
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await loginService(input({ server: 'example.org', user, deviceId: 'MYDEVICE01' }), w.deps, interaction());
+    expect(w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!.body).toMatchObject({ login_hint: hint });
+  });
+
+  it('browser: a bare --user is completed with the server name it was given', async () => {
+    serverName();
+    oauthServer();
+    let hint: string | null = null;
+    const io = interaction({
+      openAuthorizationUrl: async (url) => {
+        hint = new URL(url).searchParams.get('login_hint');
+        throw new Error('stop here');
+      },
+    });
+    await rejectionOf(() => loginService(input({ server: 'example.org', user: 'alice', browser: true }), w.deps, io));
+    expect(hint).toBe('mxid:@alice:example.org');
+  });
+
+  it('a server given as a URL: a bare --user is completed with its host', async () => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await loginService(input({ user: 'alice', deviceId: 'MYDEVICE01' }), w.deps, interaction());
+    expect(w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!.body).toMatchObject({ login_hint: 'mxid:@alice:matrix.example.org' });
+  });
+});
+
+describe('refresh --lifetime on an OAuth session', () => {
+  it('is not sent, and mxs says so in one line', async () => {
+    await w.seed({ oauth: true, refreshToken: 'mar_old', storage: 'file' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    await refreshService('default', 7 * 86_400_000, w.deps);
+    expect(tokenRequests().map((r) => r.body)).toEqual([{ grant_type: 'refresh_token', refresh_token: 'mar_old', client_id: 'client-1' }]);
+    expect(w.notices).toHaveLength(1);
+    expect(w.notices[0]).toMatch(/--lifetime/);
+    expect(w.notices[0]).not.toContain('\n');
+  });
+
+  it('without --lifetime nothing is said', async () => {
+    await w.seed({ oauth: true, refreshToken: 'mar_old', storage: 'file' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    await refreshService('default', undefined, w.deps);
+    expect(w.notices).toEqual([]);
+  });
+});
