@@ -20,6 +20,8 @@ export interface AuthMetadata {
   accountManagementUri?: string;
   grantTypes: string[];
   codeChallengeMethods: string[];
+  /** RFC 9207: the server puts `iss` in every authorization response. */
+  issParameterSupported: boolean;
 }
 
 export const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -78,7 +80,31 @@ function parseMetadata(body: Record<string, unknown>): AuthMetadata {
     accountManagementUri: url('account_management_uri', false),
     grantTypes: list('grant_types_supported'),
     codeChallengeMethods: list('code_challenge_methods_supported'),
+    issParameterSupported: body.authorization_response_iss_parameter_supported === true,
   };
+}
+
+/**
+ * RFC 8414 §3.3 (OpenID Connect Discovery §4.3): the issuer's own metadata document must name the
+ * issuer it was fetched from, the one the homeserver named. An issuer that publishes no such document
+ * is taken as named: Matrix clients need only the homeserver's auth_metadata (spec v1.15).
+ */
+export async function confirmIssuer(meta: AuthMetadata, deps: HttpDeps): Promise<void> {
+  const url = `${meta.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  let own: unknown;
+  try {
+    own = (await send(deps, { method: 'GET', url }, decodeMatrixError)).json?.issuer;
+  } catch (err) {
+    if ([404, 405, 410].includes((err as MxsError).status ?? 0)) return;
+    throw err;
+  }
+  if (own === undefined || own === meta.issuer) return;
+  throw new MxsError({
+    code: 'bad_response',
+    message: `The homeserver names ${meta.issuer} as its OAuth issuer, but that issuer's own metadata names ${String(own).slice(0, 200)}.`,
+    hint: 'Nothing was sent to either. Report it to the server admin: the homeserver and its OAuth server disagree.',
+    kind: 'network',
+  });
 }
 
 /** The metadata's URLs that a code, a verifier or a token is sent to (or fetched from, for the issuer). */

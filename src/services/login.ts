@@ -7,6 +7,7 @@ import {
   API_SCOPE,
   DEVICE_GRANT,
   authorizationUrl,
+  confirmIssuer,
   deviceScope,
   discoverAuthMetadata,
   exchangeCode,
@@ -171,6 +172,7 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
     for (const [what, url] of secretBearingEndpoints(meta)) {
       refusePlainHttp(url, `the server's OAuth ${what}`, input.insecure, 'Ask the server admin for https://, or pass --insecure if you really mean it.');
     }
+    await confirmIssuer(meta, deps.http);
     return { meta };
   }
   if (method === 'oauth') {
@@ -282,7 +284,7 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
   const state = newState();
   const pkce = newPkce();
   deps.rememberSecret(pkce.verifier);
-  const receiver = await receiveAuthorizationCode({ state, issuer: meta.issuer, timeoutMs: io.browserTimeoutMs ?? 10 * 60_000, signal: io.signal });
+  const receiver = await receiveAuthorizationCode({ state, issuer: meta.issuer, issRequired: meta.issParameterSupported, timeoutMs: io.browserTimeoutMs ?? 10 * 60_000, signal: io.signal });
   try {
     // RFC 8252 §7.3: the loopback redirect is registered without a port; any port is accepted.
     const clientId = await registerClient(

@@ -303,8 +303,8 @@ function browse(url: string): Promise<{ status: number; body: string }> {
 }
 
 describe('authorization code grant with PKCE (--browser)', () => {
-  async function browserLogin(answer: (q: URLSearchParams) => string, over: Partial<LoginInput> = {}) {
-    oauthServer();
+  async function browserLogin(answer: (q: URLSearchParams) => string, over: Partial<LoginInput> = {}, meta: object = META) {
+    oauthServer(meta);
     const pages: { status: number; body: string }[] = [];
     let visited!: Promise<unknown>;
     const io = interaction({
@@ -371,6 +371,22 @@ describe('authorization code grant with PKCE (--browser)', () => {
     const { result } = await browserLogin((q) => new URLSearchParams({ code: 'c', state: q.get('state')!, iss: 'https://evil.example/' }).toString());
     await expect(result).rejects.toMatchObject({ exitCode: 3 });
     expect(tokenRequests()).toEqual([]);
+  });
+
+  it('an answer without iss where the metadata says the server always sends it (RFC 9207) is refused before any code is exchanged', async () => {
+    const { result, pages } = await browserLogin((q) => new URLSearchParams({ code: 'c', state: q.get('state')! }).toString(), {}, { ...META, authorization_response_iss_parameter_supported: true });
+    const err = await rejectionOf(() => result);
+    expect(err).toMatchObject({ exitCode: 3, code: 'bad_response' });
+    expect(err.message).toContain('iss');
+    expect(pages[0]!.status).toBe(400);
+    expect(tokenRequests()).toEqual([]);
+  });
+
+  it('an answer without iss from a server that does not promise it is accepted', async () => {
+    const { result } = await browserLogin((q) => new URLSearchParams({ code: 'auth-code-1', state: q.get('state')! }).toString(), { deviceId: 'BROWSERDEV' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('BROWSERDEV');
+    await expect(result).resolves.toMatchObject({ method: 'oauth' });
   });
 
   it('an answer with the wrong state is ignored, and the wait ends at its bound (exit 4)', async () => {
@@ -623,5 +639,29 @@ describe('refresh --lifetime on an OAuth session', () => {
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
     await refreshService('default', undefined, w.deps);
     expect(w.notices).toEqual([]);
+  });
+});
+
+describe("the issuer the homeserver names", () => {
+  it("is refused (exit 3) when the issuer's own metadata document names another issuer; nothing is registered", async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    issuerDocument({ ...META, issuer: 'https://other.example/' });
+    const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 3, code: 'bad_response' });
+    expect(err.message).toContain('https://other.example/');
+    expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+
+  it('is taken as named when the issuer publishes no metadata document of its own (404)', async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    replyJson(w.agent, ISSUER, 'GET', '/.well-known/openid-configuration', 404, { error: 'not found' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await expect(loginService(input({ deviceId: 'MYDEVICE01' }), w.deps, interaction())).resolves.toMatchObject({ issuer: `${ISSUER}/` });
   });
 });
