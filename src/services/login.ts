@@ -103,6 +103,8 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
   const { store, fallbackNotice } = await chooseSecretStore(input.storage, input.profile, deps);
   // The same for the config dir: read-only, full, a file where a directory belongs (exit 6).
   await deps.sessions.assertStateWritable(input.profile, { secrets: store.kind === 'file' });
+  // And a session file this mxs may replace: never one a newer mxs wrote (exit 6).
+  await deps.sessions.readReplaceable(input.profile);
   const granted = oauth ? await oauthLogin(homeserver, oauth, input, deps, io) : await matrixLogin(homeserver, input, deps, io, flows);
   const { grant } = granted;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
@@ -123,7 +125,7 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
     clockSkewMs: notableSkew(deps),
   };
   const previous = await withProfileLock(input.profile, deps, async () => {
-    const old = await deps.sessions.read(input.profile).catch(() => null);
+    const old = await deps.sessions.readReplaceable(input.profile);
     const oldSecret = old ? await deps.secretStores[old.storage].get(old.profile).catch(() => null) : null;
     await store.set(input.profile, secret);
     await deps.sessions.write(record);
