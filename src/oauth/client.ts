@@ -167,7 +167,7 @@ export interface ClientRegistration {
 
 const REGISTRATION_REFUSALS = new Set(['invalid_client_metadata', 'invalid_redirect_uri', 'invalid_software_statement', 'unapproved_software_statement']);
 
-/** RFC 7591 + MSC2966: a native public client, registered afresh for each login. */
+/** RFC 7591 + MSC2966: a native public client, registered at each login (the Matrix Authentication Service answers identical metadata with the same client ID). */
 export async function registerClient(meta: AuthMetadata, reg: ClientRegistration, deps: HttpDeps): Promise<string> {
   const json: Record<string, unknown> = {
     client_name: reg.clientName,
