@@ -1,4 +1,4 @@
-import { loginHint, profileFlag } from '../errors.js';
+import { Exit, loginHint, profileFlag } from '../errors.js';
 import { statusAllService, statusService, type StatusResult } from '../services/status.js';
 import { statusLines } from '../ui/render.js';
 import type { CommandContext } from './context.js';
@@ -32,19 +32,21 @@ async function runStatus(ctx: CommandContext, flags: StatusFlags, json: boolean)
     // The default is the one chosen with `mxs switch` (else `default`), whatever --profile or
     // MXS_PROFILE say for this one run: that is the setting a user of --all wants to see.
     const defaultProfile = ctx.defaultProfile();
-    const reports = await statusAllService(deps);
+    const { reports, unreadable } = await statusAllService(deps);
     if (!json) {
-      if (reports.length === 0) out.info(`No stored sessions. ${loginHint(defaultProfile)}`);
+      if (reports.length === 0 && unreadable.length === 0) out.info(`No stored sessions. ${loginHint(defaultProfile)}`);
       reports.forEach((r, i) => {
         const lines = statusLines(r, deps.now(), out.color);
         if (r.status.profile === defaultProfile) lines[0] += ' (default)';
         out.data((i ? '\n' : '') + lines.join('\n'));
       });
-      if (reports.length > 0 && !reports.some((r) => r.status.profile === defaultProfile)) {
+      if (reports.length > 0 && ![...reports.map((r) => r.status.profile), ...unreadable.map((u) => u.profile)].includes(defaultProfile)) {
         out.info(`The default profile ${defaultProfile} has no session. ${loginHint(defaultProfile)}, or choose another: mxs switch PROFILE`);
       }
     }
-    return { result: { defaultProfile, profiles: reports.map((r) => r.status) }, exitCode: 0 };
+    // The profiles that could be read are shown; each one that could not is named with its error (exit 6).
+    for (const { error } of unreadable) out.error(error, false);
+    return { result: { defaultProfile, profiles: reports.map((r) => r.status) }, exitCode: unreadable.length > 0 ? Exit.storage : 0 };
   }
   let report = await statusService(ctx.profile, deps);
   if (!json) {

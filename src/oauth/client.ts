@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { MxsError, badResponse } from '../errors.js';
+import { MxsError, badResponse, usageError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
 import { jsonBody, retryableStatus, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
 import { decodeMatrixError } from '../matrix/http.js';
 import type { TokenGrant } from '../model.js';
@@ -19,6 +20,8 @@ export interface AuthMetadata {
   accountManagementUri?: string;
   grantTypes: string[];
   codeChallengeMethods: string[];
+  /** RFC 9207: the server puts `iss` in every authorization response. */
+  issParameterSupported: boolean;
 }
 
 export const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -77,7 +80,54 @@ function parseMetadata(body: Record<string, unknown>): AuthMetadata {
     accountManagementUri: url('account_management_uri', false),
     grantTypes: list('grant_types_supported'),
     codeChallengeMethods: list('code_challenge_methods_supported'),
+    issParameterSupported: body.authorization_response_iss_parameter_supported === true,
   };
+}
+
+/**
+ * RFC 8414 §3.3 (OpenID Connect Discovery §4.3): the issuer's own metadata document must name the
+ * issuer it was fetched from, the one the homeserver named. An issuer that publishes no such document
+ * is taken as named: Matrix clients need only the homeserver's auth_metadata (spec v1.15).
+ */
+export async function confirmIssuer(meta: AuthMetadata, deps: HttpDeps): Promise<void> {
+  const url = `${meta.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  let own: unknown;
+  try {
+    own = (await send(deps, { method: 'GET', url }, decodeMatrixError)).json?.issuer;
+  } catch (err) {
+    if ([404, 405, 410].includes((err as MxsError).status ?? 0)) return;
+    throw err;
+  }
+  if (own === undefined || own === meta.issuer) return;
+  throw new MxsError({
+    code: 'bad_response',
+    message: `The homeserver names ${meta.issuer} as its OAuth issuer, but that issuer's own metadata names ${String(own).slice(0, 200)}.`,
+    hint: 'Nothing was sent to either. Report it to the server admin: the homeserver and its OAuth server disagree.',
+    kind: 'network',
+  });
+}
+
+/** The metadata's URLs that a code, a verifier or a token is sent to (or fetched from, for the issuer). */
+export function secretBearingEndpoints(meta: AuthMetadata): [string, string][] {
+  const named: [string, string | undefined][] = [
+    ['issuer', meta.issuer],
+    ['authorization endpoint', meta.authorizationEndpoint],
+    ['token endpoint', meta.tokenEndpoint],
+    ['device authorization endpoint', meta.deviceAuthorizationEndpoint],
+    ['registration endpoint', meta.registrationEndpoint],
+    ['revocation endpoint', meta.revocationEndpoint],
+  ];
+  return named.filter((e): e is [string, string] => e[1] !== undefined);
+}
+
+/**
+ * Contract: plain http:// only to loopback unless --insecure, for every URL a secret or a code goes
+ * to. The same rule as for the homeserver, so a server cannot route tokens around it through its metadata.
+ */
+export function refusePlainHttp(url: string, what: string, insecure: boolean, hint: string): void {
+  const u = new URL(url);
+  if (u.protocol !== 'http:' || insecure || isLoopbackHost(u.hostname)) return;
+  throw usageError(`Refusing plain http:// to ${u.host} (${what}): codes and tokens would cross the network unencrypted.`, hint);
 }
 
 /** An OAuth error answer (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7591 §3.2.2) as one MxsError. */
@@ -116,7 +166,9 @@ export interface ClientRegistration {
   redirectUris?: string[];
 }
 
-/** RFC 7591 + MSC2966: a native public client, registered afresh for each login. */
+const REGISTRATION_REFUSALS = new Set(['invalid_client_metadata', 'invalid_redirect_uri', 'invalid_software_statement', 'unapproved_software_statement']);
+
+/** RFC 7591 + MSC2966: a native public client, registered at each login (the Matrix Authentication Service answers identical metadata with the same client ID). */
 export async function registerClient(meta: AuthMetadata, reg: ClientRegistration, deps: HttpDeps): Promise<string> {
   const json: Record<string, unknown> = {
     client_name: reg.clientName,
@@ -128,7 +180,13 @@ export async function registerClient(meta: AuthMetadata, reg: ClientRegistration
   };
   if (reg.redirectUris) json.redirect_uris = reg.redirectUris;
   const res = await send(deps, { method: 'POST', url: meta.registrationEndpoint, json, retry: false }, decodeOAuthError).catch((err: MxsError) => {
-    throw err.with({ kind: err.kind === 'auth' ? 'network' : err.kind, message: `The server refused to register mxs as an OAuth client: ${err.message}` });
+    const message = `The server refused to register mxs as an OAuth client: ${err.message}`;
+    // RFC 7591 §3.2.2: the server refused this metadata (the Matrix Authentication Service: its policy).
+    // The same metadata would be refused again, so it is final, not "retry later".
+    if (REGISTRATION_REFUSALS.has(err.code)) {
+      throw err.with({ kind: 'auth', message, hint: 'Ask the server admin about its client registration policy (MXS_OAUTH_CLIENT_URI, if set, must be https and not localhost).' });
+    }
+    throw err.with({ kind: err.kind === 'auth' ? 'network' : err.kind, message });
   });
   return requireString(jsonBody(res, 'an OAuth registration endpoint'), 'client_id', 'client registration');
 }
@@ -170,9 +228,11 @@ export interface DeviceAuthorization {
   intervalMs: number;
 }
 
-export async function startDeviceAuthorization(meta: AuthMetadata, clientId: string, scope: string, deps: HttpDeps): Promise<DeviceAuthorization> {
+export async function startDeviceAuthorization(meta: AuthMetadata, clientId: string, scope: string, deps: HttpDeps, loginHint?: string): Promise<DeviceAuthorization> {
   if (!meta.deviceAuthorizationEndpoint) throw badResponse('The server has no device_authorization_endpoint.');
-  const { body, sentAt } = await oauthPost(deps, meta.deviceAuthorizationEndpoint, { client_id: clientId, scope }, 'device authorization', false);
+  const form: Record<string, string> = { client_id: clientId, scope };
+  if (loginHint) form.login_hint = loginHint;
+  const { body, sentAt } = await oauthPost(deps, meta.deviceAuthorizationEndpoint, form, 'device authorization', false);
   const what = 'device authorization';
   const expiresInMs = optionalLifetimeMs(body, 'expires_in', what, 1000);
   if (expiresInMs === undefined) throw badResponse(`The server's ${what} response has no "expires_in".`);

@@ -20,7 +20,7 @@ const page = (title: string, text: string) =>
   `<body style="font-family:sans-serif;max-width:36em;margin:4em auto"><h1>${title}</h1><p>${text}</p></body></html>`;
 
 /** Listens on 127.0.0.1 until a redirect arrives, `timeoutMs` passes, or `signal` aborts. */
-export async function receiveAuthorizationCode(opts: { state: string; issuer: string; timeoutMs: number; signal?: AbortSignal }): Promise<LoopbackReceiver> {
+export async function receiveAuthorizationCode(opts: { state: string; issuer: string; issRequired?: boolean; timeoutMs: number; signal?: AbortSignal }): Promise<LoopbackReceiver> {
   let settle!: { resolve: (code: string) => void; reject: (e: unknown) => void };
   const code = new Promise<string>((resolve, reject) => (settle = { resolve, reject }));
   code.catch(() => {});
@@ -39,11 +39,13 @@ export async function receiveAuthorizationCode(opts: { state: string; issuer: st
       answer(false, 'Login failed', 'This answer does not belong to the login mxs started. Return to the terminal.');
       return;
     }
-    // RFC 9207: when the server names itself, it must be the issuer we asked (mix-up attacks).
+    // RFC 9207 (mix-up attacks): when the server names itself, it must be the issuer we asked; a server
+    // whose metadata promises `iss` must send it (§2.4).
     const iss = q.get('iss');
-    if (iss !== null && iss !== opts.issuer) {
-      answer(false, 'Login failed', 'The answer came from another issuer. Return to the terminal.');
-      settle.reject(new MxsError({ code: 'bad_response', message: `The authorization answer came from issuer ${iss}, not ${opts.issuer}.`, hint: 'Run mxs login again; if it repeats, report it to the server admin.', kind: 'network' }));
+    if (iss !== opts.issuer && (iss !== null || opts.issRequired)) {
+      answer(false, 'Login failed', 'The answer did not come from the expected issuer. Return to the terminal.');
+      const message = iss === null ? `The authorization answer carried no iss, although ${opts.issuer} promises it (RFC 9207).` : `The authorization answer came from issuer ${iss}, not ${opts.issuer}.`;
+      settle.reject(new MxsError({ code: 'bad_response', message, hint: 'Run mxs login again; if it repeats, report it to the server admin.', kind: 'network' }));
       return;
     }
     const error = q.get('error');

@@ -1,12 +1,13 @@
 import { hostname } from 'node:os';
 import { MxsError, badResponse, cancelled, usageError } from '../errors.js';
 import { login, loginFlows, setDeviceDisplayName, whoami, type LoginMethod } from '../matrix/client.js';
-import { resolveHomeserver } from '../matrix/discovery.js';
+import { looksLikeUrl, resolveHomeserver } from '../matrix/discovery.js';
 import type { LoginMethodName, SessionAuth, SessionRecord, SessionSecret, StorageKind, StoragePreference, TokenGrant } from '../model.js';
 import {
   API_SCOPE,
   DEVICE_GRANT,
   authorizationUrl,
+  confirmIssuer,
   deviceScope,
   discoverAuthMetadata,
   exchangeCode,
@@ -14,7 +15,9 @@ import {
   newPkce,
   newState,
   pollDeviceToken,
+  refusePlainHttp,
   registerClient,
+  secretBearingEndpoints,
   startDeviceAuthorization,
   type AuthMetadata,
   type DeviceAuthorization,
@@ -100,6 +103,8 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
   const { store, fallbackNotice } = await chooseSecretStore(input.storage, input.profile, deps);
   // The same for the config dir: read-only, full, a file where a directory belongs (exit 6).
   await deps.sessions.assertStateWritable(input.profile, { secrets: store.kind === 'file' });
+  // And a session file this mxs may replace: never one a newer mxs wrote (exit 6).
+  await deps.sessions.readReplaceable(input.profile);
   const granted = oauth ? await oauthLogin(homeserver, oauth, input, deps, io) : await matrixLogin(homeserver, input, deps, io, flows);
   const { grant } = granted;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
@@ -120,7 +125,7 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
     clockSkewMs: notableSkew(deps),
   };
   const previous = await withProfileLock(input.profile, deps, async () => {
-    const old = await deps.sessions.read(input.profile).catch(() => null);
+    const old = await deps.sessions.readReplaceable(input.profile);
     const oldSecret = old ? await deps.secretStores[old.storage].get(old.profile).catch(() => null) : null;
     await store.set(input.profile, secret);
     await deps.sessions.write(record);
@@ -166,6 +171,10 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
         'Run mxs login without --password-stdin/--token-stdin: it shows a code to approve in a browser (add --browser to open one here).',
       );
     }
+    for (const [what, url] of secretBearingEndpoints(meta)) {
+      refusePlainHttp(url, `the server's OAuth ${what}`, input.insecure, 'Ask the server admin for https://, or pass --insecure if you really mean it.');
+    }
+    await confirmIssuer(meta, deps.http);
     return { meta };
   }
   if (method === 'oauth') {
@@ -235,7 +244,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
         throw usageError(`${homeserver} offers no device-code login.`, 'Log in through a browser on this machine: mxs login --browser');
       }
       clientId = await registerClient(meta, { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: [DEVICE_GRANT, 'refresh_token'] }, deps.http);
-      const code = await startDeviceAuthorization(meta, clientId, scope, deps.http);
+      const code = await startDeviceAuthorization(meta, clientId, scope, deps.http, loginHint(input));
       deps.rememberSecret(code.deviceCode);
       const stop = io.showDeviceCode(code);
       try {
@@ -277,7 +286,7 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
   const state = newState();
   const pkce = newPkce();
   deps.rememberSecret(pkce.verifier);
-  const receiver = await receiveAuthorizationCode({ state, issuer: meta.issuer, timeoutMs: io.browserTimeoutMs ?? 10 * 60_000, signal: io.signal });
+  const receiver = await receiveAuthorizationCode({ state, issuer: meta.issuer, issRequired: meta.issParameterSupported, timeoutMs: io.browserTimeoutMs ?? 10 * 60_000, signal: io.signal });
   try {
     // RFC 8252 §7.3: the loopback redirect is registered without a port; any port is accepted.
     const clientId = await registerClient(
@@ -285,7 +294,7 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
       { clientName: 'mxs', clientUri: input.clientUri ?? CLIENT_URI, grantTypes: ['authorization_code', 'refresh_token'], redirectUris: [`http://127.0.0.1${CALLBACK_PATH}`] },
       deps.http,
     );
-    const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input.user) });
+    const url = authorizationUrl(meta, { clientId, redirectUri: receiver.redirectUri, scope, state, challenge: pkce.challenge, loginHint: loginHint(input) });
     await io.openAuthorizationUrl(url);
     const code = await receiver.code;
     deps.rememberSecret(code);
@@ -296,10 +305,17 @@ async function browserGrant(meta: AuthMetadata, scope: string, input: LoginInput
   }
 }
 
-/** `--user` as an OAuth login hint (MSC4198: `mxid:@user:server`); a bare localpart is passed as is. */
-function loginHint(user: string | undefined): string | undefined {
+/**
+ * `--user` as an OAuth login hint (MSC4198: `mxid:@user:server`; the Matrix Authentication Service
+ * ignores a bare localpart). A localpart is completed with the server name the user typed; for a
+ * server given as a URL that is its host, the best guess there is without a login.
+ */
+function loginHint(input: LoginInput): string | undefined {
+  const user = input.user?.trim();
   if (!user) return undefined;
-  return user.startsWith('@') ? `mxid:${user}` : user;
+  if (user.startsWith('@')) return `mxid:${user}`;
+  const server = input.server.trim();
+  return `mxid:@${user}:${looksLikeUrl(server) ? new URL(server).host : server.toLowerCase()}`;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { Exit } from '../errors.js';
+import { Exit, MxsError } from '../errors.js';
 import type { LoginMethodName, SessionRecord, StorageKind } from '../model.js';
 import type { Deps } from './deps.js';
 import { remainingMs } from './session.js';
@@ -33,10 +33,19 @@ export async function statusService(profile: string, deps: Pick<Deps, 'sessions'
   return describe(profile, await deps.sessions.read(profile), deps.now());
 }
 
-export async function statusAllService(deps: Pick<Deps, 'sessions' | 'now'>): Promise<StatusReport[]> {
+/** Every stored profile; one that cannot be read (exit 6: corrupt, from a newer mxs) is named, not fatal. */
+export async function statusAllService(deps: Pick<Deps, 'sessions' | 'now'>): Promise<{ reports: StatusReport[]; unreadable: { profile: string; error: MxsError }[] }> {
   const reports: StatusReport[] = [];
-  for (const profile of await deps.sessions.profiles()) reports.push(await statusService(profile, deps));
-  return reports;
+  const unreadable: { profile: string; error: MxsError }[] = [];
+  for (const profile of await deps.sessions.profiles()) {
+    try {
+      reports.push(await statusService(profile, deps));
+    } catch (err) {
+      if (!(err instanceof MxsError) || err.exitCode !== Exit.storage) throw err;
+      unreadable.push({ profile, error: err });
+    }
+  }
+  return { reports, unreadable };
 }
 
 export function describe(profile: string, record: SessionRecord | null, now: number): StatusReport {

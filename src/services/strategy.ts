@@ -1,7 +1,8 @@
 import { logout as matrixLogout, refresh as matrixRefresh, REFRESH_PATHS } from '../matrix/client.js';
 import type { HttpDeps } from '../http/transport.js';
 import type { SessionAuth, SessionRecord, SessionSecret, TokenGrant } from '../model.js';
-import { refreshGrant, revokeToken } from '../oauth/client.js';
+import { loginHint } from '../errors.js';
+import { refreshGrant, refusePlainHttp, revokeToken } from '../oauth/client.js';
 
 /**
  * How a session refreshes and ends, by the protocol it was made with. The refresh transaction
@@ -28,15 +29,27 @@ const matrix: AuthStrategy = {
   endNeedsAccessToken: true,
 };
 
+/**
+ * The endpoints were checked at login, but a session stored by an older mxs was not: a plain-http
+ * endpoint stored without the user's --insecure (which mxs has always recorded) was the server's
+ * doing, so the refresh token is not sent there; logging in again picks up the server's current endpoints.
+ */
+function refuseStoredPlainHttp(record: SessionRecord, url: string, what: string): void {
+  const hint = `${loginHint(record.profile, new URL(record.homeserver).host)} (with --insecure only if you really mean plain http://).`;
+  refusePlainHttp(url, `the session's OAuth ${what}`, record.insecure === true, hint);
+}
+
 const oauth: AuthStrategy = {
   async refresh(record, refreshToken, _opts, http) {
     // `--lifetime` is a Matrix extension; OAuth servers set lifetimes themselves (contract: not sent).
     const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
+    refuseStoredPlainHttp(record, auth.tokenEndpoint, 'token endpoint');
     return { grant: await refreshGrant(auth.tokenEndpoint, auth.clientId, refreshToken, http), auth };
   },
   async end(record, secret, _opts, http) {
     // RFC 7009 with the session's own client: the refresh token first (it ends the grant), then the access token.
     const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
+    refuseStoredPlainHttp(record, auth.revocationEndpoint, 'revocation endpoint');
     if (secret.refreshToken) await revokeToken(auth.revocationEndpoint, auth.clientId, secret.refreshToken, 'refresh_token', http);
     await revokeToken(auth.revocationEndpoint, auth.clientId, secret.accessToken, 'access_token', http);
   },

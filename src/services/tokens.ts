@@ -24,6 +24,11 @@ export async function tokenService(profile: string, minValidMs: number, deps: De
 /** `refresh`: exchange the refresh token now (once, even if several run at the same moment). */
 export async function refreshService(profile: string, lifetimeMs: number | undefined, deps: Deps): Promise<RefreshResult> {
   const before = await loadSession(profile, deps);
+  if (lifetimeMs !== undefined && before.record.auth.type === 'oauth') {
+    // Contract: `--lifetime` is a Matrix extension; OAuth servers set lifetimes themselves.
+    deps.notice('--lifetime is not sent for an OAuth 2.0 session: its server sets token lifetimes itself.');
+    lifetimeMs = undefined;
+  }
   const fresh = await ensureFresh(profile, deps, refreshIfStill(before.secret.accessToken), lifetimeMs, { evenIfRefused: true });
   const { secret } = fresh.session;
   return {

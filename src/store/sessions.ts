@@ -27,6 +27,19 @@ export class SessionStore {
   }
 
   /**
+   * The record a new login would replace: null when there is none, or when it is unreadable (the
+   * login repairs that). A file from a newer mxs is never replaced: it throws, as `read` does.
+   */
+  async readReplaceable(profile: string): Promise<SessionRecord | null> {
+    try {
+      return await this.read(profile);
+    } catch (err) {
+      if (writtenByNewer.has(err as Error)) throw err;
+      return null;
+    }
+  }
+
+  /**
    * A cheap probe that state for `profile` can be written, to run before anything irreversible
    * (login calls it before sending the password): creates the sessions and locks directories (and,
    * with `secrets`, the secrets directory) 0700 if needed, writes and removes a probe file in each,
@@ -76,6 +89,18 @@ export class SessionStore {
   }
 }
 
+/** The errors saying a newer mxs wrote the file, which no login may overwrite. */
+const writtenByNewer = new WeakSet<Error>();
+
+function newerFormat(file: string, format: number, profile: string): Error {
+  const err = storageError(
+    `The sessions file ${file} was written by a newer mxs (format ${format}; this one reads up to ${FORMAT}); it was left as it is.`,
+    `Use the newer mxs for profile ${profile}, or log in with this one under another profile: mxs login SERVER --profile NAME`,
+  );
+  writtenByNewer.add(err);
+  return err;
+}
+
 function parseRecord(text: string, file: string, profile: string): SessionRecord {
   const corrupt = (why: string) =>
     storageError(
@@ -90,6 +115,8 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   }
   if (typeof data !== 'object' || data === null) throw corrupt('not an object');
   const r = data as Record<string, unknown>;
+  // Contract: a newer mxs's file is never "repaired" or overwritten by this one.
+  if (Number.isInteger(r.format) && (r.format as number) > FORMAT) throw newerFormat(file, r.format as number, profile);
   if (r.format !== 1 && r.format !== FORMAT) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
   const str = (k: string, o: Record<string, unknown> = r) => typeof o[k] === 'string' && (o[k] as string).length > 0;
   const time = (k: string) => typeof r[k] === 'string' && !Number.isNaN(Date.parse(r[k] as string));

@@ -289,7 +289,7 @@ describeWithOAuthHomeserver('mxs against a real OAuth 2.0 homeserver (Synapse 1.
       expect(q.get('code_challenge_method')).toBe('S256');
       expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
       expect(q.get('state')).toBeTruthy();
-      expect(q.get('login_hint')).toBe('alice');
+      expect(q.get('login_hint')).toBe(`mxid:@alice:${new URL(hs.baseUrl).host}`);
       expect(q.get('redirect_uri')).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/callback$/);
       // The browser came back to mxs's listener with the code, and mxs told it the login worked.
       expect(browser.url.startsWith(`${q.get('redirect_uri')}?`)).toBe(true);

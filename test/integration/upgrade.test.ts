@@ -58,3 +58,44 @@ it('logout ends a format-1 session on the server', async () => {
   expect(r.json()).toEqual({ profile: 'default', serverSide: true });
   expect(hs.sessions()).toEqual([]);
 });
+
+describe('a sessions file written by a newer mxs', () => {
+  /** A session of `default` in a format after this mxs's, plus a session of `work` this mxs wrote. */
+  async function newerDefaultAndWork(): Promise<string> {
+    expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n')).code).toBe(0);
+    expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--profile', 'work'], 'alice-pw\n')).code).toBe(0);
+    const current = JSON.parse(await readFile(sessionFile(), 'utf8'));
+    const newer = JSON.stringify({ ...current, format: current.format + 1 }, null, 2) + '\n';
+    await writeFile(sessionFile(), newer);
+    return newer;
+  }
+
+  it('token says a newer mxs wrote it (exit 6), and what to do, in two lines', async () => {
+    const newer = await newerDefaultAndWork();
+    const r = await mxs(['token']);
+    expect(r.code).toBe(6);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines).toEqual([expect.stringMatching(/^Error: The sessions file .*default\.json was written by a newer mxs/), expect.stringMatching(/newer mxs.*--profile NAME/)]);
+    expect(r.stderr).not.toMatch(/corrupt/);
+    expect(await readFile(sessionFile(), 'utf8')).toBe(newer);
+  });
+
+  it('status --all shows the other profiles and names the one it could not read (exit 6)', async () => {
+    await newerDefaultAndWork();
+    const r = await mxs(['status', '--all', '--json']);
+    expect(r.code).toBe(6);
+    expect(r.json().profiles.map((p: { profile: string }) => p.profile)).toEqual(['work']);
+    expect(r.stderr).toMatch(/default\.json was written by a newer mxs/);
+  });
+
+  it('login on that profile refuses (exit 6): the file is not replaced and the session on the server not ended', async () => {
+    const newer = await newerDefaultAndWork();
+    const sessionsBefore = hs.sessions();
+    const r = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n');
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/newer mxs/);
+    expect(await readFile(sessionFile(), 'utf8')).toBe(newer);
+    expect(hs.sessions()).toEqual(sessionsBefore);
+  });
+});

@@ -69,11 +69,16 @@ function interaction(over: Partial<LoginInteraction> = {}): LoginInteraction & {
 function oauthServer(meta: object = META) {
   replyVersions(w.agent, HS);
   replyJson(w.agent, HS, 'GET', META_PATH, 200, meta);
+  issuerDocument(meta);
   replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
 }
 function whoamiAndName(deviceId: string) {
   replyJson(w.agent, HS, 'GET', '/_matrix/client/v3/account/whoami', 200, { user_id: '@alice:example.org', device_id: deviceId });
   replyJson(w.agent, HS, 'PUT', `/_matrix/client/v3/devices/${deviceId}`, 200, {});
+}
+/** The issuer's own metadata document (OpenID Connect Discovery §4), as the issuer publishes it. */
+function issuerDocument(meta: object = META, origin = ISSUER) {
+  replyJson(w.agent, origin, 'GET', '/.well-known/openid-configuration', 200, meta);
 }
 const tokenRequests = () => w.requests().filter((r) => r.url === `${ISSUER}/oauth2/token`);
 const pending = (status = 403) => replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', status, { error: 'authorization_pending' });
@@ -95,6 +100,7 @@ describe('method choice', () => {
     replyVersions(w.agent, HS);
     replyJson(w.agent, HS, 'GET', META_PATH, 404, { errcode: 'M_UNRECOGNIZED' });
     replyJson(w.agent, HS, 'GET', UNSTABLE_META_PATH, 200, META);
+    issuerDocument();
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
     replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
@@ -268,6 +274,7 @@ describe('device authorization grant', () => {
     const { device_authorization_endpoint: _drop, ...noDevice } = META;
     replyVersions(w.agent, HS);
     replyJson(w.agent, HS, 'GET', META_PATH, 200, noDevice);
+    issuerDocument(noDevice);
     const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
     expect(err).toMatchObject({ exitCode: 2 });
     expect(err.hint).toContain('--browser');
@@ -296,8 +303,8 @@ function browse(url: string): Promise<{ status: number; body: string }> {
 }
 
 describe('authorization code grant with PKCE (--browser)', () => {
-  async function browserLogin(answer: (q: URLSearchParams) => string, over: Partial<LoginInput> = {}) {
-    oauthServer();
+  async function browserLogin(answer: (q: URLSearchParams) => string, over: Partial<LoginInput> = {}, meta: object = META) {
+    oauthServer(meta);
     const pages: { status: number; body: string }[] = [];
     let visited!: Promise<unknown>;
     const io = interaction({
@@ -364,6 +371,22 @@ describe('authorization code grant with PKCE (--browser)', () => {
     const { result } = await browserLogin((q) => new URLSearchParams({ code: 'c', state: q.get('state')!, iss: 'https://evil.example/' }).toString());
     await expect(result).rejects.toMatchObject({ exitCode: 3 });
     expect(tokenRequests()).toEqual([]);
+  });
+
+  it('an answer without iss where the metadata says the server always sends it (RFC 9207) is refused before any code is exchanged', async () => {
+    const { result, pages } = await browserLogin((q) => new URLSearchParams({ code: 'c', state: q.get('state')! }).toString(), {}, { ...META, authorization_response_iss_parameter_supported: true });
+    const err = await rejectionOf(() => result);
+    expect(err).toMatchObject({ exitCode: 3, code: 'bad_response' });
+    expect(err.message).toContain('iss');
+    expect(pages[0]!.status).toBe(400);
+    expect(tokenRequests()).toEqual([]);
+  });
+
+  it('an answer without iss from a server that does not promise it is accepted', async () => {
+    const { result } = await browserLogin((q) => new URLSearchParams({ code: 'auth-code-1', state: q.get('state')! }).toString(), { deviceId: 'BROWSERDEV' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('BROWSERDEV');
+    await expect(result).resolves.toMatchObject({ method: 'oauth' });
   });
 
   it('an answer with the wrong state is ignored, and the wait ends at its bound (exit 4)', async () => {
@@ -462,5 +485,183 @@ describe('OAuth sessions after login', () => {
     expect(report.status).toMatchObject({ method: 'oauth', issuer: `${ISSUER}/`, loggedIn: true });
     expect(report.accountManagementUri).toBe(`${ISSUER}/account`);
     expect(w.requests()).toEqual([]);
+  });
+});
+
+describe('plain http:// to OAuth endpoints', () => {
+  const HTTP_HOST = 'http://auth.example.net';
+  it.each(['issuer', 'authorization_endpoint', 'token_endpoint', 'device_authorization_endpoint', 'registration_endpoint', 'revocation_endpoint'])(
+    'the metadata\'s %s on plain http:// to a non-loopback host: login refused (exit 2) before anything is sent',
+    async (key) => {
+      replyVersions(w.agent, HS);
+      replyJson(w.agent, HS, 'GET', META_PATH, 200, { ...META, [key]: `${HTTP_HOST}/${key}` });
+      const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+      expect(err).toMatchObject({ exitCode: 2, code: 'usage' });
+      expect(err.message).toContain('auth.example.net');
+      expect(err.hint).toContain('--insecure');
+      expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+      expect(await w.stored()).toEqual({ record: null, secret: null });
+    },
+  );
+
+  /** A whole device login whose OAuth endpoints all live on `origin`. */
+  function oauthServerOn(origin: string) {
+    const meta = Object.fromEntries(Object.entries(META).map(([k, v]) => [k, typeof v === 'string' ? v.replace(ISSUER, origin) : v]));
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, meta);
+    issuerDocument(meta, origin);
+    replyJson(w.agent, origin, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
+    replyJson(w.agent, origin, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, origin, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+  }
+
+  it('with --insecure the same endpoints are used, and the session remembers the choice', async () => {
+    oauthServerOn(HTTP_HOST);
+    await expect(loginService(input({ deviceId: 'MYDEVICE01', insecure: true }), w.deps, interaction())).resolves.toMatchObject({ method: 'oauth' });
+    expect((await w.stored()).record).toMatchObject({ insecure: true, auth: { tokenEndpoint: `${HTTP_HOST}/oauth2/token` } });
+  });
+
+  it('loopback endpoints on plain http:// need no --insecure', async () => {
+    oauthServerOn('http://127.0.0.1:8080');
+    await expect(loginService(input({ deviceId: 'MYDEVICE01' }), w.deps, interaction())).resolves.toMatchObject({ method: 'oauth' });
+  });
+
+  async function seedPlainEndpoints(insecure: boolean) {
+    const { record } = await w.seed({ oauth: true, accessToken: 'mat_a', refreshToken: 'mar_r', storage: 'file' });
+    const auth = { ...record.auth, tokenEndpoint: `${HTTP_HOST}/oauth2/token`, revocationEndpoint: `${HTTP_HOST}/oauth2/revoke` };
+    await w.deps.sessions.write({ ...record, auth, ...(insecure ? { insecure: true } : {}) } as typeof record);
+    return w.stored();
+  }
+
+  it('a stored session whose token endpoint is plain http:// (not logged in with --insecure) does not send its refresh token there (exit 2)', async () => {
+    const seeded = await seedPlainEndpoints(false);
+    const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(err.message).toContain('auth.example.net');
+    expect(err.hint).toContain('mxs login');
+    expect(w.requests()).toEqual([]);
+    expect(await w.stored()).toEqual(seeded);
+  });
+
+  it('a stored session whose revocation endpoint is plain http:// is not revoked there: logout refuses (exit 2), keeps the session and offers --local', async () => {
+    const seeded = await seedPlainEndpoints(false);
+    const err = await rejectionOf(() => logoutService('default', { local: false, all: false }, w.deps));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(err.hint).toContain('--local');
+    expect(w.requests()).toEqual([]);
+    expect(await w.stored()).toEqual(seeded);
+  });
+
+  it('a session logged in with --insecure keeps refreshing and revoking over plain http://', async () => {
+    await seedPlainEndpoints(true);
+    replyJson(w.agent, HTTP_HOST, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    replyJson(w.agent, HTTP_HOST, 'POST', '/oauth2/revoke', 200, {}).times(2);
+    await refreshService('default', undefined, w.deps);
+    await expect(logoutService('default', { local: false, all: false }, w.deps)).resolves.toMatchObject({ serverSide: true });
+  });
+});
+
+describe('a registration the server refuses', () => {
+  it.each([
+    ['invalid_client_metadata', 'client_uri must not be on localhost\u001b[31m'],
+    ['invalid_redirect_uri', 'redirect_uris: not allowed'],
+  ])('400 %s is final: exit 4 with the server\'s reason, no "retry later", nothing else sent', async (error, reason) => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    issuerDocument();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 400, { error, error_description: reason });
+    const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 4, code: error });
+    expect(err.message).toContain(reason);
+    expect(err.hint).not.toMatch(/retry/i);
+    expect(w.requests().filter((r) => r.method === 'POST')).toHaveLength(1);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+});
+
+describe('--user as the OAuth login hint', () => {
+  /** `mxs login example.org`: the server name resolves to HS through .well-known. */
+  function serverName() {
+    replyJson(w.agent, 'https://example.org', 'GET', '/.well-known/matrix/client', 200, { 'm.homeserver': { base_url: HS } });
+  }
+
+  it.each([
+    ['alice', 'mxid:@alice:example.org'],
+    ['@bob:other.example', 'mxid:@bob:other.example'],
+  ])('device code: --user %s is sent as login_hint %s', async (user, hint) => {
+    serverName();
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await loginService(input({ server: 'example.org', user, deviceId: 'MYDEVICE01' }), w.deps, interaction());
+    expect(w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!.body).toMatchObject({ login_hint: hint });
+  });
+
+  it('browser: a bare --user is completed with the server name it was given', async () => {
+    serverName();
+    oauthServer();
+    let hint: string | null = null;
+    const io = interaction({
+      openAuthorizationUrl: async (url) => {
+        hint = new URL(url).searchParams.get('login_hint');
+        throw new Error('stop here');
+      },
+    });
+    await rejectionOf(() => loginService(input({ server: 'example.org', user: 'alice', browser: true }), w.deps, io));
+    expect(hint).toBe('mxid:@alice:example.org');
+  });
+
+  it('a server given as a URL: a bare --user is completed with its host', async () => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await loginService(input({ user: 'alice', deviceId: 'MYDEVICE01' }), w.deps, interaction());
+    expect(w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!.body).toMatchObject({ login_hint: 'mxid:@alice:matrix.example.org' });
+  });
+});
+
+describe('refresh --lifetime on an OAuth session', () => {
+  it('is not sent, and mxs says so in one line', async () => {
+    await w.seed({ oauth: true, refreshToken: 'mar_old', storage: 'file' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    await refreshService('default', 7 * 86_400_000, w.deps);
+    expect(tokenRequests().map((r) => r.body)).toEqual([{ grant_type: 'refresh_token', refresh_token: 'mar_old', client_id: 'client-1' }]);
+    expect(w.notices).toHaveLength(1);
+    expect(w.notices[0]).toMatch(/--lifetime/);
+    expect(w.notices[0]).not.toContain('\n');
+  });
+
+  it('without --lifetime nothing is said', async () => {
+    await w.seed({ oauth: true, refreshToken: 'mar_old', storage: 'file' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_new', token_type: 'Bearer', expires_in: 300 });
+    await refreshService('default', undefined, w.deps);
+    expect(w.notices).toEqual([]);
+  });
+});
+
+describe("the issuer the homeserver names", () => {
+  it("is refused (exit 3) when the issuer's own metadata document names another issuer; nothing is registered", async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    issuerDocument({ ...META, issuer: 'https://other.example/' });
+    const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 3, code: 'bad_response' });
+    expect(err.message).toContain('https://other.example/');
+    expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+
+  it('is taken as named when the issuer publishes no metadata document of its own (404)', async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 200, META);
+    replyJson(w.agent, ISSUER, 'GET', '/.well-known/openid-configuration', 404, { error: 'not found' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/registration', 201, { client_id: 'client-1' });
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName('MYDEVICE01');
+    await expect(loginService(input({ deviceId: 'MYDEVICE01' }), w.deps, interaction())).resolves.toMatchObject({ issuer: `${ISSUER}/` });
   });
 });

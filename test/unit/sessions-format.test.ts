@@ -5,8 +5,11 @@ import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { loginService } from '../../src/services/login.js';
+import { statusAllService } from '../../src/services/status.js';
+import { tokenService } from '../../src/services/tokens.js';
 import { FORMAT } from '../../src/store/sessions.js';
-import { makeDeps, type UnitWorld } from '../support/unit-deps.js';
+import { HS, makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld } from '../support/unit-deps.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'format1');
 
@@ -77,7 +80,7 @@ describe('format 2', () => {
     ['no auth', { auth: null }, 'missing auth'],
     ['an OAuth auth without its client', { method: 'oauth', auth: { type: 'oauth', issuer: 'https://a/', tokenEndpoint: 'https://a/t', revocationEndpoint: 'https://a/r' } }, 'missing auth.clientId'],
     ['an unknown auth type', { auth: { type: 'kerberos' } }, 'bad auth.type'],
-    ['a future format', { format: 99 }, 'unknown format 99'],
+    ['a format that is not a number', { format: 'two' }, 'unknown format "two"'],
   ])('a record with %s is reported corrupt (exit 6), not guessed at', async (_case, change, why) => {
     const record = (await w.deps.sessions.read('default'))!;
     await w.deps.sessions.write(record);
@@ -85,5 +88,43 @@ describe('format 2', () => {
     const { writeFile } = await import('node:fs/promises');
     await writeFile(w.paths.session('default'), JSON.stringify({ ...raw, ...change }));
     await expect(w.deps.sessions.read('default')).rejects.toMatchObject({ exitCode: 6, message: expect.stringContaining(why) });
+  });
+});
+
+describe('a sessions file written by a newer mxs (a format this one does not know)', () => {
+  let newer: string;
+  beforeEach(async () => {
+    const raw = JSON.parse(await readFile(w.paths.session('default'), 'utf8'));
+    newer = JSON.stringify({ ...raw, format: FORMAT + 1, somethingNew: { x: 1 } }, null, 2) + '\n';
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(w.paths.session('default'), newer);
+  });
+
+  it('is reported as written by a newer mxs (exit 6), not as corrupt, with what to do', async () => {
+    const err = await rejectionOf(() => tokenService('default', 60_000, w.deps));
+    expect(err).toMatchObject({ exitCode: 6, code: 'storage' });
+    expect(err.message).toContain('newer mxs');
+    expect(err.message).toContain(w.paths.session('default'));
+    expect(err.message).not.toMatch(/corrupt/);
+    expect(err.hint).toMatch(/newer mxs/);
+    expect(err.hint).toContain('--profile');
+    expect(await readFile(w.paths.session('default'), 'utf8')).toBe(newer);
+  });
+
+  it('login on that profile refuses (exit 6) before any credential is sent, and the file is left as it is', async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', '/_matrix/client/v3/login', 200, { flows: [{ type: 'm.login.password' }] });
+    const input = { profile: 'default', server: HS, credentials: { type: 'm.login.password' as const, user: 'alice', password: 'pw' }, refresh: true, insecure: false, storage: 'file' as const };
+    const err = await rejectionOf(() => loginService(input, w.deps));
+    expect(err).toMatchObject({ exitCode: 6 });
+    expect(err.message).toContain('newer mxs');
+    expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+    expect(await readFile(w.paths.session('default'), 'utf8')).toBe(newer);
+  });
+
+  it('status --all still shows the other profiles and names the one it could not read', async () => {
+    const { reports, unreadable } = await statusAllService(w.deps);
+    expect(reports.map((r) => r.status.profile)).toEqual(['legacy-v1']);
+    expect(unreadable).toEqual([{ profile: 'default', error: expect.objectContaining({ exitCode: 6, message: expect.stringContaining('newer mxs') }) }]);
   });
 });
