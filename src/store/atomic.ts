@@ -158,11 +158,13 @@ async function mkdirs(dir: string): Promise<void> {
 /**
  * Replaces `path` atomically: write a temp file beside it (0600), fsync, rename, fsync the
  * directory. A reader sees the old or the new content, never a mix; a crash leaves the old.
- * Failures are exit-6 MxsErrors whose message says what is wrong (callers may wrap it).
+ * Failures are exit-6 MxsErrors whose message says what is wrong (callers may wrap it). The
+ * directory is made private (0700) first, unless `dirAsIs`: a file the user placed in a directory of
+ * their own (`proxy --token-file`) leaves that directory as it is.
  */
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
+export async function writeFileAtomic(path: string, data: string, opts: { dirAsIs?: boolean } = {}): Promise<void> {
   const dir = dirname(path);
-  await ensurePrivateDir(dir);
+  if (!opts.dirAsIs) await ensurePrivateDir(dir);
   const tmp = `${path}.${process.pid}.${uniqueId()}.tmp`;
   try {
     const fh = await open(tmp, 'wx', 0o600);

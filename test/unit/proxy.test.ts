@@ -8,9 +8,9 @@ import { MxsError } from '../../src/errors.js';
 import { isLoopback, parseListen, urlOf } from '../../src/proxy/listen.js';
 import { RecentSecrets, requestLine } from '../../src/proxy/present.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
-import { RefreshUnavailable, SessionEnded, SessionTokens } from '../../src/proxy/session-tokens.js';
-import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/services/proxy.js';
-import { loadSession, refreshWhenBelow } from '../../src/services/session.js';
+import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
+import { RefreshUnavailable, SessionEnded, SessionKeeper } from '../../src/services/keeper.js';
+import { loadSession } from '../../src/services/session.js';
 import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
@@ -204,9 +204,9 @@ describe('the request log and the redactor', () => {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-describe('SessionTokens: the access token in memory, refreshed through the session core', () => {
-  const rule = refreshWhenBelow(60 * SEC);
-  const tokensFor = async (notices: string[] = []) => new SessionTokens('default', w.deps, rule, await loadSession('default', w.deps), (m) => notices.push(m));
+describe('the session keeper on demand (as the proxy asks it): the access token in memory, refreshed through the session core', () => {
+  const tokensFor = async (notices: string[] = []) =>
+    new SessionKeeper(w.deps, { profile: 'default', holder: 'proxy', minValidMs: 60 * SEC, first: await loadSession('default', w.deps), notice: (m) => notices.push(m) });
   const refreshes = () => w.requests().filter((r) => r.path.endsWith('/refresh'));
 
   it('a token that is not due is used without any I/O', async () => {
@@ -251,7 +251,7 @@ describe('SessionTokens: the access token in memory, refreshed through the sessi
     w.clock.advance(1 * SEC);
     replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
     expect(await tokens.current()).toBe('syt_new_access');
-    expect(notices.at(-1)).toMatch(/could be refreshed again/);
+    expect(notices.at(-1)).toBe('the access token is fresh again.');
   });
 
   it('network trouble once the token has expired: RefreshUnavailable (the proxy answers 502), the session goes on', async () => {

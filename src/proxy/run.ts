@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
 import { undiciCore } from '../http/undici.js';
-import { asMxsError, loginHint, MxsError, storageError, usageError } from '../errors.js';
-import { listenOn, removeSocket, urlOf, type ListenSpec } from '../proxy/listen.js';
-import { canonicalOf, ProxyToken } from '../proxy/rules.js';
-import { ProxyServer, type RequestLogEntry } from '../proxy/server.js';
-import { SessionTokens, type SessionHealth } from '../proxy/session-tokens.js';
-import type { Deps } from './deps.js';
-import { ensureFresh, loadSession, refreshWhenBelow, refreshWhenExpired } from './session.js';
+import { asMxsError, loginHint, MxsError, usageError } from '../errors.js';
+import type { Deps } from '../services/deps.js';
+import { SessionKeeper } from '../services/keeper.js';
+import { ensureFresh, loadSession, refreshWhenExpired } from '../services/session.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { listenOn, removeSocket, urlOf, type ListenSpec } from './listen.js';
+import { canonicalOf, ProxyToken } from './rules.js';
+import { ProxyServer, type RequestLogEntry } from './server.js';
 
 // `mxs proxy`: a local reverse proxy that lets unmodified clients and bots use the session. They
 // get a stand-in token (the proxy token); every request carrying it goes to the homeserver with the
-// session's current access token, refreshed ahead of expiry through the session core.
+// session's current access token, which the session keeper refreshes on demand, ahead of expiry.
 
 /** Like `token` and `api`: refresh when less than 60 s is left, capped at half the token's lifetime. */
 const MIN_VALID_MS = 60_000;
@@ -85,7 +86,7 @@ export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks)
   if (session.secret.accessToken === req.proxyToken) throw usageError('MXS_PROXY_TOKEN is the session\'s own access token.', 'Give the proxy a token of its own, e.g.: openssl rand -hex 32');
 
   const { record } = session;
-  const tokens = new SessionTokens(req.profile, deps, refreshWhenBelow(MIN_VALID_MS), session, hooks.notice);
+  const tokens = new SessionKeeper(deps, { profile: req.profile, holder: 'proxy', minValidMs: MIN_VALID_MS, first: session, notice: hooks.notice });
   const upstream = req.upstream ?? (await homeserverPool(record.homeserver, deps.http.timeoutMs));
   const server = new ProxyServer({
     homeserver: record.homeserver,
@@ -135,8 +136,6 @@ export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks)
   }
 }
 
-export type { SessionHealth };
-
 function endedError(reason: MxsError, profile: string, homeserver: string): MxsError {
   return reason.with({ kind: 'auth', hint: reason.hint ?? loginHint(profile, homeserver) });
 }
@@ -162,24 +161,15 @@ function oauthPathsOf(record: { homeserver: string; auth: { type: string } & Par
 }
 
 /**
- * The token file: 0600 from creation, replaced atomically (temp file beside it, then rename), so a
- * bot never reads half a token. The directory is the user's and is left as it is.
+ * The token file: 0600 from creation, replaced atomically, so a bot never reads half a token. The
+ * directory is the user's and is left as it is.
  */
 async function writeTokenFile(path: string, token: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(token);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await writeFileAtomic(path, token, { dirAsIs: true });
   } catch (err) {
-    await rm(tmp, { force: true }).catch(() => {});
-    const code = (err as NodeJS.ErrnoException).code;
-    throw storageError(`Cannot write the --token-file ${path}: ${code ?? (err as Error).message}.`, 'Give a path in a directory you can write.', err);
+    const e = asMxsError(err);
+    throw e.with({ message: `Cannot write the --token-file ${path}: ${e.message.replace(/[.\s]+$/, '')}.`, hint: 'Give a path in a directory you can write.' });
   }
 }
 
