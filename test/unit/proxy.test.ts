@@ -9,8 +9,6 @@ import { isLoopback, parseListen, urlOf } from '../../src/proxy/listen.js';
 import { RecentSecrets, requestLine } from '../../src/proxy/present.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
-import { RefreshUnavailable, SessionEnded, SessionKeeper } from '../../src/services/keeper.js';
-import { loadSession } from '../../src/services/session.js';
 import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
@@ -203,104 +201,6 @@ describe('the request log and the redactor', () => {
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-
-describe('the session keeper on demand (as the proxy asks it): the access token in memory, refreshed through the session core', () => {
-  const tokensFor = async (notices: string[] = []) =>
-    new SessionKeeper(w.deps, { profile: 'default', holder: 'proxy', minValidMs: 60 * SEC, first: await loadSession('default', w.deps), notice: (m) => notices.push(m) });
-  const refreshes = () => w.requests().filter((r) => r.path.endsWith('/refresh'));
-
-  it('a token that is not due is used without any I/O', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    expect(await tokens.current()).toBe('syt_old_access');
-    expect(refreshes()).toHaveLength(0);
-  });
-
-  it('50 concurrent requests on a due token: one refresh, all get the new token (single flight)', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    w.clock.advance(250 * SEC);
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    const got = await Promise.all(Array.from({ length: 50 }, () => tokens.current()));
-    expect(new Set(got)).toEqual(new Set(['syt_new_access']));
-    expect(refreshes()).toHaveLength(1);
-    expect(tokens.refreshes).toBe(1);
-    expect((await w.stored()).secret!.accessToken).toBe('syt_new_access');
-  });
-
-  it('refusals of the same token share one refresh; a refusal of an old token needs none', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    const got = await Promise.all(Array.from({ length: 10 }, () => tokens.afterRejection('syt_old_access')));
-    expect(new Set(got)).toEqual(new Set(['syt_new_access']));
-    expect(await tokens.afterRejection('syt_old_access')).toBe('syt_new_access');
-    expect(refreshes()).toHaveLength(1);
-  });
-
-  it('network trouble while the token is still valid: the token is used, one notice, a backoff before the next try', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const notices: string[] = [];
-    const tokens = await tokensFor(notices);
-    w.clock.advance(250 * SEC);
-    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 503, { errcode: 'M_UNKNOWN', error: 'busy' });
-    expect(await tokens.current()).toBe('syt_old_access');
-    expect(await tokens.current()).toBe('syt_old_access'); // within the backoff: no new attempt
-    expect(refreshes()).toHaveLength(3); // one refresh, the transport's 3 attempts
-    expect(notices).toEqual([expect.stringMatching(/could not refresh the access token/)]);
-    w.clock.advance(1 * SEC);
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    expect(await tokens.current()).toBe('syt_new_access');
-    expect(notices.at(-1)).toBe('the access token is fresh again.');
-  });
-
-  it('network trouble once the token has expired: RefreshUnavailable (the proxy answers 502), the session goes on', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    w.clock.advance(301 * SEC);
-    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 502, { errcode: 'M_UNKNOWN', error: 'gateway' });
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(RefreshUnavailable);
-    expect(tokens.endedBy).toBeNull();
-  });
-
-  it('a refused refresh ends the session: listeners hear it once, every caller gets SessionEnded, health says not refreshable', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    const ended: MxsError[] = [];
-    tokens.onEnd((e) => ended.push(e));
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 403, { errcode: 'M_FORBIDDEN', error: 'refresh token isn\'t valid anymore' });
-    const e = await rejectionOf(() => tokens.afterRejection('syt_old_access'));
-    expect(e).toBeInstanceOf(SessionEnded);
-    expect((e as SessionEnded).reason.exitCode).toBe(4);
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(SessionEnded);
-    expect(ended).toHaveLength(1);
-    expect(tokens.health()).toMatchObject({ userId: '@alice:example.org', deviceId: 'DEVICE1', refreshable: false });
-  });
-
-  it('a token stored by another process is picked up from the sessions file (in the background, at most every 2 s)', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    await w.seed({ accessToken: 'syt_from_elsewhere', lifetimeMs: 300 * SEC, issuedAt: w.clock.now() + 1 });
-    expect(await tokens.current()).toBe('syt_old_access');
-    w.clock.advance(2001);
-    await tokens.current();
-    await tokens.settled();
-    expect(await tokens.current()).toBe('syt_from_elsewhere');
-    expect(refreshes()).toHaveLength(0);
-  });
-
-  it('the profile logged out, or logged in as another device, meanwhile: the session has ended for the proxy', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    const record = (await w.stored()).record!;
-    await w.deps.sessions.write({ ...record, deviceId: 'OTHERDEVICE', issuedAt: new Date(w.clock.now() + 5).toISOString() });
-    w.clock.advance(2001);
-    await tokens.current();
-    await tokens.settled();
-    expect(tokens.endedBy?.message).toMatch(/now holds another session/);
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(SessionEnded);
-  });
-});
 
 // ---------------------------------------------------------------------------------------------------------------
 
