@@ -4,8 +4,8 @@ import type { Dispatcher } from 'undici';
 import { undiciCore } from '../http/undici.js';
 import { asMxsError, loginHint, MxsError, usageError } from '../errors.js';
 import type { Deps } from '../services/deps.js';
-import { SessionKeeper } from '../services/keeper.js';
-import { ensureFresh, loadSession, refreshWhenExpired } from '../services/session.js';
+import { RefreshUnavailable, SessionEnded, SessionKeeper } from '../services/keeper.js';
+import { loadSession, refreshWhenExpired } from '../services/session.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { listenOn, removeSocket, urlOf, type ListenSpec } from './listen.js';
 import { canonicalOf, ProxyToken } from './rules.js';
@@ -72,21 +72,18 @@ export function checkProxyToken(token: string): string {
  * `drainMs`) or until the session ends (rejects with that auth error, exit 4, after the same drain).
  */
 export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks): Promise<ProxyResult> {
-  let session = await loadSession(req.profile, deps);
-  if (refreshWhenExpired(session.secret, deps.now())) {
-    // Expired already: find out now whether the session can go on (a refused refresh is exit 4 before listening).
-    try {
-      session = (await ensureFresh(req.profile, deps, refreshWhenExpired)).session;
-    } catch (err) {
-      const e = asMxsError(err);
-      if (e.kind === 'auth') throw e;
-      hooks.notice(`the access token has expired and could not be refreshed yet (${e.message.replace(/\s+$/, '')}); requests will retry.`);
-    }
-  }
+  const session = await loadSession(req.profile, deps);
   if (session.secret.accessToken === req.proxyToken) throw usageError('MXS_PROXY_TOKEN is the session\'s own access token.', 'Give the proxy a token of its own, e.g.: openssl rand -hex 32');
-
-  const { record } = session;
   const tokens = new SessionKeeper(deps, { profile: req.profile, holder: 'proxy', minValidMs: MIN_VALID_MS, first: session, notice: hooks.notice });
+  try {
+    // Expired already: find out now whether the session can go on (exit 4 before listening); one that
+    // cannot be refreshed for now (the keeper says so) starts anyway, and requests retry.
+    if (refreshWhenExpired(session.secret, deps.now())) await tokens.current();
+  } catch (err) {
+    if (err instanceof SessionEnded) throw endedError(err.reason, req.profile, session.record.homeserver);
+    if (!(err instanceof RefreshUnavailable)) throw err;
+  }
+  const { record } = tokens;
   const upstream = req.upstream ?? (await homeserverPool(record.homeserver, deps.http.timeoutMs));
   const server = new ProxyServer({
     homeserver: record.homeserver,
@@ -117,7 +114,7 @@ export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks)
       await writeTokenFile(req.tokenFile, req.proxyToken);
       tokenFileWritten = true;
     }
-    hooks.onStart({ profile: req.profile, url, userId: record.userId, deviceId: record.deviceId, tokenFile: req.tokenFile, homeserver: record.homeserver, expiresAt: session.secret.expiresAt });
+    hooks.onStart({ profile: req.profile, url, userId: record.userId, deviceId: record.deviceId, tokenFile: req.tokenFile, homeserver: record.homeserver, expiresAt: tokens.health().expiresAt });
 
     const outcome = await Promise.race([stopped.then((signal) => ({ signal })), ended.then((reason) => ({ reason }))]);
     draining = true;

@@ -245,7 +245,7 @@ export class ProxyServer {
     const replayable = up.body.kind !== 'stream';
     for (let retriedSocket = false; ; retriedSocket = true) {
       if (signal.aborted) return none;
-      const headers = token === undefined ? up.headers : [...up.headers, 'authorization', `Bearer ${token}`];
+      const headers = token === undefined ? [...up.headers] : [...up.headers, 'authorization', `Bearer ${token}`];
       if (up.body.kind === 'stream' && up.body.length !== undefined) headers.push('content-length', up.body.length);
       let response: Dispatcher.ResponseData;
       try {

@@ -301,6 +301,33 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     expect(e.exitCode).toBe(4);
   });
 
+  it('started on an expired token the server refuses to refresh: exit 4 before listening, with a hint to log in', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    w.clock.advance(301 * SEC);
+    replyJson(w.agent, HS, 'POST', V3_REFRESH, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'refresh token does not exist' });
+    const e = (await rejectionOf(() =>
+      runProxy({ profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: null, drainMs: 0, upstream: w.agent.get(HS) }, w.deps, {
+        onStart: () => {
+          throw new Error('started');
+        },
+        onStopSignal: () => () => {},
+        notice: () => {},
+      }),
+    )) as MxsError;
+    expect(e).toMatchObject({ exitCode: 4, hint: `Run: mxs login ${HS}` });
+  });
+
+  it('started on an expired token while the server is down: it starts, says so once (the keeper\'s words), and requests get 502', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    w.clock.advance(301 * SEC);
+    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 503, { errcode: 'M_UNKNOWN', error: 'busy' });
+    const p = await started();
+    expect(p.notices).toEqual([expect.stringMatching(/^could not refresh the access token of profile "default": .*; the current token has expired\. Retrying\.$/)]);
+    expect(await p.call('/_matrix/client/v3/account/whoami')).toMatchObject({ status: 502, json: { errcode: 'M_UNKNOWN' } });
+    p.stop();
+    await p.done;
+  });
+
   it('an address in use is a usage error (exit 2)', async () => {
     await w.seed({ lifetimeMs: 300 * SEC });
     const p = await started();
