@@ -4,7 +4,7 @@ import { MxsCommand } from '../base-command.js';
 import { parseDuration } from '../duration.js';
 import { parseListen, type ListenSpec } from '../proxy/listen.js';
 import { RecentSecrets, requestLine, startLines, type ProxyTokenSource } from '../proxy/present.js';
-import { checkProxyToken, newProxyToken, runProxy } from '../services/proxy.js';
+import { checkProxyToken, newProxyToken, runProxy } from '../proxy/run.js';
 
 export default class Proxy extends MxsCommand {
   static override summary = 'Run a local proxy that lets unmodified clients and bots use the session.';

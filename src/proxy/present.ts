@@ -1,6 +1,6 @@
 import { Redactor } from '../redact.js';
 import { printable } from '../ui/escape.js';
-import type { ProxyStartInfo } from '../services/proxy.js';
+import type { ProxyStartInfo } from './run.js';
 import type { RequestLogEntry } from './server.js';
 
 // What the proxy says on stderr: the start lines and one line per request.

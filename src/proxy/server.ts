@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
 import type { MxsError } from '../errors.js';
 import { errorCode } from '../http/transport.js';
-import { errcodeOf } from '../matrix/http.js';
+import { RefreshUnavailable, SessionEnded, type SessionKeeper } from '../services/keeper.js';
+import { refusesToken, sendWithReplay, type Sent } from '../services/replay.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, route, upstreamHeaders, type ProxyToken, type RouteContext, type Target } from './rules.js';
-import { RefreshUnavailable, SessionEnded, type SessionTokens } from './session-tokens.js';
 
 // The proxy's front: node:http parses what clients send (no hand-written HTTP parsing, and its
 // strict parser refuses the request-smuggling shapes: conflicting Content-Length/Transfer-Encoding,
@@ -40,7 +40,7 @@ export interface ProxyServerOptions {
   /** The session's homeserver base URL (its path, if any, prefixes every forwarded path). */
   homeserver: string;
   proxyToken: ProxyToken;
-  tokens: SessionTokens;
+  tokens: SessionKeeper;
   /** One pool for the homeserver's origin. */
   upstream: Dispatcher;
   /** --timeout: connect, and each silence of the homeserver (plus the long-poll a client asks for). */
@@ -69,6 +69,22 @@ interface InFlight {
 }
 
 type Body = { kind: 'none' } | { kind: 'buffer'; data: Buffer } | { kind: 'stream'; stream: Readable; length: string | undefined };
+
+/** A request as it goes to the homeserver, but for the token. */
+interface Upstream {
+  path: string;
+  method: string;
+  headers: string[];
+  body: Body;
+  headersTimeout: number;
+}
+
+/** The homeserver's answer, to relay: its body (a 401's partly read already), and the token it was sent with. */
+interface Answer {
+  response: Dispatcher.ResponseData;
+  body: Readable;
+  token: string | undefined;
+}
 
 export class ProxyServer {
   readonly server: http.Server;
@@ -209,56 +225,54 @@ export class ProxyServer {
 
   private async forward(req: IncomingMessage, res: ServerResponse, method: string, target: Target, authed: boolean, signal: Cancel): Promise<void> {
     const body = await readBody(req);
-    const replayable = body.kind !== 'stream';
-    const path = this.basePath + target.path + (target.query === '' ? '' : `?${target.query}`);
-    const baseHeaders = upstreamHeaders(req.rawHeaders);
-    const headersTimeout = headersTimeoutFor(target.query, this.opts.timeoutMs);
-    let token = authed ? await this.opts.tokens.current() : undefined;
-    if (signal.aborted) return;
-    let replayed = false;
-    let retriedSocket = false;
-    for (;;) {
-      const headers = token === undefined ? baseHeaders : [...baseHeaders, 'authorization', `Bearer ${token}`];
-      if (body.kind === 'stream' && body.length !== undefined) headers.push('content-length', body.length);
-      let upstream: Dispatcher.ResponseData;
+    const upstream: Upstream = {
+      path: this.basePath + target.path + (target.query === '' ? '' : `?${target.query}`),
+      method,
+      headers: upstreamHeaders(req.rawHeaders),
+      body,
+      headersTimeout: headersTimeoutFor(target.query, this.opts.timeoutMs),
+    };
+    // Contract: an upstream 401 M_UNKNOWN_TOKEN is refreshed for once and the request replayed once
+    // (bodies up to REPLAY_BODY_BYTES are kept for it; a streamed one gets the 401 passed on).
+    const { answer } = authed
+      ? await sendWithReplay(this.opts.tokens, (token) => this.send(res, upstream, token, signal), body.kind !== 'stream')
+      : await this.send(res, upstream, undefined, signal);
+    if (answer) await this.relay(res, answer.response, answer.body, answer.token);
+  }
+
+  /** One request to the homeserver; null when it was answered here (gateway errors) or the client left. */
+  private async send(res: ServerResponse, up: Upstream, token: string | undefined, signal: Cancel): Promise<Sent<Answer | null>> {
+    const none = { answer: null, refused: false };
+    const replayable = up.body.kind !== 'stream';
+    for (let retriedSocket = false; ; retriedSocket = true) {
+      if (signal.aborted) return none;
+      const headers = token === undefined ? [...up.headers] : [...up.headers, 'authorization', `Bearer ${token}`];
+      if (up.body.kind === 'stream' && up.body.length !== undefined) headers.push('content-length', up.body.length);
+      let response: Dispatcher.ResponseData;
       try {
-        upstream = await this.opts.upstream.request({
-          path,
-          method: method as Dispatcher.HttpMethod,
+        response = await this.opts.upstream.request({
+          path: up.path,
+          method: up.method as Dispatcher.HttpMethod,
           headers,
-          body: body.kind === 'none' ? null : body.kind === 'buffer' ? body.data : body.stream,
+          body: up.body.kind === 'none' ? null : up.body.kind === 'buffer' ? up.body.data : up.body.stream,
           signal,
-          headersTimeout,
+          headersTimeout: up.headersTimeout,
           bodyTimeout: this.opts.timeoutMs,
         });
       } catch (err) {
-        if (signal.aborted) return;
+        if (signal.aborted) return none;
         const code = errorCode(err);
         // A kept-alive connection the homeserver had closed: nothing reached it; send once more.
-        if (!retriedSocket && replayable && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET')) {
-          retriedSocket = true;
-          continue;
-        }
-        if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') return gatewayError(res, 504, `The homeserver did not answer within ${Math.round(headersTimeout / 1000)} s.`);
-        return gatewayError(res, 502, `mxs proxy cannot reach the homeserver (${code || 'network error'}).`);
+        if (!retriedSocket && replayable && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET')) continue;
+        if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') gatewayError(res, 504, `The homeserver did not answer within ${Math.round(up.headersTimeout / 1000)} s.`);
+        else gatewayError(res, 502, `mxs proxy cannot reach the homeserver (${code || 'network error'}).`);
+        return none;
       }
-
-      if (upstream.statusCode === 401 && token !== undefined) {
-        const head = await takeUpTo(upstream.body, ERROR_BODY_BYTES);
-        if (head.complete && errcodeOf(Buffer.concat(head.chunks)) === 'M_UNKNOWN_TOKEN') {
-          if (replayable && !replayed) {
-            // Contract: refresh once and replay the request once.
-            replayed = true;
-            token = await this.opts.tokens.afterRejection(token);
-            if (signal.aborted) return;
-            continue;
-          }
-          // Not replayable (a streamed body): pass the 401 on, and have a fresh token ready for the retry.
-          void this.opts.tokens.afterRejection(token).catch(() => {});
-        }
-        return this.relay(res, upstream, Readable.from(rest(head)), token);
-      }
-      return this.relay(res, upstream, upstream.body, token);
+      if (response.statusCode !== 401 || token === undefined) return { answer: { response, body: response.body, token }, refused: false };
+      // Read the (small) error to see whether the token died; either way the answer can still be relayed.
+      const head = await takeUpTo(response.body, ERROR_BODY_BYTES);
+      const refused = head.complete && refusesToken(401, Buffer.concat(head.chunks));
+      return { answer: { response, body: Readable.from(rest(head)), token }, refused };
     }
   }
 

@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { MxsError, badResponse, usageError } from '../errors.js';
 import { openStream, retryableStatus, type StreamResponse } from '../http/transport.js';
-import { errcodeOf, matrixErrorFields } from '../matrix/http.js';
+import { matrixErrorFields } from '../matrix/http.js';
 import type { Deps } from './deps.js';
+import { refusesToken } from './replay.js';
 import { refreshWhenBelow, withAccessToken, type LoadedSession } from './session.js';
 
 // `mxs api`: an authenticated request to the session's homeserver, like `gh api`. The token goes only
@@ -119,8 +120,7 @@ export async function apiRequest(input: ApiInput, deps: Deps): Promise<ApiRespon
     if (res.status === 401) {
       // Read the (small) error to see whether the token died; either way the caller gets the answer.
       const text = await res.body.text();
-      const errcode = errcodeOf(text);
-      if (errcode === 'M_UNKNOWN_TOKEN') throw new MxsError({ code: 'M_UNKNOWN_TOKEN', message: `${url.host}: the access token was refused (HTTP 401 M_UNKNOWN_TOKEN).`, kind: 'auth', status: 401 });
+      if (refusesToken(res.status, text)) throw new MxsError({ code: 'M_UNKNOWN_TOKEN', message: `${url.host}: the access token was refused (HTTP 401 M_UNKNOWN_TOKEN).`, kind: 'auth', status: 401 });
       return { ...res, url: url.toString(), body: replay(text) };
     }
     return { ...res, url: url.toString() };

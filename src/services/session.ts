@@ -3,6 +3,7 @@ import type { SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { withLock } from '../store/lock.js';
 import type { SecretStore } from '../store/secrets.js';
 import { notableSkew, type Deps } from './deps.js';
+import { isTokenRefusal, sendWithReplay, type Sent, type TokenSource } from './replay.js';
 import { strategyFor } from './strategy.js';
 
 export interface LoadedSession {
@@ -206,7 +207,7 @@ async function refreshLocked(s: LoadedSession, deps: Deps, rule: RefreshRule, li
 
 /**
  * Runs an authenticated call with a fresh-enough token. Contract: a 401 M_UNKNOWN_TOKEN while a
- * refresh token is stored refreshes once and retries once.
+ * refresh token is stored refreshes once and retries once (sendWithReplay).
  */
 export async function withAccessToken<T>(
   profile: string,
@@ -214,25 +215,31 @@ export async function withAccessToken<T>(
   rule: RefreshRule,
   call: (session: LoadedSession) => Promise<T>,
 ): Promise<{ value: T; session: LoadedSession; refreshed: boolean }> {
-  const first = await ensureFresh(profile, deps, rule);
-  try {
-    const value = await call(first.session);
-    await rememberSkew(profile, deps);
-    return { value, session: first.session, refreshed: first.refreshed };
-  } catch (err) {
-    const e = err as MxsError;
-    // Matrix servers say an access token died with 401 M_UNKNOWN_TOKEN (MAS: "Token is not active").
-    const rejected = e.status === 401 && e.code === 'M_UNKNOWN_TOKEN';
-    if (!rejected || first.session.secret.refreshToken === null) throw authHint(e, first.session);
-    const again = await ensureFresh(profile, deps, refreshIfStill(first.session.secret.accessToken));
+  let refreshed = false;
+  const source: TokenSource<LoadedSession> = {
+    async current() {
+      const fresh = await ensureFresh(profile, deps, rule);
+      refreshed = fresh.refreshed;
+      return fresh.session;
+    },
+    async afterRejection(refused) {
+      if (refused.secret.refreshToken === null) return null;
+      const fresh = await ensureFresh(profile, deps, refreshIfStill(refused.secret.accessToken));
+      refreshed = true;
+      return fresh.session;
+    },
+  };
+  const { answer, credential } = await sendWithReplay(source, async (s): Promise<Sent<{ value: T } | { error: MxsError }>> => {
     try {
-      const value = await call(again.session);
-      await rememberSkew(profile, deps);
-      return { value, session: again.session, refreshed: true };
-    } catch (err2) {
-      throw authHint(err2 as MxsError, again.session);
+      return { answer: { value: await call(s) }, refused: false };
+    } catch (err) {
+      const e = err as MxsError;
+      return { answer: { error: e }, refused: isTokenRefusal(e?.status, e?.code) };
     }
-  }
+  });
+  if ('error' in answer) throw authHint(answer.error, credential);
+  await rememberSkew(profile, deps);
+  return { value: answer.value, session: credential, refreshed };
 }
 
 /**

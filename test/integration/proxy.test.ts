@@ -553,12 +553,12 @@ describe('against the homeserver double', () => {
         short.inject('POST /_matrix/client/v3/refresh', { status: 500 }, { status: 500 }, { status: 500 });
         expect((await p.call(whoamiPath)).status).toBe(200);
         expect(refreshes()).toBe(3); // one refresh, with the transport's 3 attempts
-        // Expired now, and past the first backoff (500 ms): the next request tries again, and fails again.
+        // Expired now, and past the first backoff (1 s): the next request tries again, and fails again.
         await sleep(Math.max(0, expiresAt + 700 - Date.now()));
         short.inject('POST /_matrix/client/v3/refresh', { status: 500 }, { status: 500 }, { status: 500 });
         expect(await p.call(whoamiPath)).toMatchObject({ status: 502, json: { errcode: 'M_UNKNOWN' } });
         expect(refreshes()).toBe(6);
-        await sleep(1200); // past the second backoff (1 s)
+        await sleep(2300); // past the second backoff (2 s)
         expect((await p.call(whoamiPath)).status).toBe(200);
         expect(refreshes()).toBe(7);
         expect(p.child.exitCode).toBeNull();

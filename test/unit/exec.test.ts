@@ -309,8 +309,8 @@ describe('--keep-fresh', () => {
     expect(s.child().signals).toEqual(['SIGHUP']);
     expect(s.child().seen[0]).toMatchObject({ token: 'syt_access_1' });
     expect(w.notices).toEqual([
-      expect.stringMatching(/^could not refresh the token of profile "default": .*; the command keeps the current token \(\d+s left\)\. Retrying\.$/),
-      'the token is fresh again.',
+      expect.stringMatching(/^could not refresh the access token of profile "default": [^;]*[^.]; the current token stays in use \(\d+s left\)\. Retrying\.$/),
+      'the access token is fresh again.',
     ]);
     // Two failed refreshes (3 attempts each, the HTTP layer's), then one that worked: 1 s and 2 s apart,
     // well before the token expired.
@@ -354,7 +354,7 @@ describe('--keep-fresh', () => {
   });
 
   it.each([
-    ['the profile was logged out', async () => w.deps.sessions.remove('default'), 'not_logged_in', /^Not logged in \(profile "default"\)\./],
+    ['the profile was logged out', async () => w.deps.sessions.remove('default'), 'not_logged_in', /^Profile "default" was logged out while the command ran\. The command was stopped/],
     [
       'the profile now holds another device\'s session',
       async () => {

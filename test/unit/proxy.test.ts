@@ -8,9 +8,7 @@ import { MxsError } from '../../src/errors.js';
 import { parseListen, urlOf } from '../../src/proxy/listen.js';
 import { RecentSecrets, requestLine } from '../../src/proxy/present.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
-import { RefreshUnavailable, SessionEnded, SessionTokens } from '../../src/proxy/session-tokens.js';
-import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/services/proxy.js';
-import { loadSession, refreshWhenBelow } from '../../src/services/session.js';
+import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
 import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
@@ -194,104 +192,6 @@ describe('the request log and the redactor', () => {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-describe('SessionTokens: the access token in memory, refreshed through the session core', () => {
-  const rule = refreshWhenBelow(60 * SEC);
-  const tokensFor = async (notices: string[] = []) => new SessionTokens('default', w.deps, rule, await loadSession('default', w.deps), (m) => notices.push(m));
-  const refreshes = () => w.requests().filter((r) => r.path.endsWith('/refresh'));
-
-  it('a token that is not due is used without any I/O', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    expect(await tokens.current()).toBe('syt_old_access');
-    expect(refreshes()).toHaveLength(0);
-  });
-
-  it('50 concurrent requests on a due token: one refresh, all get the new token (single flight)', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    w.clock.advance(250 * SEC);
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    const got = await Promise.all(Array.from({ length: 50 }, () => tokens.current()));
-    expect(new Set(got)).toEqual(new Set(['syt_new_access']));
-    expect(refreshes()).toHaveLength(1);
-    expect(tokens.refreshes).toBe(1);
-    expect((await w.stored()).secret!.accessToken).toBe('syt_new_access');
-  });
-
-  it('refusals of the same token share one refresh; a refusal of an old token needs none', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    const got = await Promise.all(Array.from({ length: 10 }, () => tokens.afterRejection('syt_old_access')));
-    expect(new Set(got)).toEqual(new Set(['syt_new_access']));
-    expect(await tokens.afterRejection('syt_old_access')).toBe('syt_new_access');
-    expect(refreshes()).toHaveLength(1);
-  });
-
-  it('network trouble while the token is still valid: the token is used, one notice, a backoff before the next try', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const notices: string[] = [];
-    const tokens = await tokensFor(notices);
-    w.clock.advance(250 * SEC);
-    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 503, { errcode: 'M_UNKNOWN', error: 'busy' });
-    expect(await tokens.current()).toBe('syt_old_access');
-    expect(await tokens.current()).toBe('syt_old_access'); // within the backoff: no new attempt
-    expect(refreshes()).toHaveLength(3); // one refresh, the transport's 3 attempts
-    expect(notices).toEqual([expect.stringMatching(/could not refresh the access token/)]);
-    w.clock.advance(1 * SEC);
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 200, NEW);
-    expect(await tokens.current()).toBe('syt_new_access');
-    expect(notices.at(-1)).toMatch(/could be refreshed again/);
-  });
-
-  it('network trouble once the token has expired: RefreshUnavailable (the proxy answers 502), the session goes on', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    w.clock.advance(301 * SEC);
-    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 502, { errcode: 'M_UNKNOWN', error: 'gateway' });
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(RefreshUnavailable);
-    expect(tokens.endedBy).toBeNull();
-  });
-
-  it('a refused refresh ends the session: listeners hear it once, every caller gets SessionEnded, health says not refreshable', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    const ended: MxsError[] = [];
-    tokens.onEnd((e) => ended.push(e));
-    replyJson(w.agent, HS, 'POST', V3_REFRESH, 403, { errcode: 'M_FORBIDDEN', error: 'refresh token isn\'t valid anymore' });
-    const e = await rejectionOf(() => tokens.afterRejection('syt_old_access'));
-    expect(e).toBeInstanceOf(SessionEnded);
-    expect((e as SessionEnded).reason.exitCode).toBe(4);
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(SessionEnded);
-    expect(ended).toHaveLength(1);
-    expect(tokens.health()).toMatchObject({ userId: '@alice:example.org', deviceId: 'DEVICE1', refreshable: false });
-  });
-
-  it('a token stored by another process is picked up from the sessions file (in the background, at most every 2 s)', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    await w.seed({ accessToken: 'syt_from_elsewhere', lifetimeMs: 300 * SEC, issuedAt: w.clock.now() + 1 });
-    expect(await tokens.current()).toBe('syt_old_access');
-    w.clock.advance(2001);
-    await tokens.current();
-    await tokens.settled();
-    expect(await tokens.current()).toBe('syt_from_elsewhere');
-    expect(refreshes()).toHaveLength(0);
-  });
-
-  it('the profile logged out, or logged in as another device, meanwhile: the session has ended for the proxy', async () => {
-    await w.seed({ lifetimeMs: 300 * SEC });
-    const tokens = await tokensFor();
-    const record = (await w.stored()).record!;
-    await w.deps.sessions.write({ ...record, deviceId: 'OTHERDEVICE', issuedAt: new Date(w.clock.now() + 5).toISOString() });
-    w.clock.advance(2001);
-    await tokens.current();
-    await tokens.settled();
-    expect(tokens.endedBy?.message).toMatch(/now holds another session/);
-    expect(await rejectionOf(() => tokens.current())).toBeInstanceOf(SessionEnded);
-  });
-});
-
 // ---------------------------------------------------------------------------------------------------------------
 
 /** What the MockAgent saw: the proxy sends headers as a flat [name, value…] list and bodies as Buffers. */
@@ -389,6 +289,33 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     )) as MxsError;
     expect(e.code).toBe('not_logged_in');
     expect(e.exitCode).toBe(4);
+  });
+
+  it('started on an expired token the server refuses to refresh: exit 4 before listening, with a hint to log in', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    w.clock.advance(301 * SEC);
+    replyJson(w.agent, HS, 'POST', V3_REFRESH, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'refresh token does not exist' });
+    const e = (await rejectionOf(() =>
+      runProxy({ profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: null, drainMs: 0, upstream: w.agent.get(HS) }, w.deps, {
+        onStart: () => {
+          throw new Error('started');
+        },
+        onStopSignal: () => () => {},
+        notice: () => {},
+      }),
+    )) as MxsError;
+    expect(e).toMatchObject({ exitCode: 4, hint: `Run: mxs login ${HS}` });
+  });
+
+  it('started on an expired token while the server is down: it starts, says so once (the keeper\'s words), and requests get 502', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    w.clock.advance(301 * SEC);
+    for (let i = 0; i < 3; i++) replyJson(w.agent, HS, 'POST', V3_REFRESH, 503, { errcode: 'M_UNKNOWN', error: 'busy' });
+    const p = await started();
+    expect(p.notices).toEqual([expect.stringMatching(/^could not refresh the access token of profile "default": .*; the current token has expired\. Retrying\.$/)]);
+    expect(await p.call('/_matrix/client/v3/account/whoami')).toMatchObject({ status: 502, json: { errcode: 'M_UNKNOWN' } });
+    p.stop();
+    await p.done;
   });
 
   it('an address in use is a usage error (exit 2)', async () => {

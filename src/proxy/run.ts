@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
 import { undiciCore } from '../http/undici.js';
-import { asMxsError, loginHint, MxsError, storageError, usageError } from '../errors.js';
-import { listenOn, removeSocket, urlOf, type ListenSpec } from '../proxy/listen.js';
-import { canonicalOf, ProxyToken } from '../proxy/rules.js';
-import { ProxyServer, type RequestLogEntry } from '../proxy/server.js';
-import { SessionTokens, type SessionHealth } from '../proxy/session-tokens.js';
-import type { Deps } from './deps.js';
-import { ensureFresh, loadSession, refreshWhenBelow, refreshWhenExpired } from './session.js';
+import { asMxsError, loginHint, MxsError, usageError } from '../errors.js';
+import type { Deps } from '../services/deps.js';
+import { RefreshUnavailable, SessionEnded, SessionKeeper } from '../services/keeper.js';
+import { loadSession, refreshWhenExpired } from '../services/session.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { listenOn, removeSocket, urlOf, type ListenSpec } from './listen.js';
+import { canonicalOf, ProxyToken } from './rules.js';
+import { ProxyServer, type RequestLogEntry } from './server.js';
 
 // `mxs proxy`: a local reverse proxy that lets unmodified clients and bots use the session. They
 // get a stand-in token (the proxy token); every request carrying it goes to the homeserver with the
-// session's current access token, refreshed ahead of expiry through the session core.
+// session's current access token, which the session keeper refreshes on demand, ahead of expiry.
 
 /** Like `token` and `api`: refresh when less than 60 s is left, capped at half the token's lifetime. */
 const MIN_VALID_MS = 60_000;
@@ -71,21 +72,18 @@ export function checkProxyToken(token: string): string {
  * `drainMs`) or until the session ends (rejects with that auth error, exit 4, after the same drain).
  */
 export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks): Promise<ProxyResult> {
-  let session = await loadSession(req.profile, deps);
-  if (refreshWhenExpired(session.secret, deps.now())) {
-    // Expired already: find out now whether the session can go on (a refused refresh is exit 4 before listening).
-    try {
-      session = (await ensureFresh(req.profile, deps, refreshWhenExpired)).session;
-    } catch (err) {
-      const e = asMxsError(err);
-      if (e.kind === 'auth') throw e;
-      hooks.notice(`the access token has expired and could not be refreshed yet (${e.message.replace(/\s+$/, '')}); requests will retry.`);
-    }
-  }
+  const session = await loadSession(req.profile, deps);
   if (session.secret.accessToken === req.proxyToken) throw usageError('MXS_PROXY_TOKEN is the session\'s own access token.', 'Give the proxy a token of its own, e.g.: openssl rand -hex 32');
-
-  const { record } = session;
-  const tokens = new SessionTokens(req.profile, deps, refreshWhenBelow(MIN_VALID_MS), session, hooks.notice);
+  const tokens = new SessionKeeper(deps, { profile: req.profile, holder: 'proxy', minValidMs: MIN_VALID_MS, first: session, notice: hooks.notice });
+  try {
+    // Expired already: find out now whether the session can go on (exit 4 before listening); one that
+    // cannot be refreshed for now (the keeper says so) starts anyway, and requests retry.
+    if (refreshWhenExpired(session.secret, deps.now())) await tokens.current();
+  } catch (err) {
+    if (err instanceof SessionEnded) throw endedError(err.reason, req.profile, session.record.homeserver);
+    if (!(err instanceof RefreshUnavailable)) throw err;
+  }
+  const { record } = tokens;
   const upstream = req.upstream ?? (await homeserverPool(record.homeserver, deps.http.timeoutMs));
   const server = new ProxyServer({
     homeserver: record.homeserver,
@@ -116,7 +114,7 @@ export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks)
       await writeTokenFile(req.tokenFile, req.proxyToken);
       tokenFileWritten = true;
     }
-    hooks.onStart({ profile: req.profile, url, userId: record.userId, deviceId: record.deviceId, tokenFile: req.tokenFile, homeserver: record.homeserver, expiresAt: session.secret.expiresAt });
+    hooks.onStart({ profile: req.profile, url, userId: record.userId, deviceId: record.deviceId, tokenFile: req.tokenFile, homeserver: record.homeserver, expiresAt: tokens.health().expiresAt });
 
     const outcome = await Promise.race([stopped.then((signal) => ({ signal })), ended.then((reason) => ({ reason }))]);
     draining = true;
@@ -134,8 +132,6 @@ export async function runProxy(req: ProxyRequest, deps: Deps, hooks: ProxyHooks)
     if (tokenFileWritten && req.tokenFile !== null) await removeTokenFile(req.tokenFile, req.proxyToken);
   }
 }
-
-export type { SessionHealth };
 
 function endedError(reason: MxsError, profile: string, homeserver: string): MxsError {
   return reason.with({ kind: 'auth', hint: reason.hint ?? loginHint(profile, homeserver) });
@@ -162,24 +158,15 @@ function oauthPathsOf(record: { homeserver: string; auth: { type: string } & Par
 }
 
 /**
- * The token file: 0600 from creation, replaced atomically (temp file beside it, then rename), so a
- * bot never reads half a token. The directory is the user's and is left as it is.
+ * The token file: 0600 from creation, replaced atomically, so a bot never reads half a token. The
+ * directory is the user's and is left as it is.
  */
 async function writeTokenFile(path: string, token: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(token);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await writeFileAtomic(path, token);
   } catch (err) {
-    await rm(tmp, { force: true }).catch(() => {});
-    const code = (err as NodeJS.ErrnoException).code;
-    throw storageError(`Cannot write the --token-file ${path}: ${code ?? (err as Error).message}.`, 'Give a path in a directory you can write.', err);
+    const e = asMxsError(err);
+    throw e.with({ message: `Cannot write the --token-file ${path}: ${e.message.replace(/[.\s]+$/, '')}.`, hint: 'Give a path in a directory you can write.' });
   }
 }
 
