@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { profileFlag, storageError } from '../errors.js';
+import { storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
 import { assertDirWritable, assertReplaceable, fsFailure, readStateFile, writeFileAtomic } from './atomic.js';
 import type { StatePaths } from './paths.js';
@@ -19,7 +19,7 @@ export interface SecretStore {
 
 export function parseSecret(text: string, where: string, profile = 'default'): SessionSecret {
   const corrupt = (why: string) =>
-    storageError(`The stored tokens in ${where} are unreadable (${why}).`, `Log in again to replace them: mxs login SERVER${profileFlag(profile)}`);
+    storageError(`The stored tokens in ${where} are unreadable (${why}).`, ['Log in again to replace them: ', { next: 'login', profile }]);
   let data: unknown;
   try {
     data = JSON.parse(text);

@@ -111,6 +111,12 @@ describe('against the homeserver double', () => {
     expect(hs.requests.find((q) => q.method === 'POST' && q.path.includes('whoami'))!.body).toEqual({ raw: true });
   });
 
+  it('--input - with the path alone: standard input is the body, never taken for a missing argument (oclif reads stdin into one)', async () => {
+    const r = await mxs(['api', 'account/whoami', '--input', '-'], '{"raw":true}');
+    expect(r.stderr).not.toMatch(/Unknown HTTP method/);
+    expect(hs.requests.find((q) => q.method === 'POST' && q.path.includes('whoami'))!.body).toEqual({ raw: true });
+  });
+
   describe('hostile input is refused before anything is sent (exit 2)', () => {
     it.each([
       ['an absolute URL', ['api', 'https://evil.example/_matrix/client/v3/account/whoami']],

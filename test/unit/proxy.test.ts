@@ -11,7 +11,7 @@ import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, Pro
 import { RefreshUnavailable, SessionEnded, SessionTokens } from '../../src/proxy/session-tokens.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/services/proxy.js';
 import { loadSession, refreshWhenBelow } from '../../src/services/session.js';
-import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
 const NEW = { access_token: 'syt_new_access', refresh_token: 'syr_new_refresh', expires_in_ms: 300_000 };
@@ -167,7 +167,7 @@ describe('--listen', () => {
       throw new Error('accepted');
     })();
     expect(err.exitCode).toBe(2);
-    expect(err.hint).toMatch(/--insecure/);
+    expect(hintText(err)).toMatch(/--insecure/);
     expect(parseListen(value, true).kind).toBe('tcp');
   });
 
@@ -383,7 +383,7 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     expect(await p.call('/_matrix/client/v3/account/whoami')).toMatchObject({ status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', soft_logout: false } });
     const e = (await rejectionOf(() => p.done)) as MxsError;
     expect(e.exitCode).toBe(4);
-    expect(e.hint).toMatch(/mxs login/);
+    expect(hintText(e)).toMatch(/mxs login/);
     expect(p.notices.at(-1)).toMatch(/session has ended/);
   });
 

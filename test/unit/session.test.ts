@@ -6,7 +6,7 @@ import type { SessionSecret } from '../../src/model.js';
 import { loadSession, refreshWhenBelow, refreshWhenExpired } from '../../src/services/session.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
 import { MemorySecretStore } from '../../src/store/secrets.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const V1 = '/_matrix/client/v1/refresh';
@@ -132,7 +132,7 @@ describe('tokenService', () => {
     w.clock.set(T0 + 6 * MIN);
     const err = await rejectionOf(() => tokenService('default', 60 * SEC, w.deps));
     expect(err).toMatchObject({ code: 'M_UNKNOWN_TOKEN', exitCode: 4 });
-    expect(err.hint).toBe(`Run: mxs login ${HS}`);
+    expect(hintText(err)).toBe(`Run: mxs login ${HS}`);
     expect(w.requests()).toEqual([]);
   });
 
@@ -194,7 +194,7 @@ describe('refreshService', () => {
     const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
     expect(err).toMatchObject({ exitCode, code });
     if (exitCode === 4) {
-      expect(err.hint).toBe(`Run: mxs login ${HS}`);
+      expect(hintText(err)).toBe(`Run: mxs login ${HS}`);
       await expectMarkedNotRefreshable(before);
     } else {
       expect(await snapshot()).toEqual(before);
@@ -300,7 +300,7 @@ describe('crash repair', () => {
     const err = await rejectionOf(() => tokenService('default', 60 * SEC, w.deps));
     expect(err).toMatchObject({ code: 'storage', exitCode: 6 });
     expect(err.message).toMatch(/locked, or the item was deleted/);
-    expect(err.hint).toMatch(/Unlock the keychain.*mxs login/);
+    expect(hintText(err)).toMatch(/Unlock the keychain.*mxs login/);
   });
 });
 
