@@ -10,6 +10,33 @@ import { isParseError, parseError, reportError } from '../../src/cli/report-erro
 import { runDefinition, type ParsedInput } from '../../src/cli/run.js';
 import { normalizeArgv } from '../../src/cli/argv.js';
 import { Output } from '../../src/ui/output.js';
+import { apiCommand } from '../../src/cli/commands/api.js';
+import { devicesCommand, devicesDeleteCommand, devicesRenameCommand } from '../../src/cli/commands/devices.js';
+import { execCommand } from '../../src/cli/commands/exec.js';
+import { loginCommand } from '../../src/cli/commands/login.js';
+import { logoutCommand } from '../../src/cli/commands/logout.js';
+import { refreshCommand } from '../../src/cli/commands/refresh.js';
+import { statusCommand } from '../../src/cli/commands/status.js';
+import { switchCommand } from '../../src/cli/commands/switch.js';
+import { tokenCommand } from '../../src/cli/commands/token.js';
+import { whoamiCommand } from '../../src/cli/commands/whoami.js';
+import type { RunResult } from './cli.js';
+
+const COMMANDS = [apiCommand, devicesCommand, devicesDeleteCommand, devicesRenameCommand, execCommand, loginCommand, logoutCommand, refreshCommand, statusCommand, switchCommand, tokenCommand, whoamiCommand];
+
+/**
+ * `mxs ARGV…` in this process, in the shape runMxs (test/support/cli.ts) gives, for tests moved from
+ * a process: the command is found by its id as typed (`devices delete`), global flags may come first.
+ */
+export async function mxsInProcess(argv: string[], opts: CommandRunOptions = {}): Promise<RunResult> {
+  const started = Date.now();
+  const [first, second, ...more] = normalizeArgv(argv);
+  const two = COMMANDS.find((c) => c.id === `${first}:${second}`);
+  const command = two ?? COMMANDS.find((c) => c.id === first);
+  if (!command) throw new Error(`no command definition for ${JSON.stringify(argv)}`);
+  const r = await runCommand(command, two ? more : [second!, ...more].filter((a) => a !== undefined), opts);
+  return { code: r.exitCode, signal: null, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - started, json: r.json };
+}
 
 export interface CommandRun {
   stdout: string;
@@ -32,7 +59,7 @@ export async function runCommand(command: CommandDefinition, argv: string[], opt
   const stderr = new Capture();
   const out = new Output(stdout, stderr);
   const env = { ...opts.env } as NodeJS.ProcessEnv;
-  const [, ...args] = normalizeArgv([command.id.replace(':', ' '), ...argv]);
+  const [, ...args] = normalizeArgv([command.id, ...argv]);
   let exitCode: number;
   try {
     const parsed = await withEnv(env, () => parseCommandLine(command, args, (a) => parse(command, a)));
