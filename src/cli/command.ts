@@ -93,6 +93,8 @@ export interface CommandDefinition<F = any, A = any, R = any> {
   run(ctx: CommandContext, input: CommandInput<F, A>): Promise<Outcome<R>>;
   /** What a person reads on stdout (not under --json), after run. */
   text?(ctx: CommandContext, result: R): void;
+  /** The --json document made from the result (default: the result itself), when a person's text needs more than it. */
+  jsonShape?(result: R): unknown;
   json?: JsonPrinting;
 }
 

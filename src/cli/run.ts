@@ -42,9 +42,10 @@ export async function runDefinition(command: CommandDefinition, parsed: ParsedIn
 
 function present(command: CommandDefinition, ctx: CommandContext, result: unknown, json: boolean): void {
   if (!json) return command.text?.(ctx, result);
-  if (result === undefined) return;
+  const document = command.jsonShape ? command.jsonShape(result) : result;
+  if (document === undefined) return;
   const printing = command.json ?? 'redacted';
-  if (printing === 'redacted') ctx.out.json(result);
+  if (printing === 'redacted') ctx.out.json(document);
   // The one output allowed to carry a secret: `token` prints it, `api` prints the server's answer as received.
-  else if (printing === 'unredacted') ctx.out.secretData(JSON.stringify(result, null, 2));
+  else if (printing === 'unredacted') ctx.out.secretData(JSON.stringify(document, null, 2));
 }

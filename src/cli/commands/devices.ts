@@ -1,21 +1,21 @@
 import { parseDuration } from '../../duration.js';
-import { deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesResult, type RenameDeviceResult } from '../../services/devices.js';
+import { deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesReport, type RenameDeviceResult } from '../../services/devices.js';
 import { deletedLine, deviceTable, renamedLine, terminalDeleteInteraction } from '../../ui/devices.js';
 import type { CommandDefinition } from '../command.js';
 import { cancelOnSigint } from '../terminal.js';
 
-export const devicesCommand: CommandDefinition<object, object, DevicesResult> = {
+export const devicesCommand: CommandDefinition<object, object, DevicesReport> = {
   id: 'devices',
   summary: "List the account's devices (sessions).",
   description:
     'Every device of the account: its ID, display name, and when and from which IP address it was last seen. The device of this session is marked "(this device)". See also: mxs devices delete, mxs devices rename.',
   examples: ['<%= config.bin %> devices', '<%= config.bin %> devices --json --profile work'],
   flags: {},
-  async run({ profile, deps, out }, { json }) {
-    const report = await listDevicesService(profile, deps);
-    if (!json) out.data(deviceTable(report, Date.now(), out.color).join('\n'));
-    return { result: report.result, exitCode: 0 };
+  async run({ profile, deps }) {
+    return { result: await listDevicesService(profile, deps), exitCode: 0 };
   },
+  text: ({ out }, report) => out.data(deviceTable(report, Date.now(), out.color).join('\n')),
+  jsonShape: (report) => report.result,
 };
 
 interface DeleteFlags {

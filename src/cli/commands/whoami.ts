@@ -1,10 +1,10 @@
 import { usageError } from '../../errors.js';
-import { whoamiService, whoamiTokenService, type WhoamiReport, type WhoamiResult } from '../../services/whoami.js';
+import { whoamiService, whoamiTokenService, type WhoamiReport } from '../../services/whoami.js';
 import { checkTokenShape, readStdinLine } from '../../ui/input.js';
 import { whoamiLines } from '../../ui/render.js';
 import type { CommandDefinition } from '../command.js';
 
-export const whoamiCommand: CommandDefinition<{ 'token-stdin': boolean; insecure: boolean }, { server?: string }, WhoamiResult> = {
+export const whoamiCommand: CommandDefinition<{ 'token-stdin': boolean; insecure: boolean }, { server?: string }, WhoamiReport> = {
   id: 'whoami',
   summary: 'Ask the server whom the access token belongs to.',
   description:
@@ -21,8 +21,8 @@ export const whoamiCommand: CommandDefinition<{ 'token-stdin': boolean; insecure
     'token-stdin': { type: 'boolean', summary: 'Check an access token read from standard input; store nothing.' },
     insecure: { type: 'boolean', summary: 'Allow plain http:// to a non-loopback host (with --token-stdin).' },
   },
-  async run(ctx, { flags, args, json }) {
-    const { profile, deps, out } = ctx;
+  async run(ctx, { flags, args }) {
+    const { profile, deps } = ctx;
     let report: WhoamiReport;
     if (flags['token-stdin']) {
       const stored = args.server ? null : await deps.sessions.read(profile);
@@ -34,8 +34,9 @@ export const whoamiCommand: CommandDefinition<{ 'token-stdin': boolean; insecure
       if (args.server) throw usageError('SERVER is only used with --token-stdin.', 'Run: mxs whoami (the stored session knows its server).');
       report = await whoamiService(profile, deps);
     }
-    // The clock line is not part of the result: printed here, where the report still has it.
-    if (!json) out.data(whoamiLines(report).join('\n'));
-    return { result: report.result, exitCode: 0 };
+    return { result: report, exitCode: 0 };
   },
+  // The clock line is for a person; --json gives the result alone.
+  text: (ctx, report) => ctx.out.data(whoamiLines(report).join('\n')),
+  jsonShape: (report) => report.result,
 };
