@@ -18,8 +18,8 @@ export type ExitCode = (typeof Exit)[keyof typeof Exit];
 /**
  * What kind of failure an error is. Protocol decoders (Matrix, OAuth) say only this and the server's
  * fields; the exit code follows from the kind here, and the "what to run next" hint, when the error
- * site did not give a specific one, is chosen at report time (src/cli/report-error.ts), where the profile
- * and server are known.
+ * site did not give a specific one, is chosen at report time (src/cli/report-error.ts), where the
+ * invocation is known.
  */
 export type ErrorKind = 'bug' | 'usage' | 'network' | 'auth' | 'storage' | 'http' | 'cancelled';
 
@@ -40,7 +40,7 @@ const KIND_FOR_EXIT: Partial<Record<ExitCode, ErrorKind>> = Object.fromEntries(
 export interface MxsErrorInit {
   code: string;
   message: string;
-  hint?: string;
+  hint?: Hint;
   /** Give either the kind or the exit code; the other follows. */
   kind?: ErrorKind;
   exitCode?: ExitCode;
@@ -60,7 +60,7 @@ export interface MxsErrorInit {
 
 export class MxsError extends Error {
   readonly code: string;
-  readonly hint: string | undefined;
+  readonly hint: Hint | undefined;
   readonly kind: ErrorKind;
   readonly exitCode: ExitCode;
   /** HTTP status when the error came from a server answer. */
@@ -104,11 +104,11 @@ export class MxsError extends Error {
   }
 }
 
-export function usageError(message: string, hint = 'Run: mxs --help'): MxsError {
+export function usageError(message: string, hint: Hint = 'Run: mxs --help'): MxsError {
   return new MxsError({ code: 'usage', message, hint, exitCode: Exit.usage });
 }
 
-export function storageError(message: string, hint: string, cause?: unknown): MxsError {
+export function storageError(message: string, hint: Hint, cause?: unknown): MxsError {
   return new MxsError({ code: 'storage', message, hint, exitCode: Exit.storage, cause });
 }
 
@@ -123,30 +123,29 @@ export function badResponse(message: string, cause?: unknown): MxsError {
 }
 
 /**
- * The profile a command uses when neither --profile nor MXS_PROFILE names one: the one chosen with
- * `mxs switch`, else `default`; null when that cannot be known (an unreadable config file), and then
- * every hint names its profile. Set once per run where the profile is resolved (src/cli/context.ts).
+ * A command a hint tells the user to run: `mxs NEXT [SERVER] [FLAGS]`. Its profile is named with
+ * --profile only when it is not the default one, and that is known only where the invocation is
+ * (src/ui/hints.ts renders it); without a profile, the hint is about the invocation's own.
  */
-let implicitProfile: () => string | null = () => 'default';
-
-export function setImplicitProfile(resolve: () => string | null): void {
-  implicitProfile = resolve;
-}
-
-export function getImplicitProfile(): string | null {
-  return implicitProfile();
+export interface NextStep {
+  next: 'login' | 'refresh' | 'token' | 'devices' | 'logout' | 'exec' | 'proxy';
+  profile?: string | undefined;
+  /** login: the server (SERVER when unknown). */
+  server?: string | undefined;
+  /** Flags after the command (`--local`). */
+  flags?: string;
+  /** What stands after the profile flag (exec's `-- …`). */
+  rest?: string;
 }
 
 /**
- * ` --profile NAME` unless the profile is the one used without a flag, so that a hint can be run as
- * it stands: after `mxs switch work`, a hint for `work` needs no flag and one for `default` does.
+ * What to do next, as data: plain advice, one command to run (rendered "Run: mxs …"), or advice with
+ * commands inside it. No hint is ever edited as a string: its parts are.
  */
-export function profileFlag(profile: string): string {
-  return profile === implicitProfile() ? '' : ` --profile ${profile}`;
-}
+export type Hint = string | NextStep | readonly (string | NextStep)[];
 
-export function loginHint(profile: string, server?: string): string {
-  return `Run: mxs login ${server ?? 'SERVER'}${profileFlag(profile)}`;
+export function loginHint(profile?: string, server?: string): NextStep {
+  return { next: 'login', profile, server };
 }
 
 /** Ctrl-C or end of input at a prompt: one line, exit 130, no hint (the user knows what they did). */

@@ -1,28 +1,40 @@
-import { parseDuration } from '../duration.js';
-import { setImplicitProfile, usageError } from '../errors.js';
+import type { Hint } from '../errors.js';
 import type { StoragePreference } from '../model.js';
 import { buildDeps } from '../runtime.js';
 import type { Deps } from '../services/deps.js';
-import { ConfigStore, configFile } from '../store/config.js';
-import { configDir, validateProfile } from '../store/paths.js';
+import type { ConfigStore } from '../store/config.js';
+import { renderHint } from '../ui/hints.js';
 import type { Output } from '../ui/output.js';
+import type { Host } from './command.js';
+import type { Invocation } from './invocation.js';
 
-export interface GlobalFlags {
-  /** As given with --profile or MXS_PROFILE; undefined when neither names one. */
-  profile?: string | undefined;
-  verbose: boolean;
-  storage: string;
-  timeout: string;
-}
+/** Standard input as commands read it (a password line, a request body); a TTY prompts. */
+export type Stdin = NodeJS.ReadStream;
 
+/** What a command's run function is given: the invocation, the wired services and the world's edges. */
 export interface CommandContext {
+  invocation: Invocation;
+  /** invocation.profile, the profile the command acts on. */
   profile: string;
   storage: StoragePreference;
   deps: Deps;
   out: Output;
   config: ConfigStore;
+  env: NodeJS.ProcessEnv;
+  /** Standard input, opened on first use (process.stdin costs the fast path a few ms). */
+  stdin(): Stdin;
+  host: Host;
   /** The profile used without --profile or MXS_PROFILE: the one chosen with `mxs switch`, else `default` (exit 6 when the config file is unreadable). */
   defaultProfile(): string;
+  /** A hint as this invocation shows it (src/ui/hints.ts). */
+  hint(hint: Hint): string;
+}
+
+export interface ContextIO {
+  out: Output;
+  env: NodeJS.ProcessEnv;
+  stdin: () => Stdin;
+  host?: Host;
 }
 
 export interface ContextOptions {
@@ -30,23 +42,21 @@ export interface ContextOptions {
   keychain?: 'in-process' | undefined;
 }
 
-/** Validates the global flags and wires the services' dependencies (shared by oclif and the fast path). */
-export function commandContext(flags: GlobalFlags, out: Output, env: NodeJS.ProcessEnv = process.env, opts: ContextOptions = {}): CommandContext {
-  const config = new ConfigStore(configFile(configDir(env)));
-  const defaultProfile = () => config.defaultProfile() ?? 'default';
-  // Hints leave out --profile only for this profile; with the config unreadable they always name it.
-  setImplicitProfile(() => {
-    try {
-      return defaultProfile();
-    } catch {
-      return null;
-    }
-  });
-  // --profile and MXS_PROFILE win over `mxs switch`, so a switch never changes a running job's profile;
-  // the config file is read only when neither is given.
-  const profile = validateProfile(flags.profile ?? defaultProfile());
-  const timeoutMs = parseDuration(flags.timeout, '--timeout');
-  if (timeoutMs <= 0) throw usageError('--timeout must be longer than zero.', 'For example: --timeout 10s');
-  const deps = buildDeps({ env, timeoutMs, verbose: flags.verbose, out, keychain: opts.keychain });
-  return { profile, storage: flags.storage as StoragePreference, deps, out, config, defaultProfile };
+/** Wires the services' dependencies for one invocation (shared by every front end). */
+export function commandContext(invocation: Invocation, io: ContextIO, opts: ContextOptions = {}): CommandContext {
+  const { out, env } = io;
+  const deps = buildDeps({ env, timeoutMs: invocation.timeoutMs, verbose: invocation.verbose, out, keychain: opts.keychain });
+  return {
+    invocation,
+    profile: invocation.profile,
+    storage: invocation.storage,
+    deps,
+    out,
+    config: invocation.config,
+    env,
+    stdin: io.stdin,
+    host: io.host ?? {},
+    defaultProfile: () => invocation.config.defaultProfile() ?? 'default',
+    hint: (hint) => renderHint(hint, invocation),
+  };
 }

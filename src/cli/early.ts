@@ -4,8 +4,9 @@ import { canExitWithCallsHung, directKeytarBackend } from '../store/keytar-direc
 import { publishPrefetch } from '../store/keychain-prefetch.js';
 import { KEYCHAIN_SERVICE, keychainAccount, type KeychainBackend } from '../store/keychain.js';
 import { ConfigStore, configFile } from '../store/config.js';
-import { configDir, statePaths, validateProfile } from '../store/paths.js';
+import { configDir, statePaths } from '../store/paths.js';
 import { normalizeArgv } from './argv.js';
+import { resolveProfile } from './invocation.js';
 
 // dist/cli/early.cjs (bundled by `npm run build`): bin/run.js runs it before it loads the fast path.
 // `mxs token` on a session kept in the OS keychain spends most of its extra time waiting for the
@@ -27,8 +28,9 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
     if (argv[0] !== 'token' || env.MXS_NO_FAST_PATH || env.MXS_NO_EARLY || argv.some((a) => a === '--help' || a === '-h' || a === '--')) return;
     const { values } = parseArgs({ args: argv.slice(1), options: { profile: { type: 'string', short: 'p' } }, strict: false, allowPositionals: true });
     const root = configDir(env);
-    // validateProfile throws for a bad name (then the normal path says so).
-    const profile = validateProfile((typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined) ?? defaultProfile(root) ?? 'default');
+    // The profile as the invocation will resolve it; a bad name or unreadable config throws (then the normal path says so).
+    const given = (typeof values.profile === 'string' ? values.profile : undefined) ?? (env.MXS_PROFILE || undefined);
+    const { profile } = resolveProfile(given, new ConfigStore(configFile(root)));
     const record = JSON.parse(readRegularFile(statePaths(root).session(profile))) as { storage?: unknown };
     if (record.storage !== 'keychain') return;
     const account = keychainAccount(profile, root, !env.MXS_CONFIG_DIR);
@@ -39,14 +41,6 @@ export function prefetchKeychain(args: string[], env: NodeJS.ProcessEnv = proces
     else void import('../store/keytar-child.js').then((m) => start(m.childKeytarBackend())).catch(() => {});
   } catch {
     // no session, an unreadable file, no keytar: the normal path finds out and says so
-  }
-}
-
-function defaultProfile(root: string): string | undefined {
-  try {
-    return new ConfigStore(configFile(root)).defaultProfile() ?? undefined;
-  } catch {
-    return undefined;
   }
 }
 

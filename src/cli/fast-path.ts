@@ -2,11 +2,10 @@ import { fstatSync, statSync, writeSync } from 'node:fs';
 import { devNull } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Output, type Stream } from '../ui/output.js';
-import { commandContext, type GlobalFlags } from './context.js';
-import { GLOBAL_FLAGS, printJsonResult, type FlagSpec, type HotCommand } from './hot-command.js';
-import { reportError } from './report-error.js';
-import { statusCommand } from './status.js';
-import { tokenCommand } from './token.js';
+import { GLOBAL_FLAGS, type CommandDefinition, type FlagSpec } from './command.js';
+import { statusCommand } from './commands/status.js';
+import { tokenCommand } from './commands/token.js';
+import { runDefinition } from './run.js';
 
 export { normalizeArgv } from './argv.js';
 export { exitProcess } from '../store/keytar-direct.js';
@@ -14,14 +13,14 @@ export { exitProcess } from '../store/keytar-direct.js';
 // `mxs status` and `mxs token` run in prompts and shell loops, so their start-up is the product's
 // speed. Loading @oclif/core alone costs about as much as Node's own start, so for these commands,
 // when the argv is plain, mxs parses it here, from the same flag metadata oclif's parser is built
-// from, and calls the same run function (src/cli/hot-command.ts). Anything else (help, unknown or
+// from, and runs the same definition the same way (src/cli/run.ts). Anything else (help, unknown or
 // malformed flags, flag values oclif would refuse, other commands) returns undefined and goes to
 // oclif, which owns every message about usage. `npm run build` bundles this module and everything
-// it loads into one file (the esbuild step of the `build` script in package.json).
+// it loads into one file (dist/cli/hot.cjs, the esbuild step of package.json's build script).
 
-const HOT: Record<string, HotCommand<never, unknown>> = {
-  status: statusCommand as HotCommand<never, unknown>,
-  token: tokenCommand as HotCommand<never, unknown>,
+const HOT: Record<string, CommandDefinition> = {
+  status: statusCommand,
+  token: tokenCommand,
 };
 
 /** The hot commands' ids (test/integration/front-ends.test.ts runs each both ways). */
@@ -35,15 +34,7 @@ export async function tryFastPath(argv: string[], env: NodeJS.ProcessEnv = proce
   const flags = parseFlags({ ...GLOBAL_FLAGS, ...(command.flags as Record<string, FlagSpec>) }, rest, env);
   if (!flags) return undefined;
   const out = await Output.create(fdStream(1), fdStream(2), env);
-  const json = flags.json === true;
-  try {
-    const ctx = commandContext(flags as unknown as GlobalFlags, out, env, { keychain: command.keychain });
-    const { result, exitCode } = await command.run(ctx, flags as never, json);
-    if (json) printJsonResult(command, out, result);
-    return exitCode;
-  } catch (err) {
-    return reportError(err, out, { json, verbose: flags.verbose === true, argv: rest });
-  }
+  return runDefinition(command, { flags, args: {} }, { out, env, stdin: () => process.stdin });
 }
 
 /** The flags as oclif would parse them, or undefined when oclif should look at this argv itself. */

@@ -1,34 +1,68 @@
-import { Flags } from '@oclif/core';
-import { MxsCommand } from '../base-command.js';
-import { commandContext, type GlobalFlags } from './context.js';
-import { printJsonResult, type FlagSpec, type HotCommand } from './hot-command.js';
+import { Args, Command, Flags, type Interfaces } from '@oclif/core';
+import { Output } from '../ui/output.js';
+import { GLOBAL_FLAGS, type ArgSpec, type CommandDefinition, type FlagSpec } from './command.js';
+import { isParseError, parseError, reportError } from './report-error.js';
+import { runDefinition, type ParsedInput } from './run.js';
 
 /**
- * The oclif front end of a hot command (src/cli/hot-command.ts): help, flags and the manifest come
- * from the command's metadata, the behaviour from its run function, the one the fast path calls.
+ * The oclif front end of a command definition (src/cli/command.ts): help, flags, args and the
+ * manifest come from its declarations, the behaviour from its run function through src/cli/run.ts,
+ * as on the fast path. src/commands/ID.ts is `export default oclifCommand(definition)`.
  */
-export function oclifCommand<F, R>(command: HotCommand<F, R>): typeof MxsCommand {
+export function oclifCommand(command: CommandDefinition): typeof Command {
   return class extends MxsCommand {
     static override summary = command.summary;
     static override description = command.description;
     static override examples = command.examples;
+    static override usage = command.usage;
     static override flags = oclifFlags(command.flags as Record<string, FlagSpec>);
+    static override args = oclifArgs((command.args ?? {}) as Record<string, ArgSpec>);
+    static override strict = command.passThrough === undefined;
 
-    async run(): Promise<R> {
-      const { flags } = await this.parse();
-      const ctx = commandContext(flags as unknown as GlobalFlags, this.out, process.env, { keychain: command.keychain });
-      const { result, exitCode } = await command.run(ctx, flags as F, this.jsonEnabled());
-      this.exitWith(exitCode);
-      return result;
-    }
-
-    override logJson(json: unknown): void {
-      printJsonResult(command as HotCommand<unknown, R>, this.out, json as R);
+    async run(): Promise<void> {
+      const parsed = await parseCommandLine(command, [...this.argv], (argv) => this.parse(undefined, argv));
+      process.exitCode = await runDefinition(command, parsed, { out: this.out, env: process.env, stdin: () => process.stdin, host: { oclif: this.config } });
     }
   };
 }
 
-function oclifFlags(specs: Record<string, FlagSpec>) {
+type Parse = (argv: string[]) => Promise<{ flags: Record<string, unknown>; args: Record<string, unknown>; argv: unknown[] }>;
+
+/** The command line through oclif's parser (`parse`), with what follows `--` kept from it for passThrough commands. */
+export async function parseCommandLine(command: CommandDefinition, argv: string[], parse: Parse): Promise<ParsedInput> {
+  if (!command.passThrough) {
+    const { flags, args } = await parse(argv);
+    return { flags, args };
+  }
+  const dashes = argv.indexOf('--');
+  const { missing } = command.passThrough;
+  const { flags, args, argv: stray } = await parse(dashes === -1 ? argv : argv.slice(0, dashes)).catch((err) => {
+    throw dashes === -1 ? missing() : err;
+  });
+  if (stray.length > 0) throw missing();
+  return { flags, args, rest: dashes === -1 ? [] : argv.slice(dashes + 1) };
+}
+
+/** Global flags, wiring and the parse-error exit of every command. */
+abstract class MxsCommand extends Command {
+  static override enableJsonFlag = true;
+  static override baseFlags = oclifFlags(Object.fromEntries(Object.entries(GLOBAL_FLAGS).filter(([name]) => name !== 'json')));
+
+  protected out = new Output(process.stdout, process.stderr);
+
+  override async init(): Promise<void> {
+    await super.init();
+    this.out = await Output.create(process.stdout, process.stderr, process.env);
+  }
+
+  /** runDefinition reports every error of a run; what reaches here failed before it (the command line). */
+  override async catch(err: Error): Promise<void> {
+    const e = isParseError(err) ? parseError(err, this.argv) : err;
+    process.exitCode = reportError(e, this.out, { json: this.jsonEnabled(), verbose: this.argv.includes('--verbose'), hints: { defaultProfile: null } });
+  }
+}
+
+export function oclifFlags(specs: Record<string, FlagSpec>): Interfaces.FlagInput {
   return Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, oclifFlag(spec)]));
 }
 
@@ -39,8 +73,31 @@ function oclifFlag(spec: FlagSpec) {
     ...(spec.env !== undefined && { env: spec.env }),
     ...(spec.exclusive !== undefined && { exclusive: [...spec.exclusive] }),
     ...(spec.helpGroup !== undefined && { helpGroup: spec.helpGroup }),
+    ...(spec.helpValue !== undefined && { helpValue: spec.helpValue }),
   };
-  if (spec.type === 'boolean') return Flags.boolean(common);
-  if (spec.options) return Flags.option({ ...common, options: spec.options, ...(spec.default !== undefined && { default: spec.default }) })();
-  return Flags.string({ ...common, ...(spec.default !== undefined && { default: spec.default }) });
+  if (spec.type === 'boolean') return Flags.boolean({ ...common, ...(spec.allowNo && { allowNo: true }), ...(typeof spec.default === 'boolean' && { default: spec.default }) });
+  // The declaration decides multiple/default at run time, which oclif's overloads cannot see.
+  const value: Record<string, unknown> = {
+    ...common,
+    ...(spec.multiple && { multiple: true as const }),
+    ...(typeof spec.default === 'string' && { default: spec.default }),
+  };
+  if (spec.options) return Flags.option({ ...value, options: spec.options } as never)();
+  return Flags.string(value as never);
+}
+
+/** ignoreStdin on every arg: oclif would read a missing argument from standard input, where mxs's stdin is a password or a body. */
+export function oclifArgs(specs: Record<string, ArgSpec>): Interfaces.ArgInput {
+  return Object.fromEntries(
+    Object.entries(specs).map(([name, spec]) => [
+      name,
+      Args.string({
+        description: spec.description,
+        ignoreStdin: true,
+        ...(spec.required && { required: true }),
+        ...(spec.multiple && { multiple: true }),
+        ...(spec.options && { options: [...spec.options] }),
+      }),
+    ]),
+  );
 }

@@ -1,12 +1,25 @@
-import { asMxsError, getImplicitProfile, loginHint, MxsError, usageError, type ErrorKind } from '../errors.js';
+import { asMxsError, loginHint, MxsError, usageError, type ErrorKind, type Hint } from '../errors.js';
+import { renderHint, type HintView } from '../ui/hints.js';
 import type { Output } from '../ui/output.js';
 
+export interface ReportOptions {
+  json: boolean;
+  verbose: boolean;
+  /** The invocation as far as it was resolved: a failure to resolve it knows no profile yet. */
+  hints: HintView;
+}
+
 /** The single error exit: one line of what happened, one of what to do, the contract's exit code. */
-export function reportError(err: unknown, out: Output, opts: { json: boolean; verbose: boolean; argv: string[]; env?: NodeJS.ProcessEnv }): number {
-  let e = toMxsError(err, opts.argv);
-  if (e.hint === undefined) e = e.with({ hint: defaultHint(e.kind, profileOf(opts.argv, opts.env ?? process.env)) });
-  out.error(e, opts.verbose);
+export function reportError(err: unknown, out: Output, opts: ReportOptions): number {
+  const e = asMxsError(err);
+  out.error(e, opts.verbose, renderHint(e.hint ?? defaultHint(e.kind) ?? '', opts.hints));
   if (opts.json) out.json({ error: e.toJSON() });
+  return e.exitCode;
+}
+
+/** The error line and hint of a failure whose result is already on stdout (`api --json`): nothing more on stdout. */
+export function reportAfterResult(e: MxsError, out: Output, hints: HintView): number {
+  out.error(e, false, renderHint(e.hint ?? defaultHint(e.kind) ?? '', hints));
   return e.exitCode;
 }
 
@@ -14,10 +27,10 @@ export function reportError(err: unknown, out: Output, opts: { json: boolean; ve
  * "What to do next" for errors whose site had nothing more specific to say (most of them are
  * decoded server answers: the protocol layers say what happened, this says what to run).
  */
-function defaultHint(kind: ErrorKind, profile: string): string | undefined {
+function defaultHint(kind: ErrorKind): Hint | undefined {
   switch (kind) {
     case 'auth':
-      return loginHint(profile);
+      return loginHint();
     case 'network':
       return 'Retry later; --verbose shows the exchange.';
     case 'usage':
@@ -33,26 +46,14 @@ function defaultHint(kind: ErrorKind, profile: string): string | undefined {
   }
 }
 
-/** The profile a hint should name: --profile/-p as given, else MXS_PROFILE, else the default (`mxs switch`). */
-function profileOf(argv: string[], env: NodeJS.ProcessEnv): string {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if ((a === '-p' || a === '--profile') && argv[i + 1]) return argv[i + 1]!;
-    const m = /^(?:--profile=|-p=?)(.+)$/.exec(a);
-    if (m) return m[1]!;
-  }
-  return env.MXS_PROFILE || (getImplicitProfile() ?? 'default');
-}
-
-function toMxsError(err: unknown, argv: string[]): MxsError {
-  if (err instanceof MxsError) return err;
+/** Whether oclif threw this while parsing the command line. */
+export function isParseError(err: unknown): boolean {
   const e = err as Error & { oclif?: unknown };
-  if (e && (e.oclif !== undefined || /Flag|Arg/.test(e.constructor?.name ?? ''))) return parseError(e, argv);
-  return asMxsError(err);
+  return !(err instanceof MxsError) && Boolean(e) && (e.oclif !== undefined || /Flag|Arg/.test(e.constructor?.name ?? ''));
 }
 
 /** oclif's parser errors become usage errors; a secret-looking flag never gets its value echoed. */
-function parseError(err: Error, argv: string[]): MxsError {
+export function parseError(err: Error, argv: string[]): MxsError {
   if (argv.some((a) => /^--?(password|pass|pw|P|token|access-token)(=|$)/i.test(a))) {
     return usageError(
       'Secrets are never accepted as flag values (they would show in the process list and shell history).',

@@ -2,6 +2,7 @@ import type { Hook } from '@oclif/core';
 import { closest, distance } from 'fastest-levenshtein';
 import { usageError } from '../errors.js';
 import { printable } from '../ui/escape.js';
+import { renderHint } from '../ui/hints.js';
 
 /**
  * An unknown command is a usage error like any other: one line, one hint, exit 2, the error object
@@ -19,7 +20,7 @@ const hook: Hook<'command_not_found'> = async function (opts) {
     const near = distance(words[0]!, nearest) <= Math.max(2, Math.floor(nearest.length / 3));
     err = usageError(`Unknown command "${printable(words.join(' '))}".`, near ? `Did you mean: mxs ${nearest}? (mxs --help lists ${known.join(', ')})` : `Commands: ${known.join(', ')}. See: mxs --help`);
   }
-  process.stderr.write(`Error: ${err.message}\n${err.hint}\n`);
+  process.stderr.write(`Error: ${err.message}\n${renderHint(err.hint ?? '', { defaultProfile: null })}\n`);
   if ((opts.argv ?? []).includes('--json')) process.stdout.write(JSON.stringify({ error: err.toJSON() }, null, 2) + '\n');
   process.exit(err.exitCode);
 };

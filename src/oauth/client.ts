@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { MxsError, badResponse, usageError } from '../errors.js';
+import { MxsError, badResponse, usageError, type Hint } from '../errors.js';
 import { isLoopbackHost } from '../http/loopback.js';
 import { jsonBody, retryableStatus, retryAfterMs, send, serverLine, type HttpDeps, type HttpResponse } from '../http/transport.js';
 import { decodeMatrixError } from '../matrix/http.js';
@@ -124,7 +124,7 @@ export function secretBearingEndpoints(meta: AuthMetadata): [string, string][] {
  * Contract: plain http:// only to loopback unless --insecure, for every URL a secret or a code goes
  * to. The same rule as for the homeserver, so a server cannot route tokens around it through its metadata.
  */
-export function refusePlainHttp(url: string, what: string, insecure: boolean, hint: string): void {
+export function refusePlainHttp(url: string, what: string, insecure: boolean, hint: Hint): void {
   const u = new URL(url);
   if (u.protocol !== 'http:' || insecure || isLoopbackHost(u.hostname)) return;
   throw usageError(`Refusing plain http:// to ${u.host} (${what}): codes and tokens would cross the network unencrypted.`, hint);

@@ -1,5 +1,5 @@
 import { formatDuration } from '../duration.js';
-import { MxsError, badResponse, cancelled, notLoggedIn, profileFlag, usageError } from '../errors.js';
+import { MxsError, badResponse, cancelled, notLoggedIn, usageError } from '../errors.js';
 import { isLoopbackHost } from '../http/loopback.js';
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
@@ -102,7 +102,7 @@ export async function deleteDevicesService(input: DeleteDevicesInput, deps: Deps
     throw usageError('Give device IDs or --older-than, not both.', 'For example: mxs devices delete ABCDEFGHIJ, or: mxs devices delete --older-than 30d');
   }
   if (ids.length === 0 && input.olderThanMs === undefined) {
-    throw usageError('No devices to delete: give their IDs, or --older-than DURATION.', `See them with: mxs devices${profileFlag(profile)}`);
+    throw usageError('No devices to delete: give their IDs, or --older-than DURATION.', ['See them with: ', { next: 'devices', profile }]);
   }
   ids.forEach((id) => checkDeviceId(id));
   const record = await deps.sessions.read(profile);
@@ -110,7 +110,7 @@ export async function deleteDevicesService(input: DeleteDevicesInput, deps: Deps
   if (ids.includes(record.deviceId)) {
     throw usageError(
       `Device ${printable(record.deviceId)} is the one this session (profile ${profile}) runs on; mxs never deletes it. Nothing was deleted.`,
-      `To end this session, run: mxs logout${profileFlag(profile)}`,
+      ['To end this session, run: ', { next: 'logout', profile }],
     );
   }
   if (!input.yes && !io.interactive) {
@@ -257,7 +257,7 @@ function named(devices: DeviceEntry[], ids: string[], profile: string): DeviceEn
     // Synapse's /delete_devices silently skips IDs it does not know, so its answer cannot say: check here.
     throw usageError(
       `The account has no device ${unknown.map((id) => printable(id)).join(', ')}. Nothing was deleted.`,
-      `See the account's devices with: mxs devices${profileFlag(profile)}`,
+      ["See the account's devices with: ", { next: 'devices', profile }],
     );
   }
   return ids.map((id) => byId.get(id)!);
@@ -297,7 +297,7 @@ export async function renameDeviceService(profile: string, deviceId: string, nam
       throw e.with({
         kind: 'usage',
         message: `The account has no device ${printable(deviceId)}. Nothing was renamed.`,
-        hint: `See the account's devices with: mxs devices${profileFlag(profile)}`,
+        hint: ["See the account's devices with: ", { next: 'devices', profile }],
       });
     }
     if (e.status === 400) {

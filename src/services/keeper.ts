@@ -1,5 +1,5 @@
 import { formatDuration } from '../duration.js';
-import { asMxsError, loginHint, MxsError, profileFlag } from '../errors.js';
+import { asMxsError, loginHint, MxsError, type Hint } from '../errors.js';
 import type { SessionRecord } from '../model.js';
 import type { Deps } from './deps.js';
 import type { TokenSource } from './replay.js';
@@ -41,8 +41,8 @@ export class RefreshUnavailable extends Error {
 
 /** Who holds the session: named in the messages, and how to start it again after a takeover. */
 const HOLDERS = {
-  exec: { name: 'the command', again: (profile: string) => `Run the command again: mxs exec${profileFlag(profile)} -- …` },
-  proxy: { name: 'the proxy', again: (profile: string) => `Start the proxy again: mxs proxy${profileFlag(profile)}` },
+  exec: { name: 'the command', again: (profile: string): Hint => ['Run the command again: ', { next: 'exec', profile, rest: '-- …' }] },
+  proxy: { name: 'the proxy', again: (profile: string): Hint => ['Start the proxy again: ', { next: 'proxy', profile }] },
 } as const;
 
 export interface KeeperOptions {

@@ -1,4 +1,4 @@
-import { MxsError, notLoggedIn, profileFlag, usageError } from '../errors.js';
+import { MxsError, notLoggedIn, usageError } from '../errors.js';
 import type { Deps } from './deps.js';
 import { loadSession, withAccessToken, withProfileLock } from './session.js';
 import { strategyFor } from './strategy.js';
@@ -40,7 +40,7 @@ export async function logoutService(profile: string, opts: { local: boolean; all
     } catch (err) {
       const e = err as MxsError;
       if (e.kind !== 'auth') {
-        throw e.with({ hint: `Nothing was forgotten. Retry, or forget the session only here: mxs logout --local${profileFlag(profile)}` });
+        throw e.with({ hint: ['Nothing was forgotten. Retry, or forget the session only here: ', { next: 'logout', flags: '--local', profile }] });
       }
       // The server no longer knows this session: it is over there already.
       deps.notice(`The server no longer recognised the session (${e.code}); forgetting it here.`);

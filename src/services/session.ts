@@ -1,4 +1,4 @@
-import { Exit, MxsError, loginHint, notLoggedIn, profileFlag, storageError } from '../errors.js';
+import { Exit, MxsError, loginHint, notLoggedIn, storageError } from '../errors.js';
 import type { SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { withLock } from '../store/lock.js';
 import type { SecretStore } from '../store/secrets.js';
@@ -83,7 +83,7 @@ export async function loadSession(profile: string, deps: Deps): Promise<LoadedSe
       // from a deleted item: the session file says it is there, so treat the keychain as unusable.
       throw storageError(
         `The OS keychain returned no tokens for profile "${profile}": it is locked, or the item was deleted.`,
-        `Unlock the keychain and retry; if the item is gone, log in again: ${loginHint(profile, record.homeserver).replace(/^Run: /, '')}`,
+        ['Unlock the keychain and retry; if the item is gone, log in again: ', loginHint(profile, record.homeserver)],
       );
     }
     throw new MxsError({
@@ -143,7 +143,7 @@ function requireRefreshToken(s: LoadedSession, now: number, evenIfRefused = fals
     throw new MxsError({
       code: 'not_refreshable',
       message: `The session of profile "${s.record.profile}" has ended: the server refused its refresh token earlier.`,
-      hint: `${loginHint(s.record.profile, s.record.homeserver)} (or, to try that refresh token once more: mxs refresh${profileFlag(s.record.profile)})`,
+      hint: ['Run: ', loginHint(s.record.profile, s.record.homeserver), ' (or, to try that refresh token once more: ', { next: 'refresh', profile: s.record.profile }, ')'],
       kind: 'auth',
     });
   }

@@ -1,7 +1,7 @@
 import { logout as matrixLogout, refresh as matrixRefresh, REFRESH_PATHS } from '../matrix/client.js';
 import type { HttpDeps } from '../http/transport.js';
 import type { SessionAuth, SessionRecord, SessionSecret, TokenGrant } from '../model.js';
-import { loginHint } from '../errors.js';
+import { loginHint, type Hint } from '../errors.js';
 import { refreshGrant, refusePlainHttp, revokeToken } from '../oauth/client.js';
 
 /**
@@ -35,7 +35,7 @@ const matrix: AuthStrategy = {
  * doing, so the refresh token is not sent there; logging in again picks up the server's current endpoints.
  */
 function refuseStoredPlainHttp(record: SessionRecord, url: string, what: string): void {
-  const hint = `${loginHint(record.profile, new URL(record.homeserver).host)} (with --insecure only if you really mean plain http://).`;
+  const hint: Hint = ['Run: ', loginHint(record.profile, new URL(record.homeserver).host), ' (with --insecure only if you really mean plain http://).'];
   refusePlainHttp(url, `the session's OAuth ${what}`, record.insecure === true, hint);
 }
 

@@ -25,8 +25,8 @@ export async function switchService(profile: string, deps: SwitchDeps): Promise<
       message: `No session is stored for profile "${profile}", so it cannot be the default.`,
       hint:
         stored.length === 0
-          ? `No profile has a session yet. Log in first: ${loginHint(profile).replace(/^Run: /, '')}`
-          : `Stored profiles: ${stored.join(', ')}. Or log in first: ${loginHint(profile).replace(/^Run: /, '')}`,
+          ? ['No profile has a session yet. Log in first: ', loginHint(profile)]
+          : [`Stored profiles: ${stored.join(', ')}. Or log in first: `, loginHint(profile)],
     });
   }
   await deps.config.setDefaultProfile(profile);

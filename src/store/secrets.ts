@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { profileFlag, storageError } from '../errors.js';
+import { storageError } from '../errors.js';
 import type { SessionSecret, StorageKind } from '../model.js';
 import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
 import { readSmallFile } from './small-file.js';
@@ -20,7 +20,7 @@ export interface SecretStore {
 
 export function parseSecret(text: string, where: string, profile = 'default'): SessionSecret {
   const corrupt = (why: string) =>
-    storageError(`The stored tokens in ${where} are unreadable (${why}).`, `Log in again to replace them: mxs login SERVER${profileFlag(profile)}`);
+    storageError(`The stored tokens in ${where} are unreadable (${why}).`, ['Log in again to replace them: ', { next: 'login', profile }]);
   let data: unknown;
   try {
     data = JSON.parse(text);

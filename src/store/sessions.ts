@@ -1,5 +1,5 @@
 import { readdir, rm } from 'node:fs/promises';
-import { profileFlag, storageError } from '../errors.js';
+import { storageError } from '../errors.js';
 import type { SessionAuth, SessionRecord } from '../model.js';
 import { dirname } from 'node:path';
 import { assertDirWritable, assertReplaceable, ensurePrivateDir, fsFailure, writeFileAtomic } from './atomic.js';
@@ -105,7 +105,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   const corrupt = (why: string) =>
     storageError(
       `The sessions file ${file} is corrupt (${why}); it was left as it is.`,
-      `Inspect or delete it, then log in again: mxs login SERVER${profileFlag(profile)}`,
+      ['Inspect or delete it, then log in again: ', { next: 'login', profile }],
     );
   let data: unknown;
   try {

@@ -40,6 +40,11 @@ export class Output {
     return new Output(stdout, stderr, new Chalk({ level: 1 }));
   }
 
+  /** Whether stderr is a terminal (prompts and live progress go there). */
+  get errorsInteractive(): boolean {
+    return Boolean(this.stderr.isTTY);
+  }
+
   get interactive(): boolean {
     return Boolean(this.stdout.isTTY);
   }
@@ -86,10 +91,11 @@ export class Output {
     this.info(`mxs: ${line}`);
   }
 
-  error(err: MxsError, verbose: boolean): void {
+  /** `hint` as src/ui/hints.ts rendered it for this invocation. */
+  error(err: MxsError, verbose: boolean, hint: string): void {
     // One line of what happened and one of what to do: text from servers and users inside them is escaped.
     this.info(`${this.color.red('Error:')} ${printable(err.message)}`);
-    if (err.hint) this.info(printable(err.hint));
+    if (hint) this.info(printable(hint));
     if (verbose) {
       let cause: unknown = err;
       while (cause instanceof Error) {

@@ -1,10 +1,10 @@
 import { formatDuration } from '../duration.js';
-import { profileFlag } from '../errors.js';
 import type { LoginResult } from '../services/login.js';
 import type { StatusReport } from '../services/status.js';
 import type { RefreshResult } from '../services/tokens.js';
 import type { WhoamiReport } from '../services/whoami.js';
 import { printable } from './escape.js';
+import { profileFlag, type HintView } from './hints.js';
 import type { Colors } from './output.js';
 
 /** Below this share of its lifetime, a countdown turns yellow. */
@@ -31,7 +31,8 @@ export function skewLine(skewMs: number | null): string[] {
   return [`Clock:     this machine's clock is ${formatDuration(skewMs)} ${dir} the server's; expiry times are computed locally.`];
 }
 
-export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
+/** The lines of `mxs status`; the commands it suggests name --profile as hints do (view). */
+export function statusLines(r: StatusReport, now: number, c: Colors, view: HintView): string[] {
   const s = r.status;
   if (!s.loggedIn) return [`Profile:   ${s.profile}`, `Session:   ${c.red('not logged in')}`];
   return [
@@ -41,14 +42,14 @@ export function statusLines(r: StatusReport, now: number, c: Colors): string[] {
     `Login:     ${s.method === 'oauth' ? `OAuth 2.0 (issuer ${printable(s.issuer ?? '?')})` : s.method === 'token' ? 'login token' : 'password'}`,
     ...(r.accountManagementUri ? [`Account:   ${printable(r.accountManagementUri)}`] : []),
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
-    `Refresh:   ${refreshState(s, c)}`,
+    `Refresh:   ${refreshState(s, c, view)}`,
     `Secrets:   ${s.storage === 'keychain' ? 'OS keychain' : 'file (0600)'}`,
     ...skewLine(r.clockSkewMs),
   ];
 }
 
-function refreshState(s: StatusReport['status'], c: Colors): string {
-  const p = profileFlag(s.profile);
+function refreshState(s: StatusReport['status'], c: Colors, view: HintView): string {
+  const p = profileFlag(s.profile, view);
   if (s.expiresAt === null) return 'not needed (the token does not expire)';
   if (!s.refreshable) return s.expired ? c.red(`not possible: log in again (mxs login${p})`) : `not possible: log in again when it expires (mxs login${p})`;
   // Nothing refreshes in the background: say which commands do it.

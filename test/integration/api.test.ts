@@ -1,5 +1,5 @@
-// `mxs api` (issue 11 item 1) through the real CLI: against the homeserver double for refresh, retries,
-// errors and hostile input; against a real Synapse 1.163 for rooms, pagination, the admin API, media
+// `mxs api` (issue 11 item 1): against the homeserver double for refresh, retries, errors and hostile
+// input, in-process through the command definition (stdin handling through the real CLI); against a real Synapse 1.163 for rooms, pagination, the admin API, media
 // upload and a 100 MiB streamed download; against the real OAuth homeserver for an OAuth session.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { BIN, makeHome, runMxs, startMxs } from '../support/cli.js';
 import { waitFor } from '../support/fault-kit.js';
+import { mxsInProcess } from '../support/run-command.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, registerUserWithSecret, startSynapse, testSynapseUrl, type SynapseHandle } from '../support/synapse.js';
 
@@ -21,10 +22,11 @@ afterEach(async () => {
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env }, timeoutMs: 120_000 });
 
 describe('against the homeserver double', () => {
+  const run = (args: string[], input?: string) => mxsInProcess(args, { stdin: input, env: home.env });
   let hs: HomeserverDouble;
   beforeEach(async () => {
     hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-    expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n')).code).toBe(0);
+    expect((await run(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n')).code).toBe(0);
   });
   afterEach(async () => {
     await hs.close();
@@ -32,7 +34,7 @@ describe('against the homeserver double', () => {
   const whoamiRequests = () => hs.requests.filter((q) => q.path.startsWith('/_matrix/client/v3/account/whoami'));
 
   it('GET a relative path: the body on stdout as received, the token in the header only', async () => {
-    const r = await mxs(['api', 'account/whoami']);
+    const r = await run(['api', 'account/whoami']);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ user_id: '@alice:localhost' });
     const [q] = whoamiRequests();
@@ -41,32 +43,32 @@ describe('against the homeserver double', () => {
   });
 
   it('/_matrix/ paths are used as given, and {userId}/{deviceId} are filled in URL-encoded', async () => {
-    const r = await mxs(['api', '/_matrix/client/v3/account/whoami?x={userId}']);
+    const r = await run(['api', '/_matrix/client/v3/account/whoami?x={userId}']);
     expect(r.code).toBe(0);
-    const device = (await mxs(['status', '--json'])).json().deviceId;
-    await mxs(['api', 'devices/{deviceId}']);
+    const device = (await run(['status', '--json'])).json().deviceId;
+    await run(['api', 'devices/{deviceId}']);
     expect(hs.requests.some((q) => q.path === `/_matrix/client/v3/devices/${device}`)).toBe(true);
   });
 
   it('--json gives {status, headers, body}, for error answers too (exit 7)', async () => {
-    const ok = await mxs(['api', 'account/whoami', '--json']);
+    const ok = await run(['api', 'account/whoami', '--json']);
     expect(ok.code).toBe(0);
     expect(ok.json()).toMatchObject({ status: 200, headers: { 'content-type': expect.stringContaining('json') }, body: { user_id: '@alice:localhost' } });
-    const missing = await mxs(['api', 'no/such/endpoint', '--json']);
+    const missing = await run(['api', 'no/such/endpoint', '--json']);
     expect(missing.code).toBe(7);
     expect(missing.json()).toMatchObject({ status: 404, body: { errcode: 'M_UNRECOGNIZED' } });
     expect(missing.stderr).toMatch(/HTTP 404 M_UNRECOGNIZED/);
   });
 
   it('a 4xx answer: the body on stdout, one error line and a hint on stderr, exit 7', async () => {
-    const r = await mxs(['api', 'no/such/endpoint']);
+    const r = await run(['api', 'no/such/endpoint']);
     expect(r.code).toBe(7);
     expect(JSON.parse(r.stdout)).toMatchObject({ errcode: 'M_UNRECOGNIZED' });
     expect(r.stderr.trim().split('\n')).toHaveLength(2);
   });
 
   it('-i puts the status line and headers first', async () => {
-    const r = await mxs(['api', '-i', 'account/whoami']);
+    const r = await run(['api', '-i', 'account/whoami']);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(r.stdout).toMatch(/\r\ncontent-type: application\/json/i);
     expect(JSON.parse(r.stdout.split('\r\n\r\n')[1]!)).toMatchObject({ user_id: '@alice:localhost' });
@@ -74,40 +76,46 @@ describe('against the homeserver double', () => {
 
   it('an expired session refreshes first; a 401 M_UNKNOWN_TOKEN refreshes once and retries once', async () => {
     hs.expireAccessTokens();
-    const r = await mxs(['api', 'account/whoami']);
+    const r = await run(['api', 'account/whoami']);
     expect(r.code).toBe(0);
     expect(hs.count('/_matrix/client/v3/refresh')).toBe(1);
     hs.inject('GET /_matrix/client/v3/account/whoami', { status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', error: 'Token is not active', soft_logout: false } });
-    const again = await mxs(['api', 'account/whoami']);
+    const again = await run(['api', 'account/whoami']);
     expect(again.code).toBe(0);
     expect(hs.count('/_matrix/client/v3/refresh')).toBe(2);
   });
 
   it('5xx: GET is retried, POST is not; both exit 3', async () => {
     hs.inject('GET /_matrix/client/v3/account/whoami', { status: 502 }, { status: 502 }, { status: 502 });
-    const get = await mxs(['api', 'account/whoami']);
+    const get = await run(['api', 'account/whoami']);
     expect(get.code).toBe(3);
     expect(whoamiRequests()).toHaveLength(3);
     hs.inject('POST /_matrix/client/v3/account/whoami', { status: 503 }, { status: 503 });
-    const post = await mxs(['api', 'POST', 'account/whoami', '-f', 'a=b']);
+    const post = await run(['api', 'POST', 'account/whoami', '-f', 'a=b']);
     expect(post.code).toBe(3);
     expect(hs.requests.filter((q) => q.method === 'POST' && q.path.includes('whoami'))).toHaveLength(1);
   });
 
   it('fields: a JSON body by default (POST, as gh api does), the query string with -X GET, typed values with -F', async () => {
-    await mxs(['api', 'account/whoami', '-X', 'GET', '-f', 'a=1', '-F', 'b=2']);
+    await run(['api', 'account/whoami', '-X', 'GET', '-f', 'a=1', '-F', 'b=2']);
     expect(whoamiRequests()[0]!.path).toBe('/_matrix/client/v3/account/whoami?a=1&b=2');
-    await mxs(['api', 'account/whoami', '-f', 'name=x', '-F', 'n=5', '-F', 't=true', '-F', 'z=null', '-F', 's=text']);
+    await run(['api', 'account/whoami', '-f', 'name=x', '-F', 'n=5', '-F', 't=true', '-F', 'z=null', '-F', 's=text']);
     const post = hs.requests.find((q) => q.method === 'POST' && q.path.includes('whoami'))!;
     expect(post.body).toEqual({ name: 'x', n: 5, t: true, z: null, s: 'text' });
     const file = join(home.dir, 'value.txt');
     await writeFile(file, 'from a file');
-    await mxs(['api', 'POST', 'account/whoami', '-F', `v=@${file}`]);
+    await run(['api', 'POST', 'account/whoami', '-F', `v=@${file}`]);
     expect(hs.requests.filter((q) => q.method === 'POST' && q.path.includes('whoami'))[1]!.body).toEqual({ v: 'from a file' });
   });
 
   it('--input - sends standard input as the body', async () => {
-    await mxs(['api', 'POST', 'account/whoami', '--input', '-'], '{"raw":true}');
+    await run(['api', 'POST', 'account/whoami', '--input', '-'], '{"raw":true}');
+    expect(hs.requests.find((q) => q.method === 'POST' && q.path.includes('whoami'))!.body).toEqual({ raw: true });
+  });
+
+  it('--input - with the path alone: standard input is the body, never taken for a missing argument (oclif reads stdin into one)', async () => {
+    const r = await mxs(['api', 'account/whoami', '--input', '-'], '{"raw":true}');
+    expect(r.stderr).not.toMatch(/Unknown HTTP method/);
     expect(hs.requests.find((q) => q.method === 'POST' && q.path.includes('whoami'))!.body).toEqual({ raw: true });
   });
 
@@ -125,7 +133,7 @@ describe('against the homeserver double', () => {
       ['--paginate with POST', ['api', '--paginate', '-X', 'POST', 'account/whoami']],
     ])('%s', async (_case, args) => {
       const before = hs.requests.length;
-      const r = await mxs(args);
+      const r = await run(args);
       expect(r.code).toBe(2);
       expect(r.stderr).not.toMatch(/[\r\x1b]/);
       expect(hs.requests.length).toBe(before);
@@ -134,7 +142,7 @@ describe('against the homeserver double', () => {
 
   it('a response larger than the --json cap is refused cleanly (exit 3), not held in memory', async () => {
     hs.inject('GET /_matrix/client/v3/account/whoami', { status: 200, body: Buffer.alloc(70 * 1024 * 1024, 0x61), contentType: 'application/json' });
-    const r = await mxs(['api', 'account/whoami', '--json']);
+    const r = await run(['api', 'account/whoami', '--json']);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/larger than 64 MiB/);
   });

@@ -1,19 +1,28 @@
-// Every command and flag of the contract, run as a real process against the homeserver double.
+// Every command and flag of the contract against the homeserver double: in-process through the
+// command definitions (test/support/run-command.ts), and as a real process where only a process
+// shows it (what it loads, the keychain helper, unknown commands).
 import { chmod, readFile, stat, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { filesBelow, makeHome, REPO, runMxs } from '../support/cli.js';
+import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 let hs: HomeserverDouble;
 let home: Awaited<ReturnType<typeof makeHome>>;
 
-async function mxs(args: string[], extra: { input?: string; env?: Record<string, string | undefined> } = {}) {
+type Extra = { input?: string; env?: Record<string, string | undefined> };
+
+async function mxs(args: string[], extra: Extra = {}) {
+  return mxsInProcess(args, { stdin: extra.input, env: { ...home.env, ...extra.env } });
+}
+
+async function mxsProcess(args: string[], extra: Extra = {}) {
   return runMxs(args, { input: extra.input, env: { ...home.env, ...extra.env } });
 }
 
-async function login(args: string[] = []) {
-  const r = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', ...args], { input: PW + '\n' });
+async function login(args: string[] = [], run = mxs) {
+  const r = await run(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', ...args], { input: PW + '\n' });
   expect(r.stderr).not.toContain(PW);
   return r;
 }
@@ -131,14 +140,14 @@ describe('login', () => {
   });
 
   it('falls back from an unusable keychain to the file store with --storage auto, and says so', async () => {
-    const r = await login(['--storage', 'auto']);
+    const r = await login(['--storage', 'auto'], mxsProcess);
     expect(r.code).toBe(0);
     expect(r.json().storage).toBe('file');
     expect(r.stderr).toMatch(/keychain unavailable: .*Secrets are stored in .*0600.*--storage file or MXS_STORAGE=file/i);
   });
 
   it('fails with exit 6 under --storage keychain when the keychain is unusable, storing nothing', async () => {
-    const r = await login(['--storage', 'keychain']);
+    const r = await login(['--storage', 'keychain'], mxsProcess);
     expect(r.code).toBe(6);
     expect(r.json().error.code).toBe('storage');
     await expect(stat(sessionFile())).rejects.toThrow();
@@ -151,11 +160,11 @@ describe('status', () => {
     const probe = join(home.dir, 'probe.log');
     await writeFile(probe, '');
     const env = { NODE_OPTIONS: `--require ${join(REPO, 'test/support/no-network.cjs')}`, MXS_PROBE_FILE: probe };
-    const text = await mxs(['status'], { env });
+    const text = await mxsProcess(['status'], { env });
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/Token: +expires in (59s|1m) \(\d\d:\d\d:\d\d UTC\)/);
     expect(text.stdout).toContain('@alice:localhost');
-    const json = await mxs(['status', '--json'], { env });
+    const json = await mxsProcess(['status', '--json'], { env });
     expect(json.json()).toEqual({
       profile: 'default',
       loggedIn: true,
@@ -452,7 +461,7 @@ describe('global flags', () => {
   it.each([[['frobnicate'], /Unknown command "frobnicate"/], [['status', 'extra'], /"status" takes no argument "extra"/], [['status', '--bogus'], /Nonexistent flag: --bogus/]])(
     'answers a usage mistake %j with exit 2, one line and a hint',
     async (args, message) => {
-      const r = await mxs(args);
+      const r = await mxsProcess(args);
       expect(r.code).toBe(2);
       const lines = r.stderr.trim().split('\n');
       expect(lines[0]).toMatch(message);
@@ -462,9 +471,9 @@ describe('global flags', () => {
   );
 
   it('shows a stack trace only with --verbose', async () => {
-    const plain = await mxs(['token', '--profile', 'ghost']);
+    const plain = await mxsProcess(['token', '--profile', 'ghost']);
     expect(plain.stderr).not.toMatch(/\n\s+at /);
-    const verbose = await mxs(['token', '--profile', 'ghost', '--verbose']);
+    const verbose = await mxsProcess(['token', '--profile', 'ghost', '--verbose']);
     expect(verbose.code).toBe(4);
     expect(verbose.stderr).toMatch(/\n\s+at .+\.js:\d+/);
   });

@@ -1,10 +1,11 @@
-// `mxs devices`, `devices delete`, `devices rename` through the real CLI: against the homeserver double
-// (legacy password UIA, the OAuth m.oauth stage, hostile input, a real pseudo-terminal) and against a
-// real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
+// `mxs devices`, `devices delete`, `devices rename`: against the homeserver double (legacy password
+// UIA, the OAuth m.oauth stage, hostile input) in-process through the command definitions, on a real
+// pseudo-terminal and while a login waits through the real CLI; and against a real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
 import { spawn } from 'node:child_process';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { BIN, makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { waitFor, watchStderr } from '../support/fault-kit.js';
+import { mxsInProcess } from '../support/run-command.js';
 import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 
 const DAY = 86_400_000;
@@ -20,6 +21,8 @@ afterEach(async () => {
 });
 
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env } });
+/** In this process (test/support/run-command.ts): for what a process does not change. */
+const run = (args: string[], input?: string, env: Record<string, string> = {}) => mxsInProcess(args, { stdin: input, env: { ...home.env, ...env } });
 
 /** stderr without the trailing newline, as lines. */
 const errLines = (r: RunResult) => r.stderr.trimEnd().split('\n');
@@ -120,7 +123,7 @@ describe('against the homeserver double (password account)', () => {
 
   beforeEach(async () => {
     hs = await startHomeserverDouble();
-    const login = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--device-id', 'CURRENTDEV', '--json'], 'alice-pw\n');
+    const login = await run(['login', hs.url, '-u', 'alice', '--password-stdin', '--device-id', 'CURRENTDEV', '--json'], 'alice-pw\n');
     expect(login.code).toBe(0);
     current = login.json().deviceId;
     await rawLogin(hs.url, 'alice', 'alice-pw', 'OLDPHONE', 'Element Android');
@@ -134,7 +137,7 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('mxs devices lists every device: the current one first and marked, last seen as "3d ago", the time and the IP', async () => {
-    const r = await mxs(['devices']);
+    const r = await run(['devices']);
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^DEVICE ID\s+NAME\s+LAST SEEN$/);
@@ -147,7 +150,7 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('mxs devices --json: {profile, devices: [{deviceId, displayName, lastSeenAt, lastSeenIp, current}]}', async () => {
-    const r = await mxs(['devices', '--json']);
+    const r = await run(['devices', '--json']);
     expect(r.code).toBe(0);
     const laptop = hs.listDevices(ALICE).find((d) => d.device_id === 'LAPTOP')!;
     expect(r.json()).toEqual({
@@ -162,24 +165,24 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('rename: the server stores the name; --json {profile, deviceId, displayName}', async () => {
-    const r = await mxs(['devices', 'rename', 'LAPTOP', 'work laptop']);
+    const r = await run(['devices', 'rename', 'LAPTOP', 'work laptop']);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('Renamed device LAPTOP to "work laptop".\n');
     expect(hs.listDevices(ALICE).find((d) => d.device_id === 'LAPTOP')!.display_name).toBe('work laptop');
-    const j = await mxs(['devices', 'rename', 'LAPTOP', 'again', '--json']);
+    const j = await run(['devices', 'rename', 'LAPTOP', 'again', '--json']);
     expect(j.json()).toEqual({ profile: 'default', deviceId: 'LAPTOP', displayName: 'again' });
     const put = hs.requests.filter((q) => q.method === 'PUT').at(-1)!;
     expect(put).toMatchObject({ path: `${DEVICES}/LAPTOP`, body: { display_name: 'again' } });
   });
 
   it('rename of a device the account does not have: exit 2 with the server\'s M_NOT_FOUND', async () => {
-    const r = await mxs(['devices', 'rename', 'GHOST', 'x', '--json']);
+    const r = await run(['devices', 'rename', 'GHOST', 'x', '--json']);
     expect(r.code).toBe(2);
     expect(r.json()).toEqual({ error: { code: 'M_NOT_FOUND', message: 'The account has no device GHOST. Nothing was renamed.', exitCode: 2 } });
   });
 
   it('delete with the password from --password-stdin and --yes: the UIA password stage completed, the devices gone', async () => {
-    const r = await mxs(['devices', 'delete', 'OLDPHONE', 'LAPTOP', '--yes', '--password-stdin', '--json'], 'alice-pw\n');
+    const r = await run(['devices', 'delete', 'OLDPHONE', 'LAPTOP', '--yes', '--password-stdin', '--json'], 'alice-pw\n');
     expect(r.code).toBe(0);
     expect(r.json()).toEqual({ profile: 'default', deleted: ['OLDPHONE', 'LAPTOP'] });
     expect(r.stderr).toBe('Deleted 2 devices: OLDPHONE, LAPTOP.\n');
@@ -194,7 +197,7 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('a wrong password: exit 4, nothing deleted, the password not echoed', async () => {
-    const r = await mxs(['devices', 'delete', 'OLDPHONE', '--yes', '--password-stdin'], 'hunter2-wrong\n');
+    const r = await run(['devices', 'delete', 'OLDPHONE', '--yes', '--password-stdin'], 'hunter2-wrong\n');
     expect(r.code).toBe(4);
     expect(errLines(r)).toEqual([
       'Error: The server refused the password of @alice:localhost: Invalid username or password (M_FORBIDDEN). Nothing was deleted.',
@@ -207,7 +210,7 @@ describe('against the homeserver double (password account)', () => {
 
   it('--older-than deletes the devices last seen before then; never-seen ones and the current one stay', async () => {
     hs.setDeviceLastSeen(current, Date.now() - 90 * DAY); // even a stale record of this device never selects it
-    const r = await mxs(['devices', 'delete', '--older-than', '30d', '--yes', '--password-stdin', '--json'], 'alice-pw\n');
+    const r = await run(['devices', 'delete', '--older-than', '30d', '--yes', '--password-stdin', '--json'], 'alice-pw\n');
     expect(r.code).toBe(0);
     expect(r.json()).toEqual({ profile: 'default', deleted: ['OLDPHONE'] });
     expect(ids().sort()).toEqual([current, 'LAPTOP', 'NEVERSEEN'].sort());
@@ -215,7 +218,7 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('--older-than with nothing that old: exit 0, nothing sent to delete', async () => {
-    const r = await mxs(['devices', 'delete', '--older-than', '90d', '--yes']);
+    const r = await run(['devices', 'delete', '--older-than', '90d', '--yes']);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('No device was last seen more than 90d ago; nothing was deleted.');
     expect(deletions()).toEqual([]);
@@ -223,7 +226,7 @@ describe('against the homeserver double (password account)', () => {
 
   it('never the current device: exit 2 with a hint to use logout, nothing sent', async () => {
     const before = hs.requests.length;
-    const r = await mxs(['devices', 'delete', 'LAPTOP', current, '--yes', '--password-stdin'], 'alice-pw\n');
+    const r = await run(['devices', 'delete', 'LAPTOP', current, '--yes', '--password-stdin'], 'alice-pw\n');
     expect(r.code).toBe(2);
     expect(errLines(r)).toEqual([`Error: Device ${current} is the one this session (profile default) runs on; mxs never deletes it. Nothing was deleted.`, 'To end this session, run: mxs logout']);
     expect(hs.requests.length).toBe(before);
@@ -231,7 +234,7 @@ describe('against the homeserver double (password account)', () => {
 
   it('without a terminal, --yes is required: exit 2, nothing sent', async () => {
     const before = hs.requests.length;
-    const r = await mxs(['devices', 'delete', 'LAPTOP', '--password-stdin', '--json'], 'alice-pw\n');
+    const r = await run(['devices', 'delete', 'LAPTOP', '--password-stdin', '--json'], 'alice-pw\n');
     expect(r.code).toBe(2);
     expect(r.json().error).toMatchObject({ code: 'usage', exitCode: 2 });
     expect(errLines(r)[1]).toBe('Pass --yes to delete without asking.');
@@ -239,7 +242,7 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('a device ID the account does not have: exit 2 naming it, nothing deleted', async () => {
-    const r = await mxs(['devices', 'delete', 'LAPTOP', 'LAPTPO', '--yes', '--password-stdin'], 'alice-pw\n');
+    const r = await run(['devices', 'delete', 'LAPTOP', 'LAPTPO', '--yes', '--password-stdin'], 'alice-pw\n');
     expect(r.code).toBe(2);
     expect(errLines(r)[0]).toBe('Error: The account has no device LAPTPO. Nothing was deleted.');
     expect(deletions()).toEqual([]);
@@ -247,9 +250,9 @@ describe('against the homeserver double (password account)', () => {
   });
 
   it('IDs and --older-than together, or neither: exit 2', async () => {
-    expect((await mxs(['devices', 'delete', 'LAPTOP', '--older-than', '1d', '--yes'])).code).toBe(2);
-    expect((await mxs(['devices', 'delete', '--yes'])).code).toBe(2);
-    expect((await mxs(['devices', 'delete', '--older-than', 'soon', '--yes'])).code).toBe(2);
+    expect((await run(['devices', 'delete', 'LAPTOP', '--older-than', '1d', '--yes'])).code).toBe(2);
+    expect((await run(['devices', 'delete', '--yes'])).code).toBe(2);
+    expect((await run(['devices', 'delete', '--older-than', 'soon', '--yes'])).code).toBe(2);
     expect(deletions()).toEqual([]);
   });
 
@@ -259,7 +262,7 @@ describe('against the homeserver double (password account)', () => {
       ['rename', ['devices', 'rename', 'LAP\x1b[2JTOP', 'name']],
     ])('%s: a device ID with control characters is refused (exit 2), escaped in the message, nothing sent', async (_cmd, args) => {
       const before = hs.requests.length;
-      const r = await mxs(args);
+      const r = await run(args);
       expect(r.code).toBe(2);
       expect(r.stderr).not.toMatch(/\x1b|\x07/);
       expect(errLines(r)[0]).toMatch(/^Error: The device ID "LAP\\x1b(\]0;pwned\\x07|\[2J)TOP" contains control characters/);
@@ -268,7 +271,7 @@ describe('against the homeserver double (password account)', () => {
 
     it('rename: a NAME with control characters is refused (exit 2), nothing sent', async () => {
       const before = hs.requests.length;
-      const r = await mxs(['devices', 'rename', 'LAPTOP', 'evil\r\nname', '--json']);
+      const r = await run(['devices', 'rename', 'LAPTOP', 'evil\r\nname', '--json']);
       expect(r.code).toBe(2);
       expect(r.json().error.message).toBe('The name "evil\\r\\nname" contains control characters; nothing was renamed.');
       expect(hs.requests.length).toBe(before);
@@ -276,18 +279,18 @@ describe('against the homeserver double (password account)', () => {
 
     it('device names and IDs from the server are shown escaped', async () => {
       await rawLogin(hs.url, 'alice', 'alice-pw', 'EVIL\x1b[2J', 'Element\x1b]0;owned\x07\nfake line');
-      const r = await mxs(['devices']);
+      const r = await run(['devices']);
       expect(r.code).toBe(0);
       expect(r.stdout).not.toMatch(/\x1b|\x07/);
       expect(r.stdout).toContain('EVIL\\x1b[2J  Element\\x1b]0;owned\\x07\\nfake line');
-      const j = await mxs(['devices', '--json']);
+      const j = await run(['devices', '--json']);
       expect(j.json().devices.map((d: { deviceId: string }) => d.deviceId)).toContain('EVIL\x1b[2J');
     });
 
     it('a device list larger than the 1 MiB cap: exit 3, one clean line, nothing printed to stdout', async () => {
       const devices = Array.from({ length: 12_000 }, (_, i) => ({ device_id: `D${i}`.padEnd(20, 'x'), display_name: 'y'.repeat(40), last_seen_ts: null, last_seen_ip: null, user_id: ALICE }));
       hs.inject(`GET ${DEVICES}`, { json: { devices } }, { json: { devices } }, { json: { devices } });
-      const r = await mxs(['devices']);
+      const r = await run(['devices']);
       expect(r.code).toBe(3);
       expect(r.stdout).toBe('');
       expect(errLines(r)).toEqual([`Error: ${new URL(hs.url).host} sent a response larger than 1024 KiB; refusing it.`, expect.stringMatching(/^Retry later/)]);
@@ -295,7 +298,7 @@ describe('against the homeserver double (password account)', () => {
 
     it('a device list that is not one: exit 3 (bad_response)', async () => {
       hs.inject(`GET ${DEVICES}`, { json: { devices: [{ device_id: 5 }] } });
-      const r = await mxs(['devices', '--json']);
+      const r = await run(['devices', '--json']);
       expect(r.code).toBe(3);
       expect(r.json().error).toMatchObject({ code: 'bad_response', message: expect.stringContaining('has no valid "device_id"') });
     });
@@ -369,20 +372,20 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
   it('prints the account page of the m.oauth stage, retries until the device is gone there, and then the server completes the deletion', async () => {
     const mine = await oauthLogin('default');
     const other = await oauthLogin('other');
-    const listed = await mxs(['devices', '--json']);
+    const listed = await run(['devices', '--json']);
     expect(listed.json().devices.map((d: { deviceId: string; current: boolean }) => [d.deviceId, d.current])).toEqual([
       [mine, true],
       [other, false],
     ]);
 
-    const run = startMxs(['devices', 'delete', other, '--yes', '--browser', '--json'], { env: { ...home.env, MXS_NO_BROWSER: '1' } });
-    const err = watchStderr(run);
+    const deleting = startMxs(['devices', 'delete', other, '--yes', '--browser', '--json'], { env: { ...home.env, MXS_NO_BROWSER: '1' } });
+    const err = watchStderr(deleting);
     const [, url] = await err.match(/account page:\n {2}(\S+)\n/);
     expect(url).toBe(`${hs.url}/account/?action=org.matrix.device_delete&device_id=${other}`);
     expect(err.text()).toMatch(/Waiting for the approval \(checking every 3s, for up to 10m; Ctrl-C gives up\)/);
     await waitFor('a retry with the UIA session', () => hs.requests.filter((q) => q.path === DELETE).length >= 2, 10_000, 20);
     hs.endSession(other); // the user deletes the device on the account page
-    const r = await run.done;
+    const r = await deleting.done;
     expect(r.code).toBe(0);
     expect(r.json()).toEqual({ profile: 'default', deleted: [other] });
     const bodies = hs.requests.filter((q) => q.path === DELETE).map((q) => q.body);
@@ -419,7 +422,7 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
 
   it('an OAuth account: its own device is refused the same way (exit 2, hint: mxs logout), nothing sent', async () => {
     const mine = await oauthLogin('default');
-    const r = await mxs(['devices', 'delete', mine, '--yes']);
+    const r = await run(['devices', 'delete', mine, '--yes']);
     expect(r.code).toBe(2);
     expect(errLines(r)[1]).toBe('To end this session, run: mxs logout');
     expect(hs.requests.filter((q) => q.path === DELETE || q.path === DEVICES)).toEqual([]);

@@ -1,14 +1,14 @@
 // Issue 12 item 4: the hot commands (status, token) have one shape, metadata plus a run function
-// (src/cli/hot-command.ts), and two front ends: the start-up fast path and oclif. Every case here runs
+// (src/cli/command.ts), served by two front ends: the start-up fast path and oclif. Every case here runs
 // the real CLI both ways (MXS_NO_FAST_PATH=1 forces oclif) and must give the same stdout, stderr and
 // exit code, successes and errors alike. A preloaded probe records which front end really ran.
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HOT_COMMANDS } from '../../src/cli/fast-path.js';
-import { GLOBAL_FLAGS } from '../../src/cli/hot-command.js';
-import { statusCommand } from '../../src/cli/status.js';
-import { tokenCommand } from '../../src/cli/token.js';
+import { GLOBAL_FLAGS } from '../../src/cli/command.js';
+import { statusCommand } from '../../src/cli/commands/status.js';
+import { tokenCommand } from '../../src/cli/commands/token.js';
 import { makeHome, REPO, runMxs, type RunResult } from '../support/cli.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithSecretService } from '../support/secret-service.js';
@@ -220,7 +220,7 @@ describeWithSecretService('token from the OS keychain (a private gnome-keyring)'
 });
 
 describe('the fast path parses what oclif parses', () => {
-  // oclif's flag definitions, as `oclif manifest` wrote them from src/base-command.ts and src/commands/.
+  // oclif's flag definitions, as `oclif manifest` wrote them from the definitions (src/cli/oclif-command.ts builds them).
   const manifestFlags = async (id: string) => JSON.parse(await readFile(join(REPO, 'oclif.manifest.json'), 'utf8')).commands[id].flags as Record<string, Record<string, unknown>>;
   const parsing = (f: Record<string, unknown>) => ({
     type: f.type,
@@ -234,7 +234,7 @@ describe('the fast path parses what oclif parses', () => {
   it.each([statusCommand, tokenCommand].map((c) => [c.id, c] as const))('%s: the same flags, types, env vars, defaults and choices', async (id, command) => {
     const fromManifest = Object.fromEntries(Object.entries(await manifestFlags(id)).map(([name, f]) => [name, parsing(f)]));
     const fromMetadata = Object.fromEntries(
-      Object.entries({ ...GLOBAL_FLAGS, ...command.flags }).map(([name, f]) => [name, parsing({ ...f } as Record<string, unknown>)]),
+      Object.entries({ ...GLOBAL_FLAGS, ...(command.flags as Record<string, object>) }).map(([name, f]) => [name, parsing({ ...f } as Record<string, unknown>)]),
     );
     expect(fromMetadata).toEqual(fromManifest);
   });

@@ -11,6 +11,7 @@ import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BIN, makeHome, runMxs, type RunResult } from '../support/cli.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
+import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 const REFRESH = 'POST /_matrix/client/v3/refresh';
@@ -26,8 +27,9 @@ function mxs(args: string[], extra: { input?: string; env?: Record<string, strin
   return runMxs(args, { input: extra.input, env: { MXS_PROFILE: undefined, ...home.env, ...extra.env }, timeoutMs: extra.timeoutMs });
 }
 
+/** The set-up login, in this process (test/support/run-command.ts): the cases under test run the CLI. */
 async function login(args: string[] = []): Promise<RunResult> {
-  const r = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', ...args], { input: PW + '\n' });
+  const r = await mxsInProcess(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', ...args], { stdin: PW + '\n', env: home.env });
   expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: expect.any(String) });
   return r;
 }

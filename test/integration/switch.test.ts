@@ -1,10 +1,12 @@
-// `mxs switch` and `mxs autocomplete`, run as real processes against the homeserver double. The
-// profile-resolution cases run twice: on the start-up fast path (status, token) and through oclif.
+// `mxs switch` and `mxs autocomplete` against the homeserver double. `switch` and the set-up run
+// in-process through the command definitions; the profile-resolution cases run as real processes,
+// twice: on the start-up fast path (status, token) and through oclif; autocomplete needs oclif's own.
 import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { makeHome, runMxs } from '../support/cli.js';
+import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 let hs: HomeserverDouble;
@@ -13,8 +15,12 @@ let home: Awaited<ReturnType<typeof makeHome>>;
 const mxs = (args: string[], env: Record<string, string | undefined> = {}, input?: string) =>
   runMxs(args, { input, env: { MXS_PROFILE: undefined, ...home.env, MXS_CACHE_DIR: join(home.dir, 'cache'), ...env } });
 
+/** In this process (test/support/run-command.ts): for what a process does not change. */
+const run = (args: string[], env: Record<string, string | undefined> = {}, input?: string) =>
+  mxsInProcess(args, { stdin: input, env: { ...home.env, ...env } });
+
 async function login(profile: string) {
-  const r = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', '--profile', profile], {}, PW + '\n');
+  const r = await run(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', '--profile', profile], {}, PW + '\n');
   expect(r.code).toBe(0);
   return r.json<{ deviceId: string }>();
 }
@@ -39,11 +45,11 @@ const PATHS: [string, Record<string, string>][] = [
 describe('mxs switch', () => {
   it('makes the profile the default: stored in config.json, --json gives {defaultProfile}', async () => {
     await login('work');
-    const r = await mxs(['switch', 'work', '--json']);
+    const r = await run(['switch', 'work', '--json']);
     expect(r.code).toBe(0);
     expect(r.json()).toEqual({ defaultProfile: 'work' });
     expect(JSON.parse(await readFile(configFile(), 'utf8'))).toEqual({ format: 1, defaultProfile: 'work' });
-    const text = await mxs(['switch', 'work']);
+    const text = await run(['switch', 'work']);
     expect(text.code).toBe(0);
     expect(text.stdout).toBe('');
     expect(text.stderr).toMatch(/default profile is now work/);
@@ -52,7 +58,7 @@ describe('mxs switch', () => {
   it.each(PATHS)('status and token then use the new default (%s)', async (_path, env) => {
     await login('default');
     const work = await login('work');
-    expect((await mxs(['switch', 'work'])).code).toBe(0);
+    expect((await run(['switch', 'work'])).code).toBe(0);
     const status = await mxs(['status', '--json'], env);
     expect(status.code).toBe(0);
     expect(status.json()).toMatchObject({ profile: 'work', deviceId: work.deviceId });
@@ -65,7 +71,7 @@ describe('mxs switch', () => {
   it.each(PATHS)('--profile and MXS_PROFILE win over the switched default (%s)', async (_path, env) => {
     const def = await login('default');
     await login('work');
-    await mxs(['switch', 'work']);
+    await run(['switch', 'work']);
     for (const r of [await mxs(['status', '--json', '--profile', 'default'], env), await mxs(['status', '--json'], { ...env, MXS_PROFILE: 'default' }), await mxs(['-p', 'default', 'status', '--json'], env)]) {
       expect(r.code).toBe(0);
       expect(r.json()).toMatchObject({ profile: 'default', deviceId: def.deviceId });
@@ -78,7 +84,7 @@ describe('mxs switch', () => {
     await login('work');
     const before = await mxs(['status', '--all', '--json'], env);
     expect(before.json().defaultProfile).toBe('default');
-    await mxs(['switch', 'work']);
+    await run(['switch', 'work']);
     const json = await mxs(['status', '--all', '--json'], env);
     expect(json.code).toBe(0);
     expect(json.json()).toMatchObject({ defaultProfile: 'work', profiles: [{ profile: 'default' }, { profile: 'work' }] });
@@ -93,32 +99,32 @@ describe('mxs switch', () => {
   it('refuses a profile without a session: exit 2, the stored profiles listed, nothing written', async () => {
     await login('default');
     await login('work');
-    const r = await mxs(['switch', 'wrok']);
+    const r = await run(['switch', 'wrok']);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/No session is stored for profile "wrok"/);
     expect(r.stderr).toMatch(/Stored profiles: default, work\./);
-    const json = await mxs(['switch', 'wrok', '--json']);
+    const json = await run(['switch', 'wrok', '--json']);
     expect(json.code).toBe(2);
     expect(json.json()).toEqual({ error: { code: 'usage', message: expect.stringMatching(/wrok/), exitCode: 2 } });
     await expect(readFile(configFile())).rejects.toThrow(/ENOENT/);
   });
 
   it.each([['bad name'], ['../work'], ['-x\u001b[2J']])('refuses an invalid profile name %j with exit 2, without echoing control characters', async (name) => {
-    const r = await mxs(['switch', '--', name]);
+    const r = await run(['switch', '--', name]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/Invalid profile name/);
     expect(r.stderr).not.toContain('\u001b');
   });
 
   it('needs PROFILE (exit 2)', async () => {
-    const r = await mxs(['switch']);
+    const r = await run(['switch']);
     expect(r.code).toBe(2);
   });
 
   it('notes that MXS_PROFILE still wins in this shell', async () => {
     await login('work');
-    const r = await mxs(['switch', 'work'], { MXS_PROFILE: 'ci' });
+    const r = await run(['switch', 'work'], { MXS_PROFILE: 'ci' });
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/MXS_PROFILE=ci is set here/);
   });
@@ -139,24 +145,24 @@ describe('mxs switch', () => {
   it('logout of the default profile leaves it the default: status says not logged in, and hints need no --profile', async () => {
     await login('default');
     await login('work');
-    await mxs(['switch', 'work']);
-    expect((await mxs(['logout'])).code).toBe(0);
+    await run(['switch', 'work']);
+    expect((await run(['logout'])).code).toBe(0);
     expect(JSON.parse(await readFile(configFile(), 'utf8')).defaultProfile).toBe('work');
-    const r = await mxs(['status']);
+    const r = await run(['status']);
     expect(r.code).toBe(4);
     expect(r.stdout).toMatch(/Profile: +work/);
     expect(r.stderr).toMatch(/^Run: mxs login SERVER$/m);
-    const all = await mxs(['status', '--all']);
+    const all = await run(['status', '--all']);
     expect(all.stderr).toMatch(/default profile work has no session/);
   });
 
   it('hints name --profile for a profile that is not the switched default, and not for the one that is', async () => {
     await login('work');
-    await mxs(['switch', 'work']);
-    const other = await mxs(['status', '--profile', 'default']);
+    await run(['switch', 'work']);
+    const other = await run(['status', '--profile', 'default']);
     expect(other.code).toBe(4);
     expect(other.stderr).toMatch(/^Run: mxs login SERVER --profile default$/m);
-    const viaEnv = await mxs(['refresh'], { MXS_PROFILE: 'default' });
+    const viaEnv = await run(['refresh'], { MXS_PROFILE: 'default' });
     expect(viaEnv.code).toBe(4);
     expect(viaEnv.stderr).toMatch(/mxs login SERVER --profile default/);
   });

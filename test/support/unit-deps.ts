@@ -11,6 +11,8 @@ import { keychainUnavailable } from '../../src/store/keychain.js';
 import { statePaths, type StatePaths } from '../../src/store/paths.js';
 import { FileSecretStore, parseSecret, serializeSecret, type SecretStore } from '../../src/store/secrets.js';
 import { SessionStore } from '../../src/store/sessions.js';
+import type { Hint } from '../../src/errors.js';
+import { renderHint } from '../../src/ui/hints.js';
 
 /** What an interceptor's reply() returns (undici does not export the type from its root). */
 export type MockScope = ReturnType<ReturnType<ReturnType<MockAgent['get']>['intercept']>['reply']>;
@@ -313,4 +315,9 @@ export class MemorySecretStore implements SecretStore {
   async delete(profile: string): Promise<void> {
     this.items.delete(profile);
   }
+}
+
+/** An error's hint as the user reads it when the profile in question is not the switched default (`default`). */
+export function hintText(err: { hint?: Hint | undefined }, defaultProfile: string | null = 'default'): string {
+  return renderHint(err.hint ?? '', { defaultProfile });
 }

@@ -13,7 +13,7 @@ import {
 import { ago, deviceTable, lastSeen } from '../../src/ui/devices.js';
 import { NO_COLORS } from '../../src/ui/output.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const DEVICES = '/_matrix/client/v3/devices';
 const DELETE = '/_matrix/client/v3/delete_devices';
@@ -142,7 +142,7 @@ describe('deleteDevicesService: what it refuses before anything is deleted', () 
     const err = await rejectionOf(() => deleteDevicesService({ profile: 'work', deviceIds: ['LAPTOP', 'DEVICE1'], yes: true }, w.deps, io));
     expect(err).toMatchObject({ code: 'usage', exitCode: 2 });
     expect(err.message).toMatch(/DEVICE1 is the one this session \(profile work\) runs on/);
-    expect(err.hint).toBe('To end this session, run: mxs logout --profile work');
+    expect(hintText(err)).toBe('To end this session, run: mxs logout --profile work');
     expect(trail()).toEqual([]);
   });
 
@@ -151,7 +151,7 @@ describe('deleteDevicesService: what it refuses before anything is deleted', () 
     const { io, log } = scriptedUser({ interactive: false });
     const err = await rejectionOf(() => deleteDevicesService({ profile: 'default', deviceIds: ['LAPTOP'], yes: false }, w.deps, io));
     expect(err).toMatchObject({ code: 'usage', exitCode: 2 });
-    expect(err.hint).toBe('Pass --yes to delete without asking.');
+    expect(hintText(err)).toBe('Pass --yes to delete without asking.');
     expect(trail()).toEqual([]);
     expect(log).toEqual([]);
   });
@@ -203,7 +203,7 @@ describe('deleteDevicesService: password accounts (m.login.password)', () => {
     const err = await rejectionOf(() => deleteDevicesService({ profile: 'default', deviceIds: ['LAPTOP'], yes: true }, w.deps, io));
     expect(err).toMatchObject({ code: 'M_FORBIDDEN', exitCode: 4 });
     expect(err.message).toBe(`The server refused the password of ${ME}: Invalid username or password (M_FORBIDDEN). Nothing was deleted.`);
-    expect(err.hint).toBe('Check the password and run the command again.');
+    expect(hintText(err)).toBe('Check the password and run the command again.');
     expect(bodies(DELETE)).toHaveLength(2);
   });
 
@@ -314,7 +314,7 @@ describe('deleteDevicesService: OAuth accounts (the m.oauth stage)', () => {
     const { io } = scriptedUser({ interactive: false });
     const err = await rejectionOf(() => deleteDevicesService({ profile: 'default', deviceIds: ['LAPTOP'], yes: true }, w.deps, io));
     expect(err).toMatchObject({ code: 'timeout', exitCode: 4 });
-    expect(err.hint).toBe(`Approve it at ${PAGE}, then run the command again.`);
+    expect(hintText(err)).toBe(`Approve it at ${PAGE}, then run the command again.`);
     expect(w.sleeps).toHaveLength(ACCOUNT_PAGE_WAIT_MS / ACCOUNT_PAGE_POLL_MS);
   });
 

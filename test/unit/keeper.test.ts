@@ -2,10 +2,10 @@
 // asked for a token (`current`, as the proxy does) and refreshing by itself (`keepFresh`, as exec does).
 // The unit world's clock moves on at once with every wait; the refresh endpoint is an undici MockAgent.
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { setImplicitProfile, type MxsError } from '../../src/errors.js';
+import type { MxsError } from '../../src/errors.js';
 import { RefreshUnavailable, SessionEnded, SessionKeeper, type KeeperOptions } from '../../src/services/keeper.js';
 import { loadSession } from '../../src/services/session.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, T0, hintText, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const SEC = 1000;
@@ -16,7 +16,6 @@ beforeEach(async () => {
   w = await makeDeps();
 });
 afterEach(async () => {
-  setImplicitProfile(() => 'default');
   await w.cleanup();
 });
 
@@ -147,7 +146,8 @@ describe('takeover and logout end the session for the holder', () => {
     keeper.onEnd((e) => heard.push(e));
     await change('default');
     const { ended } = await publishedBy(keeper);
-    expect(ended).toMatchObject({ code: 'not_logged_in', exitCode: 4, hint });
+    expect(ended).toMatchObject({ code: 'not_logged_in', exitCode: 4 });
+    expect(hintText(ended!)).toBe(hint);
     expect(ended!.message).toMatch(message);
     expect(await rejectionOf(() => keeper.current())).toBeInstanceOf(SessionEnded);
     expect(heard).toEqual([ended]);
@@ -162,14 +162,13 @@ describe('takeover and logout end the session for the holder', () => {
     ['proxy', 'work', 'Start the proxy again: mxs proxy'],
     ['proxy', 'default', 'Start the proxy again: mxs proxy --profile default'],
   ] as const)('after `mxs switch work`, the %s takeover hint for profile %s is: %s', async (holder, profile, hint) => {
-    setImplicitProfile(() => 'work');
     await w.seed({ profile });
     const keeper = await keeperFor({ holder, profile });
     await otherDevice(profile);
     w.clock.advance(2001);
     await keeper.current();
     await keeper.settled();
-    expect(keeper.endedBy?.hint).toBe(hint);
+    expect(hintText(keeper.endedBy!, 'work')).toBe(hint);
   });
 });
 
@@ -191,7 +190,8 @@ describe('a refused refresh ends the session; the record says so', () => {
     const heard: MxsError[] = [];
     keeper.onEnd((e) => heard.push(e));
     const reason = await drive(keeper);
-    expect(reason).toMatchObject({ code: 'M_FORBIDDEN', exitCode: 4, hint: `Run: mxs login ${HS}` });
+    expect(reason).toMatchObject({ code: 'M_FORBIDDEN', exitCode: 4 });
+    expect(hintText(reason!)).toBe(`Run: mxs login ${HS}`);
     expect(reason!.message).toMatch(/^The session of profile "default" has ended: the server refused its refresh token/);
     expect(heard).toEqual([reason]);
     expect(keeper.endedBy).toBe(reason);

@@ -1,7 +1,7 @@
 // `logout` (src/services/logout.ts): server first, then forget; nothing forgotten when the server is unsure.
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { logoutService } from '../../src/services/logout.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, T0, makeDeps, rejectionOf, replyJson, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const LOGOUT = '/_matrix/client/v3/logout';
 const LOGOUT_ALL = '/_matrix/client/v3/logout/all';
@@ -69,7 +69,7 @@ describe('logoutService', () => {
     setup();
     const err = await rejectionOf(() => logoutService('default', { local: false, all: false }, w.deps));
     expect(err.exitCode).toBe(3);
-    expect(err.hint).toContain('mxs logout --local');
+    expect(hintText(err)).toContain('mxs logout --local');
     expect(await w.stored()).toEqual({ record: before.record, secret: before.secret });
   });
 
@@ -77,7 +77,7 @@ describe('logoutService', () => {
     await w.seed({ profile: 'work' });
     replyJson(w.agent, HS, 'POST', LOGOUT, 500, { errcode: 'M_UNKNOWN' }).persist();
     const err = await rejectionOf(() => logoutService('work', { local: false, all: false }, w.deps));
-    expect(err.hint).toContain('mxs logout --local --profile work');
+    expect(hintText(err)).toContain('mxs logout --local --profile work');
   });
 
   it('forgets the session, with a notice, when the server no longer knows the token (401 M_UNKNOWN_TOKEN, no refresh token)', async () => {

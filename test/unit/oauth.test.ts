@@ -9,7 +9,7 @@ import { loginService, type LoginInput, type LoginInteraction } from '../../src/
 import { logoutService } from '../../src/services/logout.js';
 import { statusService } from '../../src/services/status.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
-import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const META_PATH = '/_matrix/client/v1/auth_metadata';
 const UNSTABLE_META_PATH = '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata';
@@ -134,7 +134,7 @@ describe('method choice', () => {
     replyJson(w.agent, HS, 'GET', UNSTABLE_META_PATH, 404, { errcode: 'M_UNRECOGNIZED' });
     const err = await rejectionOf(() => loginService(input({ method: 'oauth' }), w.deps, interaction()));
     expect(err).toMatchObject({ exitCode: 2 });
-    expect(err.hint).toContain('--method password');
+    expect(hintText(err)).toContain('--method password');
   });
 
   it('metadata without a required endpoint is a malformed answer (exit 3), nothing registered', async () => {
@@ -277,7 +277,7 @@ describe('device authorization grant', () => {
     issuerDocument(noDevice);
     const err = await rejectionOf(() => loginService(input(), w.deps, interaction()));
     expect(err).toMatchObject({ exitCode: 2 });
-    expect(err.hint).toContain('--browser');
+    expect(hintText(err)).toContain('--browser');
   });
 
   it('a token bound to another device than the one asked for is refused (exit 3), nothing stored', async () => {
@@ -427,7 +427,7 @@ describe('OAuth sessions after login', () => {
     const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
     expect(err).toMatchObject({ exitCode: 4, code: 'invalid_grant' });
     expect(err.message).toContain('refresh token revoked');
-    expect(err.hint).toContain('mxs login');
+    expect(hintText(err)).toContain('mxs login');
     expect((await w.stored()).record!.refreshable).toBe(false);
   });
 
@@ -467,7 +467,7 @@ describe('OAuth sessions after login', () => {
     const seeded = await w.seed({ oauth: true, storage: 'file' });
     const err = await rejectionOf(() => logoutService('default', { local: false, all: true }, w.deps));
     expect(err).toMatchObject({ exitCode: 2 });
-    expect(err.hint).toContain(`${ISSUER}/account`);
+    expect(hintText(err)).toContain(`${ISSUER}/account`);
     expect(w.requests()).toEqual([]);
     expect(await w.stored()).toEqual(seeded);
   });
@@ -539,7 +539,7 @@ describe('plain http:// to OAuth endpoints', () => {
     const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
     expect(err).toMatchObject({ exitCode: 2 });
     expect(err.message).toContain('auth.example.net');
-    expect(err.hint).toContain('mxs login');
+    expect(hintText(err)).toContain('mxs login');
     expect(w.requests()).toEqual([]);
     expect(await w.stored()).toEqual(seeded);
   });
@@ -548,7 +548,7 @@ describe('plain http:// to OAuth endpoints', () => {
     const seeded = await seedPlainEndpoints(false);
     const err = await rejectionOf(() => logoutService('default', { local: false, all: false }, w.deps));
     expect(err).toMatchObject({ exitCode: 2 });
-    expect(err.hint).toContain('--local');
+    expect(hintText(err)).toContain('--local');
     expect(w.requests()).toEqual([]);
     expect(await w.stored()).toEqual(seeded);
   });

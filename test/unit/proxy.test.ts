@@ -9,7 +9,7 @@ import { parseListen, urlOf } from '../../src/proxy/listen.js';
 import { RecentSecrets, requestLine } from '../../src/proxy/present.js';
 import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
-import { HS, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
 const NEW = { access_token: 'syt_new_access', refresh_token: 'syr_new_refresh', expires_in_ms: 300_000 };
@@ -165,7 +165,7 @@ describe('--listen', () => {
       throw new Error('accepted');
     })();
     expect(err.exitCode).toBe(2);
-    expect(err.hint).toMatch(/--insecure/);
+    expect(hintText(err)).toMatch(/--insecure/);
     expect(parseListen(value, true).kind).toBe('tcp');
   });
 
@@ -273,7 +273,7 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     expect(await p.call('/_matrix/client/v3/account/whoami')).toMatchObject({ status: 401, json: { errcode: 'M_UNKNOWN_TOKEN', soft_logout: false } });
     const e = (await rejectionOf(() => p.done)) as MxsError;
     expect(e.exitCode).toBe(4);
-    expect(e.hint).toMatch(/mxs login/);
+    expect(hintText(e)).toMatch(/mxs login/);
     expect(p.notices.at(-1)).toMatch(/session has ended/);
   });
 
@@ -304,7 +304,8 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
         notice: () => {},
       }),
     )) as MxsError;
-    expect(e).toMatchObject({ exitCode: 4, hint: `Run: mxs login ${HS}` });
+    expect(e).toMatchObject({ exitCode: 4 });
+    expect(hintText(e)).toBe(`Run: mxs login ${HS}`);
   });
 
   it('started on an expired token while the server is down: it starts, says so once (the keeper\'s words), and requests get 502', async () => {

@@ -50,7 +50,7 @@ describe('status lines (issue 10 item 20)', () => {
     clockSkewMs: null,
     accountManagementUri: null,
   });
-  const refreshLine = (r: StatusReport) => statusLines(r, expiresMs - 10_000, plain).find((l) => l.startsWith('Refresh:'));
+  const refreshLine = (r: StatusReport) => statusLines(r, expiresMs - 10_000, plain, { defaultProfile: 'default' }).find((l) => l.startsWith('Refresh:'));
 
   it('says what renews a valid token instead of promising an automatic refresh', () => {
     expect(refreshLine(report({}))).toBe('Refresh:   on use: mxs token, whoami and refresh renew it (refresh token stored)');
@@ -64,7 +64,7 @@ describe('status lines (issue 10 item 20)', () => {
   });
 
   it('escapes control characters in server-given names', () => {
-    const lines = statusLines(report({ userId: '@a\x1b]0;pwned\x07:hs', deviceId: 'D\nFake: line' }), expiresMs, plain);
+    const lines = statusLines(report({ userId: '@a\x1b]0;pwned\x07:hs', deviceId: 'D\nFake: line' }), expiresMs, plain, { defaultProfile: 'default' });
     expect(lines.join('\n')).not.toMatch(/\x1b|\x07/);
     expect(lines.find((l) => l.startsWith('User:'))).toBe('User:      @a\\x1b]0;pwned\\x07:hs (device D\\nFake: line)');
   });

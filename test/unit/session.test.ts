@@ -5,7 +5,7 @@ import { storageError } from '../../src/errors.js';
 import type { SessionSecret } from '../../src/model.js';
 import { loadSession, refreshWhenBelow, refreshWhenExpired } from '../../src/services/session.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
-import { HS, MemorySecretStore, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, MemorySecretStore, T0, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const V1 = '/_matrix/client/v1/refresh';
@@ -131,7 +131,7 @@ describe('tokenService', () => {
     w.clock.set(T0 + 6 * MIN);
     const err = await rejectionOf(() => tokenService('default', 60 * SEC, w.deps));
     expect(err).toMatchObject({ code: 'M_UNKNOWN_TOKEN', exitCode: 4 });
-    expect(err.hint).toBe(`Run: mxs login ${HS}`);
+    expect(hintText(err)).toBe(`Run: mxs login ${HS}`);
     expect(w.requests()).toEqual([]);
   });
 
@@ -193,7 +193,7 @@ describe('refreshService', () => {
     const err = await rejectionOf(() => refreshService('default', undefined, w.deps));
     expect(err).toMatchObject({ exitCode, code });
     if (exitCode === 4) {
-      expect(err.hint).toBe(`Run: mxs login ${HS}`);
+      expect(hintText(err)).toBe(`Run: mxs login ${HS}`);
       await expectMarkedNotRefreshable(before);
     } else {
       expect(await snapshot()).toEqual(before);
@@ -299,7 +299,7 @@ describe('crash repair', () => {
     const err = await rejectionOf(() => tokenService('default', 60 * SEC, w.deps));
     expect(err).toMatchObject({ code: 'storage', exitCode: 6 });
     expect(err.message).toMatch(/locked, or the item was deleted/);
-    expect(err.hint).toMatch(/Unlock the keychain.*mxs login/);
+    expect(hintText(err)).toMatch(/Unlock the keychain.*mxs login/);
   });
 });
 

@@ -8,7 +8,7 @@ import { tokenService } from '../../src/services/tokens.js';
 import { writeFileAtomic } from '../../src/store/atomic.js';
 import { KEYCHAIN_SERVICE, KeychainSecretStore, keychainUnavailable, type KeychainBackend } from '../../src/store/keychain.js';
 import { publishPrefetch, takePrefetch } from '../../src/store/keychain-prefetch.js';
-import { T0, makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
+import { T0, makeDeps, rejectionOf, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 let w: UnitWorld;
 beforeEach(async () => {
@@ -105,7 +105,7 @@ describe('FileSecretStore', () => {
     await chmod(file, m);
     const err = await rejectionOf(() => w.files.get('default'));
     expect(err).toMatchObject({ code: 'storage', exitCode: 6 });
-    expect(err.hint).toContain(`chmod 600 ${file}`);
+    expect(hintText(err)).toContain(`chmod 600 ${file}`);
   });
 
   it.each([
@@ -143,7 +143,7 @@ describe('hints for a corrupt store name the profile (issue 10 item 20)', () => 
     await writeFile(w.paths.secret(profile), '{"accessToken": ', { mode: 0o600 });
     const err = await rejectionOf(() => w.files.get(profile));
     expect(err).toMatchObject({ exitCode: 6 });
-    expect(err.hint).toBe(`Log in again to replace them: mxs login SERVER${flag}`);
+    expect(hintText(err)).toBe(`Log in again to replace them: mxs login SERVER${flag}`);
   });
 });
 

@@ -4,11 +4,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { bashProfileCompletion, fishScript, zshWithProfiles, type CompletableCommand } from '../../src/cli/completion.js';
-import { commandContext } from '../../src/cli/context.js';
-import { loginHint, MxsError, notLoggedIn, profileFlag, setImplicitProfile } from '../../src/errors.js';
+import { resolveInvocation } from '../../src/cli/invocation.js';
+import { loginHint, MxsError, notLoggedIn } from '../../src/errors.js';
 import { switchService } from '../../src/services/switch.js';
 import { ConfigStore, configFile } from '../../src/store/config.js';
-import { Output } from '../../src/ui/output.js';
+import { renderHint } from '../../src/ui/hints.js';
 import { makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
 
 let w: UnitWorld;
@@ -17,10 +17,7 @@ beforeEach(async () => {
   w = await makeDeps();
   config = new ConfigStore(configFile(w.dir));
 });
-afterEach(async () => {
-  setImplicitProfile(() => 'default');
-  await w.cleanup();
-});
+afterEach(() => w.cleanup());
 
 describe('ConfigStore', () => {
   it('has no default profile until one is chosen, then keeps it in config.json (format 1)', async () => {
@@ -90,20 +87,20 @@ describe('switchService', () => {
     const err = await rejectionOf(() => switchService('wrok', { sessions: w.deps.sessions, config }));
     expect(err).toMatchObject({ exitCode: 2, code: 'usage' });
     expect(err.message).toMatch(/"wrok"/);
-    expect(err.hint).toMatch(/Stored profiles: default, work\./);
-    expect(err.hint).toMatch(/mxs login SERVER --profile wrok/);
+    const hint = renderHint(err.hint!, { defaultProfile: 'default' });
+    expect(hint).toMatch(/Stored profiles: default, work\./);
+    expect(hint).toMatch(/mxs login SERVER --profile wrok/);
     expect(config.defaultProfile()).toBeNull();
   });
 
   it('says so when no profile has a session at all', async () => {
     const err = await rejectionOf(() => switchService('work', { sessions: w.deps.sessions, config }));
-    expect(err.hint).toMatch(/^No profile has a session yet\. Log in first: mxs login SERVER --profile work$/);
+    expect(renderHint(err.hint!, { defaultProfile: 'default' })).toMatch(/^No profile has a session yet\. Log in first: mxs login SERVER --profile work$/);
   });
 });
 
 describe('profile resolution and hints', () => {
-  const out = () => new Output({ write: () => true }, { write: () => true });
-  const ctx = (flags: { profile?: string }) => commandContext({ verbose: false, storage: 'file', timeout: '30s', ...flags }, out(), { MXS_CONFIG_DIR: w.dir });
+  const ctx = (flags: { profile?: string }) => resolveInvocation({ verbose: false, storage: 'file', timeout: '30s', ...flags }, { MXS_CONFIG_DIR: w.dir });
 
   it.each([
     ['nothing chosen', undefined, undefined, 'default'],
@@ -114,7 +111,7 @@ describe('profile resolution and hints', () => {
     expect(ctx({ profile: flag }).profile).toBe(expected);
   });
 
-  it('does not read the config file when --profile names the profile: a corrupt one stops only commands that need it', async () => {
+  it('needs no config file when --profile names the profile: a corrupt one stops only commands that need it', async () => {
     await writeFile(config.file, 'garbage');
     expect(ctx({ profile: 'work' }).profile).toBe('work');
     expect(() => ctx({})).toThrow(/config file .* is corrupt/);
@@ -128,15 +125,16 @@ describe('profile resolution and hints', () => {
     ['work', 'default', 'Run: mxs login SERVER --profile default'],
   ])('after switching to %s, a hint for %s is runnable as it stands: %s', async (switched, profile, hint) => {
     if (switched !== 'nothing') await config.setDefaultProfile(switched);
-    ctx({ profile: 'anything' });
-    expect(loginHint(profile)).toBe(hint);
-    expect(notLoggedIn(profile).hint).toBe(hint);
+    const invocation = ctx({ profile: 'anything' });
+    expect(renderHint(loginHint(profile), invocation)).toBe(hint);
+    expect(renderHint(notLoggedIn(profile).hint!, invocation)).toBe(hint);
   });
 
   it('names --profile in every hint when the default cannot be read', async () => {
     await writeFile(config.file, 'garbage');
-    ctx({ profile: 'default' });
-    expect(profileFlag('default')).toBe(' --profile default');
+    const invocation = ctx({ profile: 'default' });
+    expect(invocation.defaultProfile).toBeNull();
+    expect(renderHint(loginHint('default'), invocation)).toBe('Run: mxs login SERVER --profile default');
   });
 });
 

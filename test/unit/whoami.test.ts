@@ -1,7 +1,7 @@
 // `whoami` (src/services/whoami.ts) and the contract's refresh-once-and-retry (withAccessToken).
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { whoamiService, whoamiTokenService } from '../../src/services/whoami.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld } from '../support/unit-deps.js';
+import { HS, T0, makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld, hintText } from '../support/unit-deps.js';
 
 const WHOAMI = '/_matrix/client/v3/account/whoami';
 const REFRESH = '/_matrix/client/v3/refresh';
@@ -70,7 +70,7 @@ describe('whoamiService', () => {
     replyJson(w.agent, HS, 'POST', REFRESH, 200, NEW);
     const err = await rejectionOf(() => whoamiService('default', w.deps));
     expect(err).toMatchObject({ code: 'M_UNKNOWN_TOKEN', exitCode: 4 });
-    expect(err.hint).toBe(`Run: mxs login ${HS}`);
+    expect(hintText(err)).toBe(`Run: mxs login ${HS}`);
     expect(trail()).toEqual([`GET ${WHOAMI} syt_old_access`, `POST ${REFRESH} -`, `GET ${WHOAMI} syt_new_access`]);
   });
 

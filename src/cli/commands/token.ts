@@ -1,13 +1,13 @@
-import { parseDuration } from '../duration.js';
-import { tokenService, type TokenResult } from '../services/tokens.js';
-import type { HotCommand } from './hot-command.js';
+import { parseDuration } from '../../duration.js';
+import { tokenService, type TokenResult } from '../../services/tokens.js';
+import type { CommandDefinition } from '../command.js';
 
 export interface TokenFlags {
   'min-valid': string;
 }
 
 /** `mxs token`: the access token alone, refreshed first when it is about to expire. */
-export const tokenCommand: HotCommand<TokenFlags, TokenResult> = {
+export const tokenCommand: CommandDefinition<TokenFlags, object, TokenResult> = {
   id: 'token',
   summary: 'Print the access token alone, refreshing it first when it is about to expire.',
   description:
@@ -21,12 +21,11 @@ export const tokenCommand: HotCommand<TokenFlags, TokenResult> = {
   },
   // The keychain read is most of a keychain `token`: a helper process would double its time.
   keychain: 'in-process',
-  async run(ctx, flags, json) {
+  async run(ctx, { flags }) {
     const minValidMs = parseDuration(flags['min-valid'], '--min-valid');
-    const result = await tokenService(ctx.profile, minValidMs, ctx.deps);
-    if (!json) ctx.out.secretData(result.accessToken);
-    return { result, exitCode: 0 };
+    return { result: await tokenService(ctx.profile, minValidMs, ctx.deps), exitCode: 0 };
   },
+  text: (ctx, result) => ctx.out.secretData(result.accessToken),
   // The one output allowed to carry a token (contract: `token` prints it), so it bypasses redaction.
-  printJson: (out, result) => out.secretData(JSON.stringify(result, null, 2)),
+  json: 'unredacted',
 };

@@ -1,0 +1,89 @@
+import { usageError } from '../../errors.js';
+import type { LoginMethod } from '../../matrix/client.js';
+import { loginService, type LoginResult } from '../../services/login.js';
+import { checkTokenShape, readStdinLine } from '../../ui/input.js';
+import { loginLine } from '../../ui/render.js';
+import type { CommandDefinition } from '../command.js';
+import type { CommandContext } from '../context.js';
+import { terminalInteraction } from '../login-interaction.js';
+import { cancelOnSigint } from '../terminal.js';
+
+interface LoginFlags {
+  method: 'auto' | 'oauth' | 'password' | 'token';
+  browser: boolean;
+  user?: string;
+  'password-stdin': boolean;
+  'token-stdin': boolean;
+  'device-id'?: string;
+  'device-name'?: string;
+  refresh: boolean;
+  insecure: boolean;
+}
+
+export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, LoginResult> = {
+  id: 'login',
+  summary: 'Log in to a Matrix homeserver and store the session.',
+  description:
+    'SERVER is a server name (resolved through /.well-known/matrix/client) or a base URL. On servers that use OAuth 2.0 (such as those running the Matrix Authentication Service), mxs shows a code to approve in any browser (also over SSH and in CI logs), or with --browser opens one here. Elsewhere it logs in with a password, read from standard input with --password-stdin or prompted for without echo on a terminal; it is never accepted as a flag. Asks for a refresh token unless --no-refresh.',
+  examples: [
+    '<%= config.bin %> login example.org --user alice',
+    '<%= config.bin %> login matrix.org --browser',
+    'printf "%s\\n" "$MATRIX_PASSWORD" | <%= config.bin %> login https://matrix.example.org -u @alice:example.org --password-stdin',
+    'printf "%s\\n" "$LOGIN_TOKEN" | <%= config.bin %> login example.org --token-stdin --profile work',
+  ],
+  args: {
+    server: { description: "Server name or homeserver URL (default: the profile's stored homeserver)." },
+  },
+  flags: {
+    method: { type: 'option', options: ['auto', 'oauth', 'password', 'token'], default: 'auto', summary: 'auto: OAuth 2.0 where the server offers it, else password.' },
+    browser: { type: 'boolean', summary: 'OAuth: log in through a browser (authorization code + PKCE) instead of a device code.', exclusive: ['password-stdin', 'token-stdin'] },
+    user: { type: 'option', char: 'u', summary: 'User: a localpart (alice) or a full user ID (@alice:example.org); a login hint for OAuth.' },
+    'password-stdin': { type: 'boolean', summary: 'Read the password from standard input (one line).', exclusive: ['token-stdin'] },
+    'token-stdin': { type: 'boolean', summary: 'Log in with an m.login.token read from standard input.', exclusive: ['password-stdin', 'user'] },
+    'device-id': { type: 'option', summary: 'Reuse or choose this device ID.' },
+    'device-name': { type: 'option', summary: 'Display name for a new device (default: mxs on HOSTNAME).' },
+    refresh: { type: 'boolean', default: true, allowNo: true, summary: 'Ask for a refresh token (--no-refresh: do not).' },
+    insecure: { type: 'boolean', summary: 'Allow plain http:// to a non-loopback host.' },
+  },
+  async run(ctx, { flags, args }) {
+    const { profile, storage, deps, out, env } = ctx;
+    const server = args.server ?? (await deps.sessions.read(profile))?.homeserver;
+    if (!server) throw usageError('No server given.', 'Run: mxs login example.org --user alice');
+    const credentials = await givenCredentials(ctx, flags);
+    const sigint = cancelOnSigint('Login cancelled; nothing was stored.');
+    try {
+      const io = terminalInteraction(out, { stdinIsTTY: Boolean(ctx.stdin().isTTY), stderrIsTTY: out.errorsInteractive, env, now: Date.now }, sigint.signal);
+      const result = await loginService(
+        {
+          profile,
+          server,
+          method: flags['token-stdin'] ? 'token' : flags.method,
+          credentials,
+          user: flags.user,
+          browser: flags.browser,
+          // For deployments that register mxs under their own page (MSC2966: https, not localhost).
+          clientUri: env.MXS_OAUTH_CLIENT_URI || undefined,
+          deviceId: flags['device-id'],
+          deviceName: flags['device-name'],
+          refresh: flags.refresh,
+          insecure: flags.insecure,
+          storage,
+        },
+        deps,
+        io,
+      );
+      out.info(loginLine(result, Date.now(), out.color));
+      return { result, exitCode: 0 };
+    } finally {
+      sigint.dispose();
+    }
+  },
+};
+
+/** Credentials piped in on stdin; anything else is asked for only when the server needs it. */
+async function givenCredentials(ctx: CommandContext, flags: LoginFlags): Promise<LoginMethod | undefined> {
+  if (flags['token-stdin']) return { type: 'm.login.token', token: checkTokenShape(await readStdinLine(ctx.stdin(), 'login token', '--token-stdin'), 'login token', '--token-stdin') };
+  if (!flags['password-stdin']) return undefined;
+  if (!flags.user) throw usageError('No user given.', 'Pass --user alice (or @alice:example.org).');
+  return { type: 'm.login.password', user: flags.user, password: await readStdinLine(ctx.stdin(), 'password', '--password-stdin') };
+}

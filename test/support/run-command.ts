@@ -1,0 +1,116 @@
+// Runs a command definition in this process, as oclif's runCommand and gh's runF do: the same
+// parser (oclif's, built from the definition), the same runDefinition every front end uses, the
+// real Output on fake streams. For what a command says and returns; what only a process shows (exit
+// by signal, stdout hygiene, the fast path, start-up) stays with test/support/cli.ts.
+import { Readable, Writable } from 'node:stream';
+import { Parser } from '@oclif/core';
+import { GLOBAL_FLAGS, type CommandDefinition, type FlagSpec } from '../../src/cli/command.js';
+import { oclifArgs, oclifFlags, parseCommandLine } from '../../src/cli/oclif-command.js';
+import { isParseError, parseError, reportError } from '../../src/cli/report-error.js';
+import { runDefinition, type ParsedInput } from '../../src/cli/run.js';
+import { normalizeArgv } from '../../src/cli/argv.js';
+import { Output } from '../../src/ui/output.js';
+import { apiCommand } from '../../src/cli/commands/api.js';
+import { devicesCommand, devicesDeleteCommand, devicesRenameCommand } from '../../src/cli/commands/devices.js';
+import { execCommand } from '../../src/cli/commands/exec.js';
+import { loginCommand } from '../../src/cli/commands/login.js';
+import { logoutCommand } from '../../src/cli/commands/logout.js';
+import { refreshCommand } from '../../src/cli/commands/refresh.js';
+import { statusCommand } from '../../src/cli/commands/status.js';
+import { switchCommand } from '../../src/cli/commands/switch.js';
+import { tokenCommand } from '../../src/cli/commands/token.js';
+import { whoamiCommand } from '../../src/cli/commands/whoami.js';
+import type { RunResult } from './cli.js';
+
+const COMMANDS = [apiCommand, devicesCommand, devicesDeleteCommand, devicesRenameCommand, execCommand, loginCommand, logoutCommand, refreshCommand, statusCommand, switchCommand, tokenCommand, whoamiCommand];
+
+/**
+ * `mxs ARGV…` in this process, in the shape runMxs (test/support/cli.ts) gives, for tests moved from
+ * a process: the command is found by its id as typed (`devices delete`), global flags may come first.
+ */
+export async function mxsInProcess(argv: string[], opts: CommandRunOptions = {}): Promise<RunResult> {
+  const started = Date.now();
+  const [first, second, ...more] = normalizeArgv(argv);
+  const two = COMMANDS.find((c) => c.id === `${first}:${second}`);
+  const command = two ?? COMMANDS.find((c) => c.id === first);
+  if (!command) throw new Error(`no command definition for ${JSON.stringify(argv)}`);
+  const r = await runCommand(command, two ? more : [second!, ...more].filter((a) => a !== undefined), opts);
+  return { code: r.exitCode, signal: null, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - started, json: r.json };
+}
+
+export interface CommandRun {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  /** stdout parsed as JSON (throws if it is not). */
+  json<T = any>(): T;
+}
+
+export interface CommandRunOptions {
+  /** The command's whole environment (process.env is not inherited). */
+  env?: Record<string, string | undefined>;
+  /** Standard input's text (default: empty). */
+  stdin?: string;
+}
+
+/** `mxs ARGV…` for one definition: argv as typed after the command id (global flags may stand first, as bin/run.js allows). */
+export async function runCommand(command: CommandDefinition, argv: string[], opts: CommandRunOptions = {}): Promise<CommandRun> {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const out = new Output(stdout, stderr);
+  const env = { ...opts.env } as NodeJS.ProcessEnv;
+  const [, ...args] = normalizeArgv([command.id, ...argv]);
+  let exitCode: number;
+  try {
+    const parsed = await withEnv(env, () => parseCommandLine(command, args, (a) => parse(command, a)));
+    const stdin = Readable.from([Buffer.from(opts.stdin ?? '')]) as unknown as NodeJS.ReadStream;
+    exitCode = await runDefinition(command, parsed, { out, env, stdin: () => stdin });
+  } catch (err) {
+    // What oclif's front end reports from its catch: the command line did not parse.
+    const e = isParseError(err) ? parseError(err as Error, args) : err;
+    exitCode = reportError(e, out, { json: args.includes('--json'), verbose: args.includes('--verbose'), hints: { defaultProfile: null } });
+  }
+  return {
+    stdout: stdout.text,
+    stderr: stderr.text,
+    exitCode,
+    json() {
+      return JSON.parse(stdout.text);
+    },
+  };
+}
+
+function parse(command: CommandDefinition, argv: string[]): Promise<ParsedInput & { argv: unknown[] }> {
+  return Parser.parse(argv, {
+    flags: oclifFlags({ ...GLOBAL_FLAGS, ...(command.flags as Record<string, FlagSpec>) }),
+    args: oclifArgs(command.args ?? {}),
+    strict: command.passThrough === undefined,
+  }) as unknown as Promise<ParsedInput & { argv: unknown[] }>;
+}
+
+/** oclif reads a flag's env var (MXS_PROFILE, MXS_STORAGE, MXS_TIMEOUT) from process.env while it parses. */
+async function withEnv<T>(env: NodeJS.ProcessEnv, fn: () => Promise<T>): Promise<T> {
+  const names = Object.values(GLOBAL_FLAGS).flatMap((f) => (f.env ? [f.env] : []));
+  const saved = names.map((n) => [n, process.env[n]] as const);
+  for (const n of names) {
+    if (env[n] === undefined) delete process.env[n];
+    else process.env[n] = env[n];
+  }
+  try {
+    return await fn();
+  } finally {
+    for (const [n, v] of saved) {
+      if (v === undefined) delete process.env[n];
+      else process.env[n] = v;
+    }
+  }
+}
+
+class Capture extends Writable {
+  text = '';
+  isTTY = false;
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: () => void): void {
+    this.text += chunk.toString();
+    done();
+  }
+}
