@@ -368,7 +368,7 @@ describe('against the homeserver double', () => {
       const example = /^ {2}e\.g\.: (curl .*)$/m.exec(p.stderr())?.[1];
       expect(example).toContain('"Authorization: Bearer $TOKEN"');
       const curl = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const child = spawn('sh', ['-c', example!], { env: { ...process.env, TOKEN: p.token }, stdio: ['ignore', 'pipe', 'inherit'] });
+        const child = spawn('sh', ['-c', example!], { env: { ...process.env, TOKEN: p.token }, stdio: ['ignore', 'pipe', 'ignore'] });
         let out = '';
         child.stdout.on('data', (d) => (out += d));
         child.on('close', (code) => resolve({ code, out }));
