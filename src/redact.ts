@@ -1,8 +1,11 @@
 // Secrets never reach output, logs or errors: everything printed passes through here.
 
-const SECRET_PARAMS = /([?&](?:access_token|refresh_token|login_token|token|password|code|code_verifier|device_code)=)[^&#]*/gi;
+// `;` separates parameters too: Synapse (Twisted) splits queries on it.
+const SECRET_PARAMS = /([?&;](?:access_token|refresh_token|login_token|token|password|code|code_verifier|device_code)=)[^&;#]*/gi;
 const TOKEN_SHAPES = /\b(sy[tr]_[A-Za-z0-9_]+|mat_[A-Za-z0-9_]+|mar_[A-Za-z0-9_]+)/g;
-const BEARER = /(Bearer\s+)\S+/gi;
+// The whole credential after `Bearer`, up to a space or a quote (the quote closes the header it stands in):
+// it starts with a token character (RFC 6750 b64token), so a shell reference (`$TOKEN`) is not one.
+const BEARER = /(Bearer\s+)[A-Za-z0-9\-._~+/][^\s"'`]*/gi;
 export const REDACTED = '[REDACTED]';
 
 export function redactUrl(url: string): string {

@@ -19,9 +19,19 @@ export function startLines(info: ProxyStartInfo & { homeserver: string }, token:
     token.kind === 'shown' ? `  access token for clients:   ${token.token}` : '  access token for clients:   the one in MXS_PROXY_TOKEN',
   ];
   if (info.tokenFile !== null) lines.push(`  (also written to ${printable(info.tokenFile)})`);
-  if (info.url.startsWith('http+unix:')) lines.push(`  e.g.: curl --unix-socket ${decodeURIComponent(info.url.slice('http+unix://'.length))} -H "Authorization: Bearer $TOKEN" http://localhost/_matrix/client/v3/account/whoami`);
+  if (info.url.startsWith('http+unix:')) {
+    // Runs as printed where the token can be named: the environment, the token file; else $TOKEN stands for the token above.
+    const path = shellWord(decodeURIComponent(info.url.slice('http+unix://'.length)));
+    const bearer = token.kind === 'env' ? '$MXS_PROXY_TOKEN' : info.tokenFile !== null ? `$(cat ${shellWord(info.tokenFile)})` : '$TOKEN';
+    lines.push(`  e.g.: curl --unix-socket ${path} -H "Authorization: Bearer ${bearer}" http://localhost/_matrix/client/v3/account/whoami`);
+  }
   lines.push(`Ctrl-C or SIGTERM stops it (in-flight requests get up to ${Math.round(drainMs / 100) / 10}s).`);
   return lines;
+}
+
+/** A word a POSIX shell reads back as `s`: as is when it is plain, else in single quotes. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_/.,:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { isIP } from 'node:net';
 
 // What the proxy lets through, as pure functions over what node:http parsed: the request target,
 // the credentials a request carries, which paths the proxy answers itself or refuses, and which
@@ -58,13 +59,20 @@ export function isTargetProblem(t: Target | TargetProblem): t is TargetProblem {
 /**
  * Takes `access_token` parameters out of a raw query, leaving every other parameter byte for byte as
  * sent (re-serialising with URLSearchParams would re-encode them). The Matrix spec deprecated the
- * parameter (v1.11) but old clients still send it: it is a credential like `Authorization`.
+ * parameter (v1.11) but old clients still send it: it is a credential like `Authorization`. Synapse
+ * (Twisted) splits a query on `;` as well as `&`, so both separate parameters here; a kept parameter
+ * keeps the separator that stood before it.
  */
 function splitAccessToken(rawQuery: string): { query: string; tokens: string[] | null } {
   if (rawQuery === '') return { query: '', tokens: [] };
-  const kept: string[] = [];
+  let query = '';
+  let kept = false;
   const tokens: string[] = [];
-  for (const part of rawQuery.split('&')) {
+  // With the separators captured: parts at even indexes, the separator before part i at i - 1.
+  const pieces = rawQuery.split(/([&;])/);
+  for (let i = 0; i < pieces.length; i += 2) {
+    const separator = i === 0 ? '' : pieces[i - 1]!;
+    const part = pieces[i]!;
     const eq = part.indexOf('=');
     const rawKey = eq < 0 ? part : part.slice(0, eq);
     let key: string;
@@ -74,7 +82,8 @@ function splitAccessToken(rawQuery: string): { query: string; tokens: string[] |
       key = rawKey; // not ours to judge: passed on as sent
     }
     if (key !== 'access_token') {
-      kept.push(part);
+      query += kept ? separator + part : part;
+      kept = true;
       continue;
     }
     try {
@@ -83,7 +92,44 @@ function splitAccessToken(rawQuery: string): { query: string; tokens: string[] |
       return { query: '', tokens: null };
     }
   }
-  return { query: kept.join('&'), tokens };
+  return { query, tokens };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host
+
+/**
+ * Which `Host` headers the proxy answers, against DNS rebinding: a web page whose name the attacker
+ * rebinds to 127.0.0.1 reaches the proxy with that name as its Host. Accepted: the address listened on
+ * with its port, and `localhost` with the port; on a wildcard address (`--insecure` on 0.0.0.0 or ::),
+ * any IP literal with the port, since an IP literal cannot be rebound. On a Unix socket, any Host: no
+ * browser can reach a socket, and clients send what they like there (curl `localhost`, others the
+ * encoded path). Before the proxy knows its URL, nothing.
+ */
+export function hostGuard(publicUrl: string): (host: string | undefined) => boolean {
+  if (publicUrl.startsWith('http+unix:')) return () => true;
+  if (publicUrl === '') return () => false;
+  const own = hostAndPort(new URL(publicUrl).host);
+  if (!own) return () => false;
+  const wildcard = own.hostname === '0.0.0.0' || own.hostname === '[::]';
+  return (host) => {
+    const h = host === undefined ? null : hostAndPort(host);
+    if (!h || h.port !== own.port) return false;
+    return h.hostname === own.hostname || h.hostname === 'localhost' || (wildcard && h.ip);
+  };
+}
+
+/** A Host header's name (as WHATWG URL normalises it: lower case, IPv6 shortest, `[::1]`) and port (80 when absent). */
+function hostAndPort(host: string): { hostname: string; port: number; ip: boolean } | null {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(host);
+  if (!m) return null;
+  let hostname: string;
+  try {
+    hostname = new URL(`http://${m[1]}/`).hostname;
+  } catch {
+    return null;
+  }
+  return { hostname, port: m[2] === undefined ? 80 : Number(m[2]), ip: isIP(hostname.replace(/^\[|\]$/g, '')) !== 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +205,9 @@ export type Route =
  */
 const SESSION_ENDPOINT = /^\/_matrix\/client\/(?:[^/]+\/){1,2}(?:(login)(?:\/.*)?|logout(?:\/all)?|refresh|tokenrefresh)$/;
 
+/** Synapse's admin API logging in as another user (`POST /_synapse/admin/v1/users/{userId}/login`): it mints a session. */
+const ADMIN_LOGIN_AS = /^\/_synapse\/admin\/[^/]+\/users\/.+\/login$/;
+
 export interface RouteContext {
   /** Canonical paths (see Target.canonical) of the session's OAuth endpoints on the homeserver's own origin. */
   oauthPaths: Set<string>;
@@ -170,6 +219,7 @@ export function route(method: string, canonical: string, ctx: RouteContext): Rou
   if (canonical === '/_mxs' || canonical.startsWith('/_mxs/')) return canonical === '/_mxs/health' && (method === 'GET' || method === 'HEAD') ? { kind: 'health' } : { kind: 'mxs-unknown' };
   const m = SESSION_ENDPOINT.exec(canonical);
   if (m) return m[1] === 'login' && (method === 'GET' || method === 'HEAD') && canonical.endsWith('/login') ? { kind: 'forward' } : { kind: 'session-endpoint' };
+  if (ADMIN_LOGIN_AS.test(canonical)) return { kind: 'session-endpoint' };
   // OAuth 2.0 endpoints served from the homeserver's own origin: the Matrix Authentication Service
   // mounts them under /oauth2/ (and the session's own token/revocation endpoints wherever they are).
   if (canonical === '/oauth2' || canonical.startsWith('/oauth2/') || ctx.oauthPaths.has(canonical)) return { kind: 'session-endpoint' };
@@ -239,7 +289,7 @@ function valuesOf(rawHeaders: string[], name: string): string[] {
  * asked for (`/sync?timeout=30000`, `/events?timeout=…`), so a 30 s /sync is not cut at 30 s.
  */
 export function headersTimeoutFor(query: string, timeoutMs: number): number {
-  const m = /(?:^|&)timeout=(\d{1,9})(?:&|$)/.exec(query);
+  const m = /(?:^|[&;])timeout=(\d{1,9})(?:[&;]|$)/.exec(query);
   const longPoll = m ? Math.min(Number(m[1]), 3_600_000) : 0;
   return timeoutMs + longPoll;
 }

@@ -8,7 +8,7 @@ import type { MxsError } from '../errors.js';
 import { errorCode } from '../http/transport.js';
 import { RefreshUnavailable, SessionEnded, type SessionKeeper } from '../services/keeper.js';
 import { refusesToken, sendWithReplay, type Sent } from '../services/replay.js';
-import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, route, upstreamHeaders, type ProxyToken, type RouteContext, type Target } from './rules.js';
+import { downstreamHeaders, headersTimeoutFor, hostGuard, isTargetProblem, parseTarget, route, upstreamHeaders, type ProxyToken, type RouteContext, type Target } from './rules.js';
 
 // The proxy's front: node:http parses what clients send (no hand-written HTTP parsing, and its
 // strict parser refuses the request-smuggling shapes: conflicting Content-Length/Transfer-Encoding,
@@ -92,6 +92,7 @@ export class ProxyServer {
   private readonly basePath: string;
   private draining = false;
   private publicUrl = '';
+  private hostAllowed = hostGuard('');
   private readonly sockets = new Set<Socket>();
 
   constructor(private readonly opts: ProxyServerOptions) {
@@ -125,6 +126,7 @@ export class ProxyServer {
   /** The base URL clients are given (also served at /.well-known/matrix/client). */
   setPublicUrl(url: string): void {
     this.publicUrl = url;
+    this.hostAllowed = hostGuard(url);
   }
 
   get active(): number {
@@ -194,6 +196,7 @@ export class ProxyServer {
       res.setHeader('Retry-After', '1');
       return sendError(res, 503, 'M_UNKNOWN', 'mxs proxy is shutting down.');
     }
+    if (!this.hostAllowed(req.headers.host)) return sendError(res, 421, 'M_FORBIDDEN', `mxs proxy answers only requests addressed to ${this.publicUrl} (or localhost with its port); this one names another host (a guard against DNS rebinding).`);
     const target = parseTarget(rawTarget);
     if (isTargetProblem(target)) return sendError(res, 400, 'M_UNRECOGNIZED', `mxs proxy refused the request: ${target.reason}.`);
     // headersDistinct is built on first access: only when there is an Authorization header to check.

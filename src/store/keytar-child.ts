@@ -20,6 +20,18 @@ rl.on('line', (line) => {
 rl.on('close', () => process.exit(0));
 `;
 
+/**
+ * What the helper may see of mxs's environment: what libsecret needs to find the Secret Service (the
+ * D-Bus session bus: its address, or $XDG_RUNTIME_DIR/bus, or X11 autolaunch through DISPLAY and
+ * dbus-launch on PATH), the user's home and locale, and what Node, the macOS keychain and the Windows
+ * credential store need to start. Nothing else: not MXS_PROXY_TOKEN, nor a bot's own secrets.
+ */
+const HELPER_ENV = /^(?:PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|LC_[A-Z]+|TMPDIR|DBUS_SESSION_BUS_ADDRESS|DISPLAY|XAUTHORITY|XDG_[A-Z_]+|G_MESSAGES_DEBUG|__CF_USER_TEXT_ENCODING|SYSTEMROOT|WINDIR|SYSTEMDRIVE|USERPROFILE|APPDATA|LOCALAPPDATA|PROGRAMDATA|TEMP|TMP|COMSPEC|PATHEXT)$/i;
+
+export function helperEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name, value]) => value !== undefined && HELPER_ENV.test(name)));
+}
+
 type Op = 'getPassword' | 'setPassword' | 'deletePassword';
 
 export interface ChildKeychainBackend extends KeychainBackend {
@@ -40,7 +52,7 @@ export function childKeytarBackend(): ChildKeychainBackend {
   };
 
   const start = (): ChildProcessWithoutNullStreams => {
-    const c = spawn(process.execPath, ['-e', HELPER, keytarPath], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+    const c = spawn(process.execPath, ['-e', HELPER, keytarPath], { stdio: ['pipe', 'pipe', 'pipe'], env: helperEnv(process.env) });
     let stderr = '';
     c.stderr.on('data', (d) => (stderr += d));
     createInterface({ input: c.stdout }).on('line', (line) => {

@@ -6,10 +6,10 @@
 // below has its own. findCredentials is never called (it segfaults on a locked collection).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, filesBelow, makeHome, REPO, runMxs, type RunResult } from '../support/cli.js';
+import { BIN, filesBelow, makeHome, REPO, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { describeWithSecretService, runKeytarChild } from '../support/secret-service.js';
 
 const PW = 'alice-pw';
@@ -40,6 +40,23 @@ async function loginWith(run: ReturnType<typeof mxsIn>, hs: HomeserverDouble, ar
   const r = await run(['login', hs.url, '-u', 'alice', '--password-stdin', '--json', ...args], { input: PW + '\n', env });
   expect(r.stdout + r.stderr).not.toContain(PW);
   return r;
+}
+
+/** The live child processes of `pid` whose command line passes `match`, with their environment (Linux /proc). */
+async function childrenOf(pid: number, match: (cmdline: string) => boolean): Promise<{ pid: number; environ: Record<string, string> }[]> {
+  const found: { pid: number; environ: Record<string, string> }[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+    if (!new RegExp(`^PPid:\\s+${pid}$`, 'm').test(status)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (!match(cmdline)) continue;
+    const raw = await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '');
+    const environ: Record<string, string> = {};
+    for (const pair of raw.split('\0').filter(Boolean)) environ[pair.slice(0, pair.indexOf('='))] = pair.slice(pair.indexOf('=') + 1);
+    found.push({ pid: Number(entry), environ });
+  }
+  return found;
 }
 
 const postLogins = (hs: HomeserverDouble) => hs.requests.filter((q) => q.method === 'POST' && q.path.split('?')[0]!.endsWith('/login')).length;
@@ -176,6 +193,34 @@ describeWithSecretService('keychain storage: a session in a real gnome-keyring',
     // No session for that profile, or status (local state only): keytar is never loaded.
     expect((await probed(['token', '-p', 'nobody'])).calls).toEqual([]);
     expect((await probed(['status'])).calls).toEqual([]);
+  });
+
+  test('the keychain helper process gets only what libsecret needs from the environment: never MXS_PROXY_TOKEN or other secrets', async () => {
+    expect((await login(['--storage', 'keychain'])).code).toBe(0);
+    const proxyToken = `proxy-token-${Date.now()}-for-the-bot`;
+    const run = startMxs(['proxy', '--json'], { env: { ...t.home.env, ...ss().env, MXS_PROXY_TOKEN: proxyToken, BOT_DB_PASSWORD: 'hunter2-db', LANG: 'C.UTF-8' }, timeoutMs: 60_000 });
+    try {
+      let out = '';
+      run.child.stdout!.on('data', (d) => (out += d));
+      const deadline = Date.now() + 30_000;
+      while (!out.includes('\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const url = (JSON.parse(out.split('\n')[0]!) as { url: string }).url;
+      // The session was read from the keyring through the helper, and the proxy works with it.
+      const whoami = await fetch(`${url}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${proxyToken}` } });
+      expect(whoami.status).toBe(200);
+      const helpers = await childrenOf(run.child.pid!, (cmdline) => cmdline.includes('keytar'));
+      expect(helpers).toHaveLength(1);
+      const env = helpers[0]!.environ;
+      expect(env.MXS_PROXY_TOKEN).toBeUndefined();
+      expect(env.BOT_DB_PASSWORD).toBeUndefined();
+      expect(env.MXS_CONFIG_DIR).toBeUndefined();
+      expect(env.DBUS_SESSION_BUS_ADDRESS).toBe(ss().env.DBUS_SESSION_BUS_ADDRESS);
+      expect(env.LANG).toBe('C.UTF-8');
+      expect(Object.values(env).join('\n')).not.toContain(proxyToken);
+    } finally {
+      run.child.kill('SIGTERM');
+      await run.done;
+    }
   });
 
   test('refresh replaces the keyring item: the new tokens are in it, the old ones are gone', async () => {

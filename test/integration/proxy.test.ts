@@ -6,10 +6,10 @@
 // requests, 50 MiB of media up and down, and an unmodified matrix-nio client.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
@@ -126,7 +126,7 @@ function rawExchange(url: string, bytes: string, ms = 1200): Promise<string> {
       clearTimeout(timer);
       resolve(answer);
     });
-    socket.write(bytes);
+    socket.write(bytes, 'latin1');
   });
 }
 
@@ -226,6 +226,8 @@ describe('against the homeserver double', () => {
       ['the real access token in the query string', (_p: RunningProxy, real: string) => ({ query: `?access_token=${real}`, headers: {} })],
       ['the proxy token in the header and a wrong one in the query', (p: RunningProxy) => ({ query: '?access_token=nope', headers: { authorization: `Bearer ${p.token}` } })],
       ['another scheme (Basic)', () => ({ headers: { authorization: 'Basic YWxpY2U6cHc=' } })],
+      ['the real access token in the query string after a ; (Synapse splits on it)', (_p: RunningProxy, real: string) => ({ query: `?x=1;access_token=${real}`, headers: {} })],
+      ['the proxy token in the header and a wrong one after a ;', (p: RunningProxy) => ({ query: '?x=1;access_token=nope', headers: { authorization: `Bearer ${p.token}` } })],
     ])('%s → 401 M_UNKNOWN_TOKEN', async (_case, make) => {
       const p = await startProxy();
       const real = (await secretOf()).accessToken;
@@ -239,7 +241,7 @@ describe('against the homeserver double', () => {
 
     test('two Authorization headers, one of them the proxy token → 401, nothing forwarded', async () => {
       const p = await startProxy();
-      const answer = await rawExchange(p.url, `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`);
+      const answer = await rawExchange(p.url, `GET ${whoamiPath} HTTP/1.1\r\nHost: ${new URL(p.url).host}\r\nAuthorization: Bearer ${p.token}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`);
       expect(statusesOf(answer)).toEqual([401]);
       expect(upstreamOf(whoamiPath)).toHaveLength(0);
     });
@@ -251,6 +253,33 @@ describe('against the homeserver double', () => {
       const [up] = upstreamOf(whoamiPath);
       expect(up!.path).toBe(`${whoamiPath}?a=1&b=%20x`);
       expect(up!.headers.authorization).toMatch(/^Bearer syt_/);
+    });
+
+    test('the proxy token in the query string after a ; works and is not passed on', async () => {
+      const p = await startProxy();
+      const r = await p.call(`${whoamiPath}?a=1;access_token=${encodeURIComponent(p.token)};b=%20x`, { token: null });
+      expect(r.status).toBe(200);
+      const [up] = upstreamOf(whoamiPath);
+      expect(up!.path).toBe(`${whoamiPath}?a=1;b=%20x`);
+      expect(up!.headers.authorization).toMatch(/^Bearer syt_/);
+    });
+
+    test('a Host that names anything but the proxy\'s address (DNS rebinding) → 421, with or without a token, never forwarded', async () => {
+      const p = await startProxy();
+      const port = new URL(p.url).port;
+      const before = hs.requests.length;
+      for (const host of [`rebound.attacker.example:${port}`, `127.0.0.1:${Number(port) + 1}`, 'localhost']) {
+        for (const auth of [`Authorization: Bearer ${p.token}\r\n`, '']) {
+          const answer = await rawExchange(p.url, `GET /_matrix/client/versions HTTP/1.1\r\nHost: ${host}\r\n${auth}Connection: close\r\n\r\n`);
+          expect(statusesOf(answer)).toEqual([421]);
+          expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ errcode: 'M_FORBIDDEN', error: expect.stringContaining('DNS rebinding') });
+        }
+      }
+      expect(hs.requests.length).toBe(before);
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+        expect(statusesOf(await rawExchange(p.url, `GET ${whoamiPath} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${p.token}\r\nConnection: close\r\n\r\n`))).toEqual([200]);
+      }
+      expect(p.logLines().filter((l) => / 421 /.test(l))).toHaveLength(6);
     });
 
     test.each([
@@ -266,6 +295,8 @@ describe('against the homeserver double', () => {
       ['POST', '/_matrix/client/unstable/org.matrix.msc2918/refresh'],
       ['POST', '/_matrix/client/unstable/org.matrix.msc2918.refresh_token/refresh'],
       ['POST', '/_matrix/client/r0/tokenrefresh'],
+      ['POST', '/_synapse/admin/v1/users/@bob:localhost/login'],
+      ['POST', '/_synapse/admin/v1/users/%40bob%3Alocalhost/login'],
       ['POST', '/_matrix/client/v3/logi%6E'],
       ['POST', '/_matrix//client/v3/logout/'],
       ['POST', '/_matrix/client/V3/LOGOUT'],
@@ -329,6 +360,31 @@ describe('against the homeserver double', () => {
       expect((await p.stop()).code).toBe(0);
       expect(await exists(path)).toBe(false);
     });
+
+    test('--socket: any Host is answered (no browser reaches a socket); the curl example of the start lines works as printed', async () => {
+      const path = join(home.dir, 'proxy dir', "bot's.sock");
+      await mkdir(dirname(path));
+      const p = await startProxy(['--socket', path]);
+      const example = /^ {2}e\.g\.: (curl .*)$/m.exec(p.stderr())?.[1];
+      expect(example).toContain('"Authorization: Bearer $TOKEN"');
+      const curl = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn('sh', ['-c', example!], { env: { ...process.env, TOKEN: p.token }, stdio: ['ignore', 'pipe', 'ignore'] });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.on('close', (code) => resolve({ code, out }));
+      });
+      expect(curl.code).toBe(0);
+      expect(JSON.parse(curl.out)).toMatchObject({ user_id: '@alice:localhost' });
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request({ socketPath: path, path: whoamiPath, headers: { host: 'rebound.attacker.example', authorization: `Bearer ${p.token}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(status).toBe(200);
+    });
   });
 
   describe('request smuggling shapes and hop-by-hop headers', () => {
@@ -354,7 +410,7 @@ describe('against the homeserver double', () => {
     test.each(cases)('%s: refused with a 4xx/5xx, nothing reaches the homeserver', async (_case, make) => {
       const p = await startProxy();
       const before = hs.requests.length;
-      const answer = await rawExchange(p.url, make(p.token));
+      const answer = await rawExchange(p.url, make(p.token).replace(/Host: x\r\n/g, `Host: ${new URL(p.url).host}\r\n`));
       const statuses = statusesOf(answer);
       expect(statuses.length).toBeGreaterThanOrEqual(1);
       expect(statuses.every((s) => s >= 400)).toBe(true);
@@ -366,9 +422,11 @@ describe('against the homeserver double', () => {
       const before = hs.requests.length;
       const answer = await rawExchange(
         p.url,
-        `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a":"bcd"}` +
+        (
+          `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a":"bcd"}` +
           `POST /_matrix/client/v3/logout HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}` +
-          `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nConnection: close\r\n\r\n`,
+          `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nConnection: close\r\n\r\n`
+        ).replace(/Host: x\r\n/g, `Host: ${new URL(p.url).host}\r\n`),
       );
       expect(statusesOf(answer)).toEqual([405, 403, 200]);
       expect(hs.requests.slice(before).map((q) => [q.method, q.path, q.body])).toEqual([
@@ -381,7 +439,7 @@ describe('against the homeserver double', () => {
       const p = await startProxy();
       const r = await rawExchange(
         p.url,
-        `GET ${whoamiPath}?x=1 HTTP/1.1\r\nHost: client.example\r\nAuthorization: Bearer ${p.token}\r\nConnection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-Custom: kept as is\r\nAccept-Language: de\r\nX-Twice: a\r\nX-Twice: b\r\n\r\n`,
+        `GET ${whoamiPath}?x=1 HTTP/1.1\r\nHost: ${new URL(p.url).host}\r\nAuthorization: Bearer ${p.token}\r\nConnection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-Custom: kept as is\r\nAccept-Language: de\r\nX-Twice: a\r\nX-Twice: b\r\n\r\n`,
         1000,
       );
       expect(statusesOf(r)).toEqual([200]);
@@ -393,6 +451,20 @@ describe('against the homeserver double', () => {
       expect(up!.headers['accept-language']).toBe('de');
       expect(up!.headers['x-twice']).toBe('a, b');
       expect(up!.headers.authorization).toBe(`Bearer ${(await secretOf()).accessToken}`);
+    });
+
+    test('header bytes that are not ASCII pass unchanged both ways, end to end (UTF-8 and bare latin1 bytes alike)', async () => {
+      const p = await startProxy();
+      // Raw bytes written as latin1 strings: one character per byte on every side (node:http, the double, rawExchange).
+      const utf8 = Buffer.from('café ☕', 'utf8').toString('latin1');
+      const latin1 = 'caf\xe9';
+      hs.inject(`GET ${whoamiPath}`, { status: 200, json: { ok: true }, headers: { 'X-Back-Utf8': utf8, 'X-Back-Latin1': latin1 } });
+      const answer = await rawExchange(p.url, `GET ${whoamiPath} HTTP/1.1\r\nHost: ${new URL(p.url).host}\r\nAuthorization: Bearer ${p.token}\r\nX-Name-Utf8: ${utf8}\r\nX-Name-Latin1: ${latin1}\r\nConnection: close\r\n\r\n`);
+      expect(statusesOf(answer)).toEqual([200]);
+      const [up] = upstreamOf(whoamiPath);
+      expect([up!.headers['x-name-utf8'], up!.headers['x-name-latin1']]).toEqual([utf8, latin1]);
+      expect(answer).toContain(`x-back-utf8: ${utf8}\r\n`);
+      expect(answer).toContain(`x-back-latin1: ${latin1}\r\n`);
     });
 
     test('response headers: hop-by-hop ones from the homeserver are dropped, the rest passes', async () => {

@@ -31,6 +31,19 @@ it('installing builds mxs: package.json prepares dist/, and every install script
   expect(ls).not.toMatch(/not yet covered|"pending"/i);
 }, 60_000);
 
+it('the packed tarball carries the Apache-2.0 LICENSE that package.json names, and git ignores the tarball', async () => {
+  const pkg = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
+  expect(pkg.license).toBe('Apache-2.0');
+  const license = await readFile(join(REPO, 'LICENSE'), 'utf8');
+  expect(license).toMatch(/^\s*Apache License\s+Version 2\.0, January 2004\s+http:\/\/www\.apache\.org\/licenses\//);
+  expect(license).toContain('END OF TERMS AND CONDITIONS');
+  const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO });
+  const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+  expect(packed!.files.map((f) => f.path)).toContain('LICENSE');
+  // `git check-ignore` exits 0 when the path is ignored.
+  await expect(run('git', ['check-ignore', '-q', packed!.filename], { cwd: REPO })).resolves.toBeDefined();
+}, 60_000);
+
 describeWithSynapse('the demo', () => {
   it('npm run demo logs in, watches the token expire, refreshes it and logs out (exit 0)', async () => {
     const { stdout } = await run(process.execPath, [join(REPO, 'scripts', 'demo.mjs')], { cwd: REPO, env: { ...process.env, NO_COLOR: '1' }, timeout: 150_000 });

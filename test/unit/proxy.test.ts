@@ -3,11 +3,13 @@
 // log line and the bounded redactor, and runProxy itself against an undici MockAgent standing in for the
 // homeserver. The spawned CLI against real servers is test/integration/proxy.test.ts.
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
-import { request } from 'undici';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { Pool, request, type Dispatcher } from 'undici';
 import { MxsError } from '../../src/errors.js';
 import { parseListen, urlOf } from '../../src/proxy/listen.js';
-import { RecentSecrets, requestLine } from '../../src/proxy/present.js';
-import { downstreamHeaders, headersTimeoutFor, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
+import { RecentSecrets, requestLine, startLines } from '../../src/proxy/present.js';
+import { Redactor } from '../../src/redact.js';
+import { downstreamHeaders, headersTimeoutFor, hostGuard, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
 import { HS, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
@@ -31,6 +33,20 @@ describe('parseTarget: origin-form only, dot segments refused, access_token take
     ['/x?access_token=abc%2Bd&a=%20b&access_token=e', { query: 'a=%20b', queryTokens: ['abc+d', 'e'] }],
     ['/x?a=1&b', { query: 'a=1&b', queryTokens: [] }],
   ])('%s → accepted', (raw, expected) => {
+    const t = parseTarget(raw);
+    expect(isTargetProblem(t)).toBe(false);
+    expect(t).toMatchObject(expected);
+  });
+
+  // Synapse (Twisted) splits the query on ';' as well as '&': a token after a ';' is a token too.
+  it.each([
+    ['/x?x=1;access_token=abc', { query: 'x=1', queryTokens: ['abc'] }],
+    ['/x?access_token=abc;x=1&y=2', { query: 'x=1&y=2', queryTokens: ['abc'] }],
+    ['/x?a=1&access_token=t;b=2', { query: 'a=1;b=2', queryTokens: ['t'] }],
+    ['/x?a=1;access_token=t1&access_token=t2;b', { query: 'a=1;b', queryTokens: ['t1', 't2'] }],
+    ['/x?a=1;b=2', { query: 'a=1;b=2', queryTokens: [] }],
+    ['/x?;a=1&', { query: ';a=1&', queryTokens: [] }],
+  ])('access_token is found whether the query is split on & or ;: %s', (raw, expected) => {
     const t = parseTarget(raw);
     expect(isTargetProblem(t)).toBe(false);
     expect(t).toMatchObject(expected);
@@ -80,12 +96,60 @@ describe('route: what the proxy answers itself', () => {
     ['POST', '/_matrix/client/r0/tokenrefresh', 'session-endpoint'],
     ['POST', '/oauth2/token', 'session-endpoint'],
     ['POST', '/auth/token', 'session-endpoint'],
+    // An admin minting a session as another user: a login like /login.
+    ['POST', '/_synapse/admin/v1/users/@bob:example.org/login', 'session-endpoint'],
+    ['POST', '/_synapse/admin/v1/users/%40bob%3Aexample.org/login', 'session-endpoint'],
+    ['POST', '/_synapse//admin/V1/users/@bob:example.org/LOGIN/', 'session-endpoint'],
+    ['GET', '/_synapse/admin/v2/users/@bob:example.org', 'forward'],
+    ['GET', '/_synapse/admin/v1/users/@bob:example.org/joined_rooms', 'forward'],
     ['TRACE', '/_matrix/client/v3/sync', 'method-refused'],
     ['GET', '/_matrix/client/v3/sync', 'forward'],
     ['PUT', '/_matrix/client/v3/pushrules/global/override/refresh', 'forward'],
     ['GET', '/_matrix/client/v3/rooms/!r:x/messages', 'forward'],
   ])('%s %s → %s', (method, path, kind) => {
     expect(route(method, canonical(path), ctx).kind).toBe(kind);
+  });
+});
+
+describe('hostGuard: a Host that names anything but the address listened on is refused (DNS rebinding)', () => {
+  it.each([
+    ['http://127.0.0.1:8008', '127.0.0.1:8008', true],
+    ['http://127.0.0.1:8008', 'localhost:8008', true],
+    ['http://127.0.0.1:8008', 'LOCALHOST:8008', true],
+    ['http://127.0.0.1:8008', 'evil.example:8008', false],
+    ['http://127.0.0.1:8008', 'rebound.attacker.example:8008', false],
+    ['http://127.0.0.1:8008', '127.0.0.1:8009', false],
+    ['http://127.0.0.1:8008', '127.0.0.1', false],
+    ['http://127.0.0.1:8008', 'localhost', false],
+    ['http://127.0.0.1:8008', '127.0.0.2:8008', false],
+    ['http://127.0.0.1:8008', 'evil.example@127.0.0.1:8008', false],
+    ['http://127.0.0.1:8008', '127.0.0.1:8008/x', false],
+    ['http://127.0.0.1:8008', '', false],
+    ['http://127.0.0.1:8008', undefined, false],
+    ['http://127.0.0.1:80', '127.0.0.1', true],
+    ['http://127.0.0.1:80', 'localhost', true],
+    ['http://[::1]:8008', '[::1]:8008', true],
+    ['http://[::1]:8008', '[0:0:0:0:0:0:0:1]:8008', true],
+    ['http://[::1]:8008', 'localhost:8008', true],
+    ['http://[::1]:8008', '::1:8008', false],
+    ['http://[::1]:8008', '127.0.0.1:8008', false],
+    // --insecure on a wildcard address: any IP literal of this machine (an IP cannot be rebound), and localhost.
+    ['http://0.0.0.0:8008', '192.0.2.7:8008', true],
+    ['http://0.0.0.0:8008', '[2001:db8::1]:8008', true],
+    ['http://0.0.0.0:8008', 'localhost:8008', true],
+    ['http://0.0.0.0:8008', 'myhost.example:8008', false],
+    ['http://0.0.0.0:8008', '192.0.2.7:9000', false],
+    ['http://[::]:8008', '192.0.2.7:8008', true],
+    ['http://192.0.2.7:8008', '192.0.2.7:8008', true],
+    ['http://192.0.2.7:8008', '192.0.2.8:8008', false],
+    // A Unix socket: no browser can reach it, and clients send what they like (curl: localhost; others the path).
+    ['http+unix://%2Ftmp%2Fp.sock', 'localhost', true],
+    ['http+unix://%2Ftmp%2Fp.sock', '%2Ftmp%2Fp.sock', true],
+    ['http+unix://%2Ftmp%2Fp.sock', undefined, true],
+    // Not listening yet: nothing is accepted.
+    ['', '127.0.0.1:8008', false],
+  ])('listening on %s, Host %s → %s', (url, host, allowed) => {
+    expect(hostGuard(url)(host)).toBe(allowed);
   });
 });
 
@@ -138,6 +202,7 @@ describe('headers (RFC 9110 §7.6.1)', () => {
     ['since=x&timeout=5000', 35_000],
     ['timeout=99999999999', 30_000],
     ['xtimeout=5000', 30_000],
+    ['since=x;timeout=5000', 35_000],
   ])('the homeserver may take --timeout plus the long-poll asked for: %s → %d ms', (query, ms) => {
     expect(headersTimeoutFor(query, 30_000)).toBe(ms);
   });
@@ -180,6 +245,20 @@ describe('the request log and the redactor', () => {
     expect(requestLine({ at: Date.UTC(2030, 0, 1, 12), method: 'PUT', path: '/x\x1b[2J', status: 0, ms: 5 })).toBe('2030-01-01T12:00:00.000Z PUT /x\\x1b[2J - 5ms');
   });
 
+  const shown = { kind: 'shown', token: 'mxp_the_proxy_token_value' } as const;
+  it.each([
+    ['/run/mxs/proxy.sock', shown, null, 'curl --unix-socket /run/mxs/proxy.sock -H "Authorization: Bearer $TOKEN" http://localhost/_matrix/client/v3/account/whoami'],
+    ["/tmp/my dir/it's.sock", shown, null, "curl --unix-socket '/tmp/my dir/it'\\''s.sock' -H \"Authorization: Bearer $TOKEN\" http://localhost/_matrix/client/v3/account/whoami"],
+    ['/run/p.sock', { kind: 'env' } as const, null, 'curl --unix-socket /run/p.sock -H "Authorization: Bearer $MXS_PROXY_TOKEN" http://localhost/_matrix/client/v3/account/whoami'],
+    ['/run/p.sock', shown, '/home/a/bot token', 'curl --unix-socket /run/p.sock -H "Authorization: Bearer $(cat \'/home/a/bot token\')" http://localhost/_matrix/client/v3/account/whoami'],
+  ])('the --socket start lines give a curl example that works as printed, through the redactor: %s', (path, token, tokenFile, example) => {
+    const info = { profile: 'default', url: `http+unix://${encodeURIComponent(path)}`, userId: '@a:x', deviceId: 'D', tokenFile, homeserver: HS };
+    const redactor = new Redactor();
+    redactor.add('mxp_the_proxy_token_value');
+    const lines = startLines(info, token, 10_000).map((l) => redactor.redact(l));
+    expect(lines).toContain(`  e.g.: ${example}`);
+  });
+
   it('RecentSecrets hides the pinned token and the last N others, and forgets older ones', () => {
     const s = new RecentSecrets(2);
     s.pin('PINNEDTOKEN');
@@ -200,16 +279,28 @@ function authorizationOf(headers: unknown): string | undefined {
   for (let i = 0; i < headers.length; i += 2) if (String(headers[i]).toLowerCase() === 'authorization') return String(headers[i + 1]);
   return undefined;
 }
+/** Sends raw bytes to the proxy and returns every byte that came back until the connection closed. */
+function rawExchange(url: string, bytes: Buffer): Promise<Buffer> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname);
+    const chunks: Buffer[] = [];
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.write(bytes);
+  });
+}
 const text = (body: unknown) => (Buffer.isBuffer(body) ? body.toString('utf8') : String(body));
 
 describe('runProxy in process, the homeserver played by a MockAgent', () => {
-  async function started(opts: { drainMs?: number } = {}) {
+  async function started(opts: { drainMs?: number; upstream?: Dispatcher } = {}) {
     let info: (ProxyStartInfo & { homeserver: string }) | undefined;
     let stop: (signal: string) => void = () => {};
     const notices: string[] = [];
     const log: string[] = [];
     const done = runProxy(
-      { profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: null, drainMs: opts.drainMs ?? 1000, upstream: w.agent.get(HS) },
+      { profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: null, drainMs: opts.drainMs ?? 1000, upstream: opts.upstream ?? w.agent.get(HS) },
       w.deps,
       {
         onStart: (i) => (info = i),
@@ -275,6 +366,58 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     expect(e.exitCode).toBe(4);
     expect(hintText(e)).toMatch(/mxs login/);
     expect(p.notices.at(-1)).toMatch(/session has ended/);
+  });
+
+  it('a Host that names anything but the proxy\'s address → 421 (Matrix JSON), with or without a token, nothing forwarded', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    const p = await started();
+    const port = new URL(p.info.url).port;
+    replyJson(w.agent, HS, 'GET', '/_matrix/client/versions', 200, { versions: ['v1.11'] }).times(2);
+    for (const host of [`rebound.attacker.example:${port}`, `127.0.0.1:1`]) {
+      for (const auth of ['Authorization: Bearer proxy-token-for-tests\r\n', '']) {
+        const answer = (await rawExchange(p.info.url, Buffer.from(`GET /_matrix/client/versions HTTP/1.1\r\nHost: ${host}\r\n${auth}Connection: close\r\n\r\n`))).toString('latin1');
+        expect(answer).toMatch(/^HTTP\/1\.1 421 /);
+        expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({ errcode: 'M_FORBIDDEN', error: expect.stringContaining(`127.0.0.1:${port}`) });
+      }
+    }
+    expect(w.requests()).toHaveLength(0);
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+      const answer = (await rawExchange(p.info.url, Buffer.from(`GET /_matrix/client/versions HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`))).toString('latin1');
+      expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    }
+    p.stop();
+    await p.done;
+  });
+
+  it('header bytes that are not ASCII pass unchanged both ways (UTF-8 and bare latin1 bytes alike)', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    const utf8 = Buffer.from('café ☕', 'utf8');
+    const latin1 = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+    let seen = Buffer.alloc(0);
+    const homeserver = createServer((socket) => {
+      socket.on('data', (d) => {
+        seen = Buffer.concat([seen, d]);
+        if (!seen.includes('\r\n\r\n')) return;
+        socket.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nX-Back-Utf8: '), utf8, Buffer.from('\r\nX-Back-Latin1: '), latin1, Buffer.from('\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n')]));
+      });
+    });
+    await new Promise<void>((r) => homeserver.listen(0, '127.0.0.1', r));
+    const pool = new Pool(`http://127.0.0.1:${(homeserver.address() as AddressInfo).port}`);
+    try {
+      const p = await started({ upstream: pool });
+      const host = new URL(p.info.url).host;
+      const answer = await rawExchange(p.info.url, Buffer.concat([Buffer.from(`GET /_matrix/client/v3/account/whoami HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer proxy-token-for-tests\r\nX-Name-Utf8: `), utf8, Buffer.from('\r\nX-Name-Latin1: '), latin1, Buffer.from('\r\nConnection: close\r\n\r\n')]));
+      expect(answer.toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
+      expect(seen.includes(Buffer.concat([Buffer.from('X-Name-Utf8: '), utf8, Buffer.from('\r\n')]))).toBe(true);
+      expect(seen.includes(Buffer.concat([Buffer.from('X-Name-Latin1: '), latin1, Buffer.from('\r\n')]))).toBe(true);
+      expect(answer.includes(Buffer.concat([Buffer.from('x-back-utf8: '), utf8, Buffer.from('\r\n')]))).toBe(true);
+      expect(answer.includes(Buffer.concat([Buffer.from('x-back-latin1: '), latin1, Buffer.from('\r\n')]))).toBe(true);
+      p.stop();
+      await p.done;
+    } finally {
+      await pool.destroy();
+      homeserver.close();
+    }
   });
 
   it('not logged in: exit 4 before listening', async () => {

@@ -15,6 +15,8 @@ describe('Redactor', () => {
     ['an OAuth redirect code (not the state or the PKCE challenge)', 'GET /callback?code=abc123&state=st4te&code_challenge=ch', 'GET /callback?code=[REDACTED]&state=st4te&code_challenge=ch'],
     ['a code_verifier and a device_code parameter', '?code_verifier=v3r1f13r&device_code=dc1', '?code_verifier=[REDACTED]&device_code=[REDACTED]'],
     ['an OAuth mar_ refresh token', 'refresh mar_abcdef123 now', 'refresh [REDACTED] now'],
+    ['a Bearer value inside quotes, and only the value', '-H "Authorization: Bearer abc.def~g+h/i=="', '-H "Authorization: Bearer [REDACTED]"'],
+    ['an access_token parameter after a ;', 'GET /sync?a=1;access_token=opaque123;since=s1', 'GET /sync?a=1;access_token=[REDACTED];since=s1'],
   ])('masks %s', (_what, input, output) => {
     const r = new Redactor();
     r.add('hunter2-secret');
@@ -23,6 +25,14 @@ describe('Redactor', () => {
 
   it('leaves ordinary text alone', () => {
     const text = 'GET https://matrix.example.org/_matrix/client/v3/account/whoami → 200 (12 ms)';
+    expect(new Redactor().redact(text)).toBe(text);
+  });
+
+  it.each([
+    ['-H "Authorization: Bearer $TOKEN" http://localhost/x'],
+    ["-H 'Authorization: Bearer ${TOKEN}'"],
+    ['-H "Authorization: Bearer $(cat /run/bot/token)"'],
+  ])('leaves a shell reference after Bearer alone (it is not a value): %s', (text) => {
     expect(new Redactor().redact(text)).toBe(text);
   });
 

@@ -8,7 +8,8 @@ import { tokenService } from '../../src/services/tokens.js';
 import { writeFileAtomic } from '../../src/store/atomic.js';
 import { KEYCHAIN_SERVICE, KeychainSecretStore, keychainUnavailable, type KeychainBackend } from '../../src/store/keychain.js';
 import { publishPrefetch, takePrefetch } from '../../src/store/keychain-prefetch.js';
-import { T0, makeDeps, rejectionOf, type UnitWorld, hintText } from '../support/unit-deps.js';
+import { helperEnv } from '../../src/store/keytar-child.js';
+import { T0, hintText, makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
 
 let w: UnitWorld;
 beforeEach(async () => {
@@ -283,5 +284,16 @@ describe('KeychainSecretStore', () => {
     items.set(`${KEYCHAIN_SERVICE}/default`, '{not json');
     const store = new KeychainSecretStore(() => backend, 1000);
     await expect(store.get('default')).rejects.toMatchObject({ code: 'storage', exitCode: 6 });
+  });
+});
+
+describe('the keychain helper process gets only what the keychain needs from the environment', () => {
+  it('the D-Bus session, home, locale and what Node needs on Linux, macOS and Windows pass; MXS_PROXY_TOKEN and everything else do not', () => {
+    const env = {
+      PATH: '/usr/bin', HOME: '/home/a', LANG: 'de_DE.UTF-8', LC_ALL: 'C', DBUS_SESSION_BUS_ADDRESS: 'unix:path=/run/user/1000/bus', XDG_RUNTIME_DIR: '/run/user/1000', DISPLAY: ':0', XAUTHORITY: '/home/a/.Xauthority',
+      SystemRoot: 'C:\\Windows', APPDATA: 'C:\\Users\\a\\AppData\\Roaming', __CF_USER_TEXT_ENCODING: '0x1F5:0x0:0x0',
+      MXS_PROXY_TOKEN: 'proxy-secret', MXS_CONFIG_DIR: '/x', MXS_PROFILE: 'bot', BOT_DB_PASSWORD: 'pw', AWS_SECRET_ACCESS_KEY: 'k', NODE_OPTIONS: '--require /tmp/x.js', SSH_AUTH_SOCK: '/tmp/ssh', UNSET: undefined,
+    };
+    expect(Object.keys(helperEnv(env)).sort()).toEqual(['APPDATA', 'DBUS_SESSION_BUS_ADDRESS', 'DISPLAY', 'HOME', 'LANG', 'LC_ALL', 'PATH', 'SystemRoot', 'XAUTHORITY', 'XDG_RUNTIME_DIR', '__CF_USER_TEXT_ENCODING']);
   });
 });
