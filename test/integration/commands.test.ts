@@ -2,11 +2,11 @@
 import { chmod, readFile, stat, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { filesBelow, makeHome, REPO, runMxs } from '../support/cli.js';
+import { filesBelow, homePerTest, makeHome, REPO, runMxs, type Home } from '../support/cli.js';
 
 const PW = 'alice-pw';
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 
 async function mxs(args: string[], extra: { input?: string; env?: Record<string, string | undefined> } = {}) {
   return runMxs(args, { input: extra.input, env: { ...home.env, ...extra.env } });
@@ -24,12 +24,9 @@ const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
 
 beforeEach(async () => {
   hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
 });
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+afterEach(() => hs.close()); // the one the test left: some start their own
+homePerTest((h) => (home = h));
 
 describe('login', () => {
   it('logs in with a password from stdin, asks for a refresh token, and stores the session', async () => {

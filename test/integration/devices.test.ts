@@ -3,7 +3,7 @@
 // real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
 import { spawn } from 'node:child_process';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
+import { BIN, homePerTest, runMxs, startMxs, type Home, type RunResult } from '../support/cli.js';
 import { waitFor, watchStderr } from '../support/fault-kit.js';
 import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 
@@ -11,13 +11,8 @@ const DAY = 86_400_000;
 const DEVICES = '/_matrix/client/v3/devices';
 const DELETE = '/_matrix/client/v3/delete_devices';
 
-let home: Awaited<ReturnType<typeof makeHome>>;
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await home.cleanup();
-});
+let home: Home;
+homePerTest((h) => (home = h));
 
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env } });
 

@@ -9,14 +9,14 @@ import { HOT_COMMANDS } from '../../src/cli/fast-path.js';
 import { GLOBAL_FLAGS } from '../../src/cli/hot-command.js';
 import { statusCommand } from '../../src/cli/status.js';
 import { tokenCommand } from '../../src/cli/token.js';
-import { makeHome, REPO, runMxs, type RunResult } from '../support/cli.js';
+import { homePerTest, REPO, runMxs, type Home, type RunResult } from '../support/cli.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithSecretService } from '../support/secret-service.js';
 
 const HOUR = 3_600_000;
 const iso = (msFromNow: number) => new Date(Date.now() + msFromNow).toISOString();
 
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 let probeDir: string;
 let probe: string;
 
@@ -36,10 +36,7 @@ beforeAll(async () => {
   );
 });
 afterAll(() => rm(probeDir, { recursive: true, force: true }));
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(() => home.cleanup());
+homePerTest((h) => (home = h));
 
 const configDir = () => home.env.MXS_CONFIG_DIR!;
 

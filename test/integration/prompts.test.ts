@@ -4,20 +4,14 @@ import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, REPO, makeHome } from '../support/cli.js';
+import type { HomeserverDouble } from '../support/homeserver-double.js';
+import { BIN, REPO, doublePerTest, homePerTest, type Home } from '../support/cli.js';
 
 const run = promisify(execFile);
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
-beforeEach(async () => {
-  hs = await startHomeserverDouble();
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+let home: Home;
+doublePerTest({}, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 async function onTerminal(waitFor: string, keys: string, args: string[]): Promise<{ screen: string; code: number }> {
   const { stdout } = await run('python3', [join(REPO, 'test', 'support', 'pty-run.py'), waitFor, keys, '--', process.execPath, BIN, ...args], {
