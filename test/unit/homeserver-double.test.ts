@@ -30,6 +30,11 @@ async function call(method: string, path: string, opts: { body?: unknown; token?
     body: opts.body === undefined ? undefined : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body),
     signal: opts.signal,
   });
+  return reply(res);
+}
+
+/** The answer's status, headers and body (parsed JSON, else the text). */
+async function reply(res: Response): Promise<Reply> {
   const text = await res.text();
   let json: unknown;
   try {
@@ -437,15 +442,7 @@ const DEVICE_CLIENT = {
 };
 
 async function postForm(path: string, params: Record<string, string>, contentType = 'application/x-www-form-urlencoded'): Promise<Reply> {
-  const res = await fetch(hs!.url + path, { method: 'POST', headers: { 'content-type': contentType }, body: new URLSearchParams(params).toString() });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: res.status, json, headers: res.headers };
+  return reply(await fetch(hs!.url + path, { method: 'POST', headers: { 'content-type': contentType }, body: new URLSearchParams(params).toString() }));
 }
 
 async function register(meta: Record<string, unknown>): Promise<string> {
@@ -497,13 +494,23 @@ function authorizeParams(clientId: string, challenge: string, extra: Record<stri
   };
 }
 
-/** Authorization code + PKCE end to end. */
-async function codeLogin(clientId: string): Promise<Tokens> {
+/** The token request that exchanges an authorization code (from `authorize` with `verifier`'s challenge). */
+function codeExchange(clientId: string, a: { location: string | null }, verifier: string): Record<string, string> {
+  const code = new URL(a.location!).searchParams.get('code')!;
+  return { grant_type: 'authorization_code', code, redirect_uri: 'http://127.0.0.1:43123/callback', client_id: clientId, code_verifier: verifier };
+}
+
+/** /authorize with a fresh PKCE pair; the token request for its code. */
+async function authorizedExchange(clientId: string): Promise<Record<string, string>> {
   const { verifier, challenge } = pkce();
   const a = await authorize(authorizeParams(clientId, challenge));
   expect(a.status).toBe(302);
-  const code = new URL(a.location!).searchParams.get('code')!;
-  const r = await postForm(TOKEN, { grant_type: 'authorization_code', code, redirect_uri: 'http://127.0.0.1:43123/callback', client_id: clientId, code_verifier: verifier });
+  return codeExchange(clientId, a, verifier);
+}
+
+/** Authorization code + PKCE end to end. */
+async function codeLogin(clientId: string): Promise<Tokens> {
+  const r = await postForm(TOKEN, await authorizedExchange(clientId));
   expect(r.status).toBe(200);
   return r.json as Tokens;
 }
@@ -801,13 +808,7 @@ describe('OAuth authorization code grant with PKCE', () => {
     ]);
     expect(double.authorizationRequests[0].params.code_challenge).toBe(challenge);
 
-    const t = await postForm(TOKEN, {
-      grant_type: 'authorization_code',
-      code: loc.searchParams.get('code')!,
-      redirect_uri: 'http://127.0.0.1:43123/callback',
-      client_id: clientId,
-      code_verifier: verifier,
-    });
+    const t = await postForm(TOKEN, codeExchange(clientId, a, verifier));
     expect(t.status).toBe(200);
     expect((await whoami(t.json.access_token)).json).toEqual({ user_id: '@alice:localhost', device_id: 'CODEDEVICE1', is_guest: false });
   });
@@ -906,16 +907,7 @@ describe('OAuth authorization code grant with PKCE', () => {
     const double = await start({ oauth: {} });
     const clientId = await register(CODE_CLIENT);
     const other = await register(CODE_CLIENT);
-    const { verifier, challenge } = pkce();
-    const a = await authorize(authorizeParams(clientId, challenge));
-    const good = {
-      grant_type: 'authorization_code',
-      code: new URL(a.location!).searchParams.get('code')!,
-      redirect_uri: 'http://127.0.0.1:43123/callback',
-      client_id: clientId,
-      code_verifier: verifier,
-    };
-    const r = await postForm(TOKEN, change(good, other));
+    const r = await postForm(TOKEN, change(await authorizedExchange(clientId), other));
     expect(r.status).toBe(400);
     expect(r.json.error).toBe('invalid_grant');
     expect(double.sessions()).toEqual([]);
@@ -923,16 +915,7 @@ describe('OAuth authorization code grant with PKCE', () => {
 
   it('a code used twice → invalid_grant, and the session it gave ends', async () => {
     const double = await start({ oauth: {} });
-    const clientId = await register(CODE_CLIENT);
-    const { verifier, challenge } = pkce();
-    const a = await authorize(authorizeParams(clientId, challenge));
-    const params = {
-      grant_type: 'authorization_code',
-      code: new URL(a.location!).searchParams.get('code')!,
-      redirect_uri: 'http://127.0.0.1:43123/callback',
-      client_id: clientId,
-      code_verifier: verifier,
-    };
+    const params = await authorizedExchange(await register(CODE_CLIENT));
     const first = await postForm(TOKEN, params);
     expect(first.status).toBe(200);
     const second = await postForm(TOKEN, params);
