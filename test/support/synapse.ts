@@ -99,8 +99,6 @@ export interface SynapseHandle {
   stop(): Promise<void>;
 }
 
-export type SynapseAvailability = { ok: true } | { ok: false; reason: string };
-
 const log = (msg: string): void => {
   process.stderr.write(`[synapse] ${msg}\n`);
 };
@@ -330,20 +328,6 @@ async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: st
     log(`matrix-synapse ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
     return { python, version };
   }, () => log(`waiting for another process installing Synapse (lock ${venv}.lock)`));
-}
-
-/**
- * Whether a Synapse can be had here: `{ok: false, reason}` when MXS_TEST_SYNAPSE=0 or it cannot be installed
- * (installs it when needed). Callers decide whether that skips (locally) or fails (CI=true).
- */
-export async function synapseAvailability(): Promise<SynapseAvailability> {
-  if (process.env.MXS_TEST_SYNAPSE === '0') return { ok: false, reason: 'Synapse tests disabled by MXS_TEST_SYNAPSE=0' };
-  try {
-    await ensureSynapseInstalled();
-    return { ok: true };
-  } catch (err) {
-    return { ok: false, reason: err instanceof Error ? err.message : String(err) };
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -218,9 +218,6 @@ function lowerCaseHeaders(h: unknown): Record<string, string> {
   return out;
 }
 
-/** Reply options for a JSON answer. */
-export const JSON_HEADERS = { headers: { 'content-type': 'application/json' } };
-
 /** Intercepts one request on `origin` and answers it with JSON. */
 export function replyJson(
   agent: MockAgent,
