@@ -292,3 +292,16 @@ export async function rejectionOf(fn: () => Promise<unknown>): Promise<any> {
   }
   throw new Error('expected a rejection, but the call succeeded');
 }
+
+/** Per test: a fresh unit world (`worldPerTest((made) => (w = made))`), cleaned up after it. */
+export function worldPerTest(take: (world: UnitWorld) => void, opts: MakeDepsOptions = {}): void {
+  let world: UnitWorld | undefined;
+  beforeEach(async () => {
+    world = await makeDeps(opts);
+    take(world);
+  });
+  afterEach(async () => {
+    await world?.cleanup();
+    world = undefined;
+  });
+}
