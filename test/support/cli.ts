@@ -121,6 +121,33 @@ export function runMxs(args: string[], opts: RunOptions = {}): Promise<RunResult
   return startMxs(args, opts).done;
 }
 
+/** [text to wait for, keys to type, seconds to pause first (default 0.2)]. */
+export type TerminalStep = [string, string] | [string, string, number];
+
+/**
+ * Runs mxs on a real pseudo-terminal, as a person at a keyboard: each step waits for its text on the screen,
+ * pauses, then types its keys (test/support/pty-run.py). The screen also goes to `onScreen` as it comes, so
+ * a test can play the other side (e.g. the account page) meanwhile. `code` is mxs's exit code.
+ */
+export function onTerminal(env: Record<string, string>, steps: TerminalStep[], args: string[], onScreen: (screen: string) => void = () => {}): Promise<{ screen: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', [join(REPO, 'test', 'support', 'pty-run.py'), JSON.stringify(steps), '--', process.execPath, BIN, ...args], {
+      env: { ...process.env, ...env, NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let screen = '';
+    child.stdout.on('data', (d) => {
+      screen += d;
+      onScreen(screen);
+    });
+    child.on('error', reject);
+    child.on('close', () => {
+      const m = /\nEXIT (\d+)\n$/.exec(screen);
+      resolve({ screen, code: m ? Number(m[1]) : -1 });
+    });
+  });
+}
+
 /** Every file below `dir` with its mode and content, for leak scans and permission checks. */
 export async function filesBelow(dir: string): Promise<{ path: string; mode: number; content: string }[]> {
   const out: { path: string; mode: number; content: string }[] = [];
