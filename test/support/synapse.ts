@@ -667,20 +667,28 @@ export function synapseSkipReason(): string {
  * skips the suite; under CI=true it registers a failing test stating why, so CI never passes by skipping.
  */
 export function describeWithSynapse(name: string, fn: () => void): void {
-  if (process.env.MXS_TEST_SYNAPSE_URL) {
+  describeIfAvailable(name, 'a test Synapse', process.env.MXS_TEST_SYNAPSE_URL ? null : synapseSkipReason(), fn);
+}
+
+/**
+ * `describe` for suites that need `what` (a homeserver, a client library): when it is `missing` (the reason), the
+ * suite is skipped with the reason locally, and is one failing test under CI=true, where a missing piece must
+ * fail the run.
+ */
+export function describeIfAvailable(name: string, what: string, missing: string | null, fn: () => void): void {
+  if (missing === null) {
     describe(name, fn);
     return;
   }
-  const reason = synapseSkipReason();
   if (process.env.CI === 'true') {
     describe(name, () => {
-      test('needs a test Synapse', () => {
-        throw new Error(`No test Synapse under CI=true (a missing Synapse must fail CI): ${reason}`);
+      test(`needs ${what}`, () => {
+        throw new Error(`No ${what} under CI=true (a missing one must fail CI): ${missing}`);
       });
     });
     return;
   }
-  console.warn(`Skipping "${name}": ${reason}`);
+  console.warn(`Skipping "${name}": ${missing}`);
   describe.skip(name, fn);
 }
 
