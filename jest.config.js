@@ -12,4 +12,10 @@ export default {
   // One real Synapse for the whole run (MXS_TEST_SYNAPSE=0 turns it off); see test/support/synapse.ts.
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+  // `npm run coverage`: line and branch coverage of src/ (text summary on stdout, coverage/coverage-summary.json).
+  // Only code that runs inside jest's processes counts: unit tests and in-process tests, not the CLI processes
+  // the integration suites spawn.
+  collectCoverageFrom: ['<rootDir>/src/**/*.ts'],
+  coverageReporters: ['text-summary', 'json-summary'],
+  coverageDirectory: '<rootDir>/coverage',
 };

@@ -6,19 +6,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, makeHome, runMxs, startMxs } from '../support/cli.js';
+import { BIN, homePerTest, runMxs, startMxs, type Home } from '../support/cli.js';
 import { waitFor } from '../support/fault-kit.js';
 import { mxsInProcess } from '../support/run-command.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, registerUserWithSecret, startSynapse, testSynapseUrl, type SynapseHandle } from '../support/synapse.js';
 
-let home: Awaited<ReturnType<typeof makeHome>>;
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await home.cleanup();
-});
+let home: Home;
+homePerTest((h) => (home = h));
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env }, timeoutMs: 120_000 });
 
 describe('against the homeserver double', () => {

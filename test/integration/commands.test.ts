@@ -4,12 +4,12 @@
 import { chmod, readFile, stat, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { filesBelow, makeHome, REPO, runMxs } from '../support/cli.js';
+import { filesBelow, homePerTest, makeHome, REPO, runMxs, type Home } from '../support/cli.js';
 import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 
 type Extra = { input?: string; env?: Record<string, string | undefined> };
 
@@ -33,12 +33,9 @@ const readJson = async (p: string) => JSON.parse(await readFile(p, 'utf8'));
 
 beforeEach(async () => {
   hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
 });
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+afterEach(() => hs.close()); // the one the test left: some start their own
+homePerTest((h) => (home = h));
 
 describe('login', () => {
   it('logs in with a password from stdin, asks for a refresh token, and stores the session', async () => {

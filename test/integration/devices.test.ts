@@ -1,9 +1,8 @@
 // `mxs devices`, `devices delete`, `devices rename`: against the homeserver double (legacy password
 // UIA, the OAuth m.oauth stage, hostile input) in-process through the command definitions, on a real
 // pseudo-terminal and while a login waits through the real CLI; and against a real Synapse (its /devices, its password UIA, --older-than on its own last-seen records).
-import { spawn } from 'node:child_process';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
+import { homePerTest, onTerminal, runMxs, startMxs, type Home, type RunResult } from '../support/cli.js';
 import { waitFor, watchStderr } from '../support/fault-kit.js';
 import { mxsInProcess } from '../support/run-command.js';
 import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
@@ -12,13 +11,8 @@ const DAY = 86_400_000;
 const DEVICES = '/_matrix/client/v3/devices';
 const DELETE = '/_matrix/client/v3/delete_devices';
 
-let home: Awaited<ReturnType<typeof makeHome>>;
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await home.cleanup();
-});
+let home: Home;
+homePerTest((h) => (home = h));
 
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env } });
 /** In this process (test/support/run-command.ts): for what a process does not change. */
@@ -43,75 +37,6 @@ async function matrixGet(baseUrl: string, path: string, token: string): Promise<
   const res = await fetch(`${baseUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
   if (res.status !== 200) throw new Error(`GET ${path} answered ${res.status}`);
   return res.json();
-}
-
-/**
- * Runs mxs on a real pseudo-terminal, as a person at a keyboard: each step waits for its text on the
- * screen, pauses, then types its keys (test/support/pty-run.py, with several steps). The screen is also
- * passed to `onScreen` as it comes, so a test can play the other side (e.g. the account page) meanwhile.
- */
-const PTY = String.raw`
-import json, os, pty, select, sys, time
-steps = json.loads(sys.argv[1]); cmd = sys.argv[sys.argv.index('--') + 1:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(cmd[0], cmd)
-out, seen, i, status, deadline = b'', 0, 0, None, time.time() + 30
-while time.time() < deadline:
-    r, _, _ = select.select([fd], [], [], 0.1)
-    if r:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b''
-        out += chunk
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
-    if i < len(steps):
-        at = out.find(steps[i][0].encode(), seen)
-        if at >= 0:
-            seen = at + len(steps[i][0])
-            time.sleep(steps[i][2] if len(steps[i]) > 2 else 0.2)
-            os.write(fd, steps[i][1].encode())
-            i += 1
-    done, st = os.waitpid(pid, os.WNOHANG)
-    if done:
-        status = st
-        try:
-            while True:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                sys.stdout.buffer.write(chunk)
-        except OSError:
-            pass
-        break
-if status is None:
-    os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0)
-print('\nEXIT %d' % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)))
-`;
-
-/** Steps: [text to wait for, keys to type, seconds to pause first (default 0.2)]. */
-type Step = [string, string] | [string, string, number];
-
-function onTerminal(steps: Step[], args: string[], onScreen: (screen: string) => void = () => {}): Promise<{ screen: string; code: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', ['-c', PTY, JSON.stringify(steps), '--', process.execPath, BIN, ...args], {
-      env: { ...process.env, ...home.env, NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let screen = '';
-    child.stdout.on('data', (d) => {
-      screen += d;
-      onScreen(screen);
-    });
-    child.on('error', reject);
-    child.on('close', () => {
-      const m = /\nEXIT (\d+)\n$/.exec(screen);
-      resolve({ screen, code: m ? Number(m[1]) : -1 });
-    });
-  });
 }
 
 describe('against the homeserver double (password account)', () => {
@@ -306,7 +231,7 @@ describe('against the homeserver double (password account)', () => {
 
   describe('on a terminal (a real pseudo-terminal)', () => {
     it('lists what will be deleted and asks; "n" keeps everything (exit 130)', async () => {
-      const { screen, code } = await onTerminal([['(y/N)', 'n\r']], ['devices', 'delete', 'LAPTOP', 'OLDPHONE']);
+      const { screen, code } = await onTerminal(home.env, [['(y/N)', 'n\r']], ['devices', 'delete', 'LAPTOP', 'OLDPHONE']);
       expect(code).toBe(130);
       expect(screen).toMatch(/About to delete these 2 devices of @alice:localhost:\r?\n\s+LAPTOP\s+Element Desktop\s+last seen 3d ago .*\r?\n\s+OLDPHONE\s+Element Android\s+last seen 40d ago/);
       expect(screen).toContain('Error: Nothing was deleted.');
@@ -315,7 +240,7 @@ describe('against the homeserver double (password account)', () => {
     });
 
     it('"y", then the password at the prompt (not echoed): deleted', async () => {
-      const { screen, code } = await onTerminal(
+      const { screen, code } = await onTerminal(home.env, 
         [
           ['(y/N)', 'y\r'],
           ['Password for @alice:localhost', 'alice-pw\r'],
@@ -329,7 +254,7 @@ describe('against the homeserver double (password account)', () => {
     });
 
     it('Ctrl-C at the password prompt: exit 130, nothing deleted', async () => {
-      const { screen, code } = await onTerminal(
+      const { screen, code } = await onTerminal(home.env, 
         [
           ['(y/N)', 'y\r'],
           ['Password for', '\x03'],
@@ -399,7 +324,7 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
     await oauthLogin('default');
     const other = await oauthLogin('other');
     let approved = false;
-    const { screen, code } = await onTerminal(
+    const { screen, code } = await onTerminal(home.env, 
       [
         ['(y/N)', 'y\r'],
         ['Press Enter once you have approved it there', '\r', 1],

@@ -8,14 +8,14 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { makeHome, runMxs } from '../support/cli.js';
+import type { HomeserverDouble } from '../support/homeserver-double.js';
+import { doublePerTest, homePerTest, makeHome, runMxs, type Home } from '../support/cli.js';
 
 type Handler = (path: string) => { status: number; type?: string; body: string };
 
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
-let certDir: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
+let certDir: Home;
 let server: https.Server;
 let serverName: string;
 let handler: Handler;
@@ -39,14 +39,8 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
   await certDir.cleanup();
 });
-beforeEach(async () => {
-  hs = await startHomeserverDouble();
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+doublePerTest({}, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 const login = (extraEnv: Record<string, string> = { NODE_EXTRA_CA_CERTS: join(certDir.dir, 'cert.pem') }) =>
   runMxs(['login', serverName, '-u', 'alice', '--password-stdin', '--json'], { input: 'alice-pw\n', env: { ...home.env, ...extraEnv } });

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makeHome, type RunResult } from '../support/cli.js';
+import { homesForSuite, type Home, type RunResult } from '../support/cli.js';
 import { exists, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
@@ -27,16 +27,7 @@ interface Secret {
 // Other engineers rebuild dist/ while suites run: spawn a private copy of the build (fault-kit).
 useIsolatedBuild();
 
-type Home = Awaited<ReturnType<typeof makeHome>>;
-const homes: Home[] = [];
-afterAll(async () => {
-  await Promise.all(homes.map((h) => h.cleanup()));
-});
-async function newHome(): Promise<Home> {
-  const home = await makeHome('file');
-  homes.push(home);
-  return home;
-}
+const newHome = homesForSuite();
 
 /** A running mxs whose stdout is collected as it comes; `lines()` are the child's JSON lines. */
 interface Running extends Started {

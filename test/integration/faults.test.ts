@@ -5,7 +5,7 @@
 import { chmod, mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startHomeserverDouble, type Fault, type HomeserverDouble } from '../support/homeserver-double.js';
-import { filesBelow, makeHome, type RunResult } from '../support/cli.js';
+import { doublePerTest, filesBelow, homePerTest, type Home, type RunResult } from '../support/cli.js';
 import {
   exists,
   sessionPaths,
@@ -24,7 +24,7 @@ const WHOAMI = 'GET /_matrix/client/v3/account/whoami';
 const PW = 'alice-pw';
 
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 const closers: (() => Promise<unknown>)[] = [];
 const children: Started[] = [];
 
@@ -101,17 +101,12 @@ function expectFailure(r: RunResult, exitCode: number, code: string | RegExp, fi
 
 useIsolatedBuild();
 
-beforeEach(async () => {
-  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
-});
-
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
   for (const close of closers.splice(0)) await close();
-  await hs.close();
-  await home.cleanup();
 });
+doublePerTest({ accessTokenLifetimeMs: 60_000 }, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 // ---------------------------------------------------------------------------------------------
 

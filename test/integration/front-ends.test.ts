@@ -2,21 +2,21 @@
 // (src/cli/command.ts), served by two front ends: the start-up fast path and oclif. Every case here runs
 // the real CLI both ways (MXS_NO_FAST_PATH=1 forces oclif) and must give the same stdout, stderr and
 // exit code, successes and errors alike. A preloaded probe records which front end really ran.
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HOT_COMMANDS } from '../../src/cli/fast-path.js';
 import { GLOBAL_FLAGS } from '../../src/cli/command.js';
 import { statusCommand } from '../../src/cli/commands/status.js';
 import { tokenCommand } from '../../src/cli/commands/token.js';
-import { makeHome, REPO, runMxs, type RunResult } from '../support/cli.js';
+import { homePerTest, REPO, runMxs, type Home, type RunResult } from '../support/cli.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithSecretService } from '../support/secret-service.js';
 
 const HOUR = 3_600_000;
 const iso = (msFromNow: number) => new Date(Date.now() + msFromNow).toISOString();
 
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 let probeDir: string;
 let probe: string;
 
@@ -36,10 +36,7 @@ beforeAll(async () => {
   );
 });
 afterAll(() => rm(probeDir, { recursive: true, force: true }));
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(() => home.cleanup());
+homePerTest((h) => (home = h));
 
 const configDir = () => home.env.MXS_CONFIG_DIR!;
 
@@ -73,16 +70,28 @@ interface Ran extends RunResult {
   spawned: number;
 }
 
-/** Runs once per front end; the results are compared after time-dependent numbers are masked. */
-async function bothWays(args: string[], env: Record<string, string> = {}): Promise<{ fast: Ran; oclif: Ran }> {
+/**
+ * Runs once per front end, side by side: oclif on a copy of the config dir, so that neither run can see
+ * what the other wrote (with `shareDir`, both on the one dir: keychain items belong to it, and both only
+ * read them). The results are compared after time-dependent numbers are masked.
+ */
+async function bothWays(args: string[], env: Record<string, string> = {}, shareDir = false): Promise<{ fast: Ran; oclif: Ran }> {
+  const oclifDir = shareDir ? configDir() : `${configDir()}-oclif`;
+  if (!shareDir) {
+    await cp(configDir(), oclifDir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
   const run = async (extra: Record<string, string>, front: string): Promise<Ran> => {
     const probeOut = join(probeDir, `ran-${Date.now()}-${Math.random()}`);
     const r = await runMxs(args, { env: { ...home.env, MXS_PROFILE: undefined, NODE_OPTIONS: `--require ${probe}`, MXS_TEST_FRONT_PROBE: probeOut, ...env, ...extra } });
     const ran = JSON.parse(await readFile(probeOut, 'utf8'));
     expect({ args, front: ran.front }).toEqual({ args, front });
-    return { ...r, json: r.json, spawned: ran.spawned };
+    const sameDir = (text: string) => text.replaceAll(oclifDir, configDir());
+    return { ...r, stdout: sameDir(r.stdout), stderr: sameDir(r.stderr), json: r.json, spawned: ran.spawned };
   };
-  return { fast: await run({}, 'fast path'), oclif: await run({ MXS_NO_FAST_PATH: '1' }, 'oclif') };
+  const [fast, oclif] = await Promise.all([run({}, 'fast path'), run({ MXS_NO_FAST_PATH: '1', MXS_CONFIG_DIR: oclifDir }, 'oclif')]);
+  return { fast, oclif };
 }
 
 /** Durations and remaining milliseconds move between two runs; everything else must not. */
@@ -211,7 +220,7 @@ describeWithSecretService('token from the OS keychain (a private gnome-keyring)'
     const env = { ...ss().env, MXS_STORAGE: 'keychain' };
     const login = await runMxs(['login', hs.url, '-u', 'alice', '--password-stdin'], { env: { ...home.env, ...env }, input: 'alice-pw\n' });
     expect(login.code).toBe(0);
-    const { fast, oclif } = await bothWays(args, env);
+    const { fast, oclif } = await bothWays(args, env, true);
     expect(outcome(fast)).toEqual(outcome(oclif));
     expect(fast.code).toBe(0);
     expect(fast.stdout).toContain(hs.sessions()[0]!.accessToken);

@@ -5,21 +5,17 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { makeHome, runMxs } from '../support/cli.js';
+import type { HomeserverDouble } from '../support/homeserver-double.js';
+import { doublePerTest, homePerTest, runMxs, type Home } from '../support/cli.js';
 
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 const closers: (() => Promise<unknown> | void)[] = [];
-beforeEach(async () => {
-  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
-});
 afterEach(async () => {
   while (closers.length) await closers.pop()!();
-  await hs.close();
-  await home.cleanup();
 });
+doublePerTest({ accessTokenLifetimeMs: 60_000 }, (d) => (hs = d));
+homePerTest((h) => (home = h));
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}) => runMxs(args, { input, env: { ...home.env, ...env } });
 const login = (args: string[] = [], password = 'alice-pw') => mxs(['login', hs.url, '-u', 'alice', '--password-stdin', ...args], password + '\n');
 

@@ -9,14 +9,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, constants, openSync } from 'node:fs';
 import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BIN, makeHome, runMxs, type RunResult } from '../support/cli.js';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
+import { BIN, doublePerTest, homePerTest, runMxs, type Home, type RunResult } from '../support/cli.js';
+import { type HomeserverDouble } from '../support/homeserver-double.js';
 import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 const REFRESH = 'POST /_matrix/client/v3/refresh';
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 const fifos: string[] = [];
 
 const config = () => home.env.MXS_CONFIG_DIR!;
@@ -46,11 +46,7 @@ function expectError(r: RunResult, exitCode: number, ...mentions: (string | RegE
   for (const m of mentions) expect(r.stderr).toMatch(typeof m === 'string' ? new RegExp(m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : m);
 }
 
-beforeEach(async () => {
-  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
-});
-afterEach(async () => {
+afterEach(() => {
   // A reader stuck in a blocking open() of a FIFO: open the other end to let it go.
   for (const f of fifos.splice(0)) {
     try {
@@ -59,9 +55,9 @@ afterEach(async () => {
       // nobody waiting
     }
   }
-  await hs.close();
-  await home.cleanup();
 });
+doublePerTest({ accessTokenLifetimeMs: 60_000 }, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 const PATHS: [string, Record<string, string>][] = [
   ['fast path', {}],

@@ -6,24 +6,21 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startHomeserverDouble, type HomeserverDouble, type OAuthOptions } from '../support/homeserver-double.js';
-import { filesBelow, makeHome, runMxs, startMxs } from '../support/cli.js';
+import { filesBelow, homePerTest, runMxs, startMxs, type Home } from '../support/cli.js';
 import { snapshot, waitFor, watchStderr } from '../support/fault-kit.js';
 
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 const closers: (() => Promise<unknown>)[] = [];
 
 async function start(oauth: OAuthOptions = {}) {
   hs = await startHomeserverDouble({ oauth: { deviceIntervalSec: 1, ...oauth } });
   closers.push(() => hs.close());
 }
-beforeEach(async () => {
-  home = await makeHome('file');
-});
 afterEach(async () => {
   while (closers.length) await closers.pop()!();
-  await home.cleanup();
 });
+homePerTest((h) => (home = h));
 
 const mxs = (args: string[], extra: { input?: string; env?: Record<string, string> } = {}) => runMxs(args, { input: extra.input, env: { ...home.env, ...extra.env } });
 const spawnMxs = (args: string[]) => startMxs(args, { env: home.env });

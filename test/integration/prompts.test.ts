@@ -1,39 +1,22 @@
 // Ctrl-C and Ctrl-D at a prompt are the user cancelling (issue 10 item 4): one line, exit 130, nothing
 // stored, nothing sent. Run on a real pseudo-terminal (test/support/pty-run.py), as a person types.
-import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { BIN, REPO, makeHome } from '../support/cli.js';
+import type { HomeserverDouble } from '../support/homeserver-double.js';
+import { doublePerTest, homePerTest, onTerminal, type Home } from '../support/cli.js';
 
-const run = promisify(execFile);
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
-beforeEach(async () => {
-  hs = await startHomeserverDouble();
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
-
-async function onTerminal(waitFor: string, keys: string, args: string[]): Promise<{ screen: string; code: number }> {
-  const { stdout } = await run('python3', [join(REPO, 'test', 'support', 'pty-run.py'), waitFor, keys, '--', process.execPath, BIN, ...args], {
-    env: { ...process.env, ...home.env, NO_COLOR: '1' },
-  });
-  const m = /\nEXIT (\d+)\n$/.exec(stdout);
-  return { screen: stdout, code: m ? Number(m[1]) : -1 };
-}
+let home: Home;
+doublePerTest({}, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 it.each([
-  ['Ctrl-C at the password prompt', 'Password', '\\x03', ['-u', 'alice']],
-  ['Ctrl-D at the password prompt', 'Password', '\\x04', ['-u', 'alice']],
-  ['Ctrl-C at the user prompt', 'User', '\\x03', []],
-  ['Ctrl-D at the user prompt', 'User', '\\x04', []],
+  ['Ctrl-C at the password prompt', 'Password', '\x03', ['-u', 'alice']],
+  ['Ctrl-D at the password prompt', 'Password', '\x04', ['-u', 'alice']],
+  ['Ctrl-C at the user prompt', 'User', '\x03', []],
+  ['Ctrl-D at the user prompt', 'User', '\x04', []],
 ])('%s cancels: exit 130, one line, nothing sent or stored', async (_case, prompt, keys, extra) => {
-  const { screen, code } = await onTerminal(prompt, keys, ['login', hs.url, ...extra]);
+  const { screen, code } = await onTerminal(home.env, [[prompt, keys]], ['login', hs.url, ...extra]);
   expect(code).toBe(130);
   expect(screen).toMatch(/Error: Cancelled at the prompt/);
   expect(screen).not.toMatch(/Unexpected|bug|\n\s+at /);

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import { makeHome, type RunResult } from '../support/cli.js';
+import { homePerTest, makeHome, type Home, type RunResult } from '../support/cli.js';
 import { currentBin, exists, sessionPaths, startCanaryProxy, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithJsSdk, jsSdkAvailability, jsSdkClientScript, jsSdkPinnedVersion } from '../support/js-sdk.js';
@@ -26,15 +26,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 // Other engineers rebuild dist/ while suites run: spawn a private copy of the build (fault-kit).
 useIsolatedBuild();
 
-type Home = Awaited<ReturnType<typeof makeHome>>;
 let home: Home;
-beforeEach(async () => {
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await stopAll();
-  await home.cleanup();
-});
+afterEach(stopAll);
+homePerTest((h) => (home = h));
 
 const mxs = (args: string[], input?: string, env: Record<string, string> = {}): Promise<RunResult> => startMxs(args, { input, env: { ...home.env, ...env }, timeoutMs: 120_000 }).done;
 const secretOf = async () => JSON.parse(await readFile(sessionPaths(home.env.MXS_CONFIG_DIR!).secret, 'utf8')) as { accessToken: string; refreshToken: string | null; expiresAt: string | null };
@@ -282,37 +276,6 @@ describe('against the homeserver double', () => {
       expect(p.logLines().filter((l) => / 421 /.test(l))).toHaveLength(6);
     });
 
-    test.each([
-      ['POST', '/_matrix/client/v3/login'],
-      ['POST', '/_matrix/client/r0/login'],
-      ['POST', '/_matrix/client/v1/login/get_token'],
-      ['POST', '/_matrix/client/v3/logout'],
-      ['POST', '/_matrix/client/v3/logout/all'],
-      ['POST', '/_matrix/client/r0/logout/all'],
-      ['POST', '/_matrix/client/v3/refresh'],
-      ['POST', '/_matrix/client/v1/refresh'],
-      ['POST', '/_matrix/client/r0/refresh'],
-      ['POST', '/_matrix/client/unstable/org.matrix.msc2918/refresh'],
-      ['POST', '/_matrix/client/unstable/org.matrix.msc2918.refresh_token/refresh'],
-      ['POST', '/_matrix/client/r0/tokenrefresh'],
-      ['POST', '/_synapse/admin/v1/users/@bob:localhost/login'],
-      ['POST', '/_synapse/admin/v1/users/%40bob%3Alocalhost/login'],
-      ['POST', '/_matrix/client/v3/logi%6E'],
-      ['POST', '/_matrix//client/v3/logout/'],
-      ['POST', '/_matrix/client/V3/LOGOUT'],
-      ['POST', '/oauth2/token'],
-      ['POST', '/oauth2/revoke'],
-      ['GET', '/_matrix/client/v3/logout'],
-    ])('%s %s → 403 M_FORBIDDEN', async (method, path) => {
-      const p = await startProxy();
-      const before = hs.requests.length;
-      const r = await p.call(path, { method, body: method === 'POST' ? '{}' : undefined, headers: { 'content-type': 'application/json' } });
-      expect(r).toMatchObject({ status: 403, json: { errcode: 'M_FORBIDDEN' } });
-      // Without a token too: the proxy owns the session either way.
-      expect((await p.call(path, { method, token: null, body: method === 'POST' ? '{}' : undefined })).status).toBe(403);
-      expect(hs.requests.length).toBe(before);
-    });
-
     test('GET /login (the list of flows) is forwarded', async () => {
       const p = await startProxy();
       const r = await p.call('/_matrix/client/v3/login', { token: null });
@@ -388,35 +351,6 @@ describe('against the homeserver double', () => {
   });
 
   describe('request smuggling shapes and hop-by-hop headers', () => {
-    const cases: [string, (token: string) => string][] = [
-      ['Content-Length and Transfer-Encoding together', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /_matrix/client/v3/logout HTTP/1.1\r\nHost: x\r\n\r\n`],
-      ['two different Content-Lengths', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd`],
-      ['a Content-Length list', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4, 40\r\n\r\nabcd`],
-      ['Transfer-Encoding that does not end in chunked', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n`],
-      ['an obfuscated Transfer-Encoding', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n`],
-      ['obsolete line folding', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nX-Folded: a\r\n b\r\n\r\n`],
-      ['a bare LF inside a header', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nX-A: 1\nX-B: 2\r\n\r\n`],
-      ['an absolute-form target', (t) => `GET http://evil.example${whoamiPath} HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['an absolute-form target naming the homeserver', (t) => `GET http://127.0.0.1:1${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['an authority-form CONNECT', (t) => `CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['an asterisk-form OPTIONS', (t) => `OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['.. segments', (t) => `GET /_matrix/client/v3/../../_synapse/admin/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['percent-encoded .. segments', (t) => `POST /_matrix/client/v3/rooms/%2e%2e/%2E%2e/logout HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 0\r\n\r\n`],
-      ['a backslash .. segment', (t) => `GET /_matrix/client/v3/x%5C..%5C..%5Clogin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['a TRACE (it would echo the real Authorization header)', (t) => `TRACE ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-      ['an Upgrade to websocket', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`],
-      ['a missing Host header', (t) => `GET ${whoamiPath} HTTP/1.1\r\nAuthorization: Bearer ${t}\r\n\r\n`],
-    ];
-    test.each(cases)('%s: refused with a 4xx/5xx, nothing reaches the homeserver', async (_case, make) => {
-      const p = await startProxy();
-      const before = hs.requests.length;
-      const answer = await rawExchange(p.url, make(p.token).replace(/Host: x\r\n/g, `Host: ${new URL(p.url).host}\r\n`));
-      const statuses = statusesOf(answer);
-      expect(statuses.length).toBeGreaterThanOrEqual(1);
-      expect(statuses.every((s) => s >= 400)).toBe(true);
-      expect(hs.requests.slice(before)).toEqual([]);
-    });
-
     test('pipelined requests are forwarded as the framing says, each with exactly its own body', async () => {
       const p = await startProxy();
       const before = hs.requests.length;
@@ -844,10 +778,95 @@ async function startTap(target: string) {
   };
 }
 
+// The refusals only read: one double, one login and one proxy serve every case (a refused request must leave the
+// proxy serving the next one, too).
+describe('refusals, against one proxy and the homeserver double', () => {
+  let hs: HomeserverDouble;
+  let shared: Home;
+  let p: RunningProxy;
+  const whoamiPath = '/_matrix/client/v3/account/whoami';
+  beforeAll(async () => {
+    hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
+    home = shared = await makeHome('file'); // each test's own home comes after: the proxy keeps this one
+    const r = await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n');
+    expect({ code: r.code, stderr: r.stderr.includes('Error') ? r.stderr : '' }).toEqual({ code: 0, stderr: '' });
+    p = await startProxy();
+    running.delete(p); // not stopped after each test: afterAll does it
+  });
+  afterAll(async () => {
+    await p?.stop();
+    await hs?.close();
+    await shared?.cleanup();
+  });
+
+  test.each([
+    ['POST', '/_matrix/client/v3/login'],
+    ['POST', '/_matrix/client/r0/login'],
+    ['POST', '/_matrix/client/v1/login/get_token'],
+    ['POST', '/_matrix/client/v3/logout'],
+    ['POST', '/_matrix/client/v3/logout/all'],
+    ['POST', '/_matrix/client/r0/logout/all'],
+    ['POST', '/_matrix/client/v3/refresh'],
+    ['POST', '/_matrix/client/v1/refresh'],
+    ['POST', '/_matrix/client/r0/refresh'],
+    ['POST', '/_matrix/client/unstable/org.matrix.msc2918/refresh'],
+    ['POST', '/_matrix/client/unstable/org.matrix.msc2918.refresh_token/refresh'],
+    ['POST', '/_matrix/client/r0/tokenrefresh'],
+    ['POST', '/_synapse/admin/v1/users/@bob:localhost/login'],
+    ['POST', '/_synapse/admin/v1/users/%40bob%3Alocalhost/login'],
+    ['POST', '/_matrix/client/v3/logi%6E'],
+    ['POST', '/_matrix//client/v3/logout/'],
+    ['POST', '/_matrix/client/V3/LOGOUT'],
+    ['POST', '/oauth2/token'],
+    ['POST', '/oauth2/revoke'],
+    ['GET', '/_matrix/client/v3/logout'],
+  ])('%s %s → 403 M_FORBIDDEN', async (method, path) => {
+    const before = hs.requests.length;
+    const r = await p.call(path, { method, body: method === 'POST' ? '{}' : undefined, headers: { 'content-type': 'application/json' } });
+    expect(r).toMatchObject({ status: 403, json: { errcode: 'M_FORBIDDEN' } });
+    // Without a token too: the proxy owns the session either way.
+    expect((await p.call(path, { method, token: null, body: method === 'POST' ? '{}' : undefined })).status).toBe(403);
+    expect(hs.requests.length).toBe(before);
+  });
+
+  const cases: [string, (token: string) => string][] = [
+    ['Content-Length and Transfer-Encoding together', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /_matrix/client/v3/logout HTTP/1.1\r\nHost: x\r\n\r\n`],
+    ['two different Content-Lengths', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd`],
+    ['a Content-Length list', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 4, 40\r\n\r\nabcd`],
+    ['Transfer-Encoding that does not end in chunked', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n`],
+    ['an obfuscated Transfer-Encoding', (t) => `POST ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n`],
+    ['obsolete line folding', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nX-Folded: a\r\n b\r\n\r\n`],
+    ['a bare LF inside a header', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nX-A: 1\nX-B: 2\r\n\r\n`],
+    ['an absolute-form target', (t) => `GET http://evil.example${whoamiPath} HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['an absolute-form target naming the homeserver', (t) => `GET http://127.0.0.1:1${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['an authority-form CONNECT', (t) => `CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['an asterisk-form OPTIONS', (t) => `OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['.. segments', (t) => `GET /_matrix/client/v3/../../_synapse/admin/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['percent-encoded .. segments', (t) => `POST /_matrix/client/v3/rooms/%2e%2e/%2E%2e/logout HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nContent-Length: 0\r\n\r\n`],
+    ['a backslash .. segment', (t) => `GET /_matrix/client/v3/x%5C..%5C..%5Clogin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['a TRACE (it would echo the real Authorization header)', (t) => `TRACE ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+    ['an Upgrade to websocket', (t) => `GET ${whoamiPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`],
+    ['a missing Host header', (t) => `GET ${whoamiPath} HTTP/1.1\r\nAuthorization: Bearer ${t}\r\n\r\n`],
+  ];
+  test.each(cases)('%s: refused with a 4xx/5xx, nothing reaches the homeserver', async (_case, make) => {
+    const before = hs.requests.length;
+    const answer = await rawExchange(p.url, make(p.token).replace(/Host: x\r\n/g, `Host: ${new URL(p.url).host}\r\n`));
+    const statuses = statusesOf(answer);
+    expect(statuses.length).toBeGreaterThanOrEqual(1);
+    expect(statuses.every((s) => s >= 400)).toBe(true);
+    expect(hs.requests.slice(before)).toEqual([]);
+  });
+
+});
+
 /**
- * A bot through the proxy: creates a room, then until `untilMs` sends a message and /syncs (1 s long-polls)
- * every round, collecting the room's messages. Every request's status is kept: a failed one is anything but 2xx.
+ * A bot through the proxy: creates a room, then for `durationMs` sends a message and /syncs (1 s long-polls)
+ * every round, collecting the room's messages. A round starts at most every ROUND_MS: the /sync returns at
+ * once (the bot's own message is new), so an unpaced loop floods Synapse (over 1,000 messages in 33 s)
+ * without proving more. Every request's status is kept: a failed one is anything but 2xx.
  */
+const ROUND_MS = 200;
+
 async function botLoop(p: RunningProxy, durationMs: number) {
   const statuses: { what: string; status: number }[] = [];
   const call = async (what: string, path: string, opts: Parameters<RunningProxy['call']>[1] = {}) => {
@@ -866,6 +885,7 @@ async function botLoop(p: RunningProxy, durationMs: number) {
   };
   const until = Date.now() + durationMs;
   for (let n = 1; Date.now() < until; n++) {
+    const roundEnds = Date.now() + ROUND_MS;
     const body = `bot message ${n}`;
     const r = await call('send', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t${n}-${Date.now()}`, { method: 'PUT', body: JSON.stringify({ msgtype: 'm.text', body }), headers: { 'content-type': 'application/json' } });
     if (r.status === 200) sent.push(body);
@@ -874,6 +894,7 @@ async function botLoop(p: RunningProxy, durationMs: number) {
       since = s.json.next_batch;
       collect(s.json);
     }
+    await sleep(roundEnds - Date.now());
   }
   for (let i = 0; i < 3 && sent.some((b) => !readBack.has(b)); i++) {
     const s = await call('sync', `/_matrix/client/v3/sync?timeout=500&since=${encodeURIComponent(since)}&filter=${filter}`);
@@ -882,12 +903,11 @@ async function botLoop(p: RunningProxy, durationMs: number) {
       collect(s.json);
     }
   }
-  // And read them back once more through /messages, newest first, page by page: a fast machine sends over a
-  // thousand messages in the loop, more than one page (Synapse caps `limit` at 1000).
+  // And read them back once more through /messages, newest first, page by page (100 a page: more than one).
   const history = new Set<string>();
   let from: string | undefined;
   for (let page = 0; page < 100; page++) {
-    const messages = await call('messages', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=1000${from ? `&from=${encodeURIComponent(from)}` : ''}`);
+    const messages = await call('messages', `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/messages?dir=b&limit=100${from ? `&from=${encodeURIComponent(from)}` : ''}`);
     const chunk = (messages.json?.chunk ?? []) as any[];
     for (const e of chunk) if (e.type === 'm.room.message') history.add(e.content.body as string);
     if (chunk.length === 0 || !messages.json.end) break;

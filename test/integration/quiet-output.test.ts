@@ -32,11 +32,11 @@ it('`npm run test:unit`’s command, on a passing test file, prints the results 
   expect(r.output.split('\n').filter((l) => NOISE.test(l))).toEqual([]);
 }, 120_000);
 
-it('`npm test`’s jest command has the same flags as `npm run test:unit`’s (no ExperimentalWarning either)', async () => {
+it.each(['test', 'test:node20', 'coverage'])('`npm run %s`’s jest command has the same flags as `npm run test:unit`’s (no ExperimentalWarning either)', async (name) => {
   const s = await scripts();
   const jestPart = (c: string) => c.slice(c.indexOf('node '), c.indexOf('jest.js') + 'jest.js'.length);
-  expect(jestPart(s.test!)).toBe(jestPart(s['test:unit']!));
-  expect(s.test).not.toMatch(/npm run build/); // `npm run -s build`: no npm banner for the nested run
+  expect(jestPart(s[name]!)).toBe(jestPart(s['test:unit']!));
+  expect(s[name]).not.toMatch(/npm run build/); // `npm run -s build`: no npm banner for the nested run
 });
 
 it('`npm run build`’s manifest step prints nothing (no update notice, no "wrote manifest")', async () => {

@@ -4,13 +4,13 @@
 import { execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { makeHome, runMxs } from '../support/cli.js';
+import { type HomeserverDouble } from '../support/homeserver-double.js';
+import { doublePerTest, homePerTest, runMxs, type Home } from '../support/cli.js';
 import { mxsInProcess } from '../support/run-command.js';
 
 const PW = 'alice-pw';
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 
 const mxs = (args: string[], env: Record<string, string | undefined> = {}, input?: string) =>
   runMxs(args, { input, env: { MXS_PROFILE: undefined, ...home.env, MXS_CACHE_DIR: join(home.dir, 'cache'), ...env } });
@@ -28,14 +28,8 @@ async function login(profile: string) {
 const configFile = () => join(home.env.MXS_CONFIG_DIR!, 'config.json');
 const accessToken = async (profile: string) => JSON.parse(await readFile(join(home.env.MXS_CONFIG_DIR!, 'secrets', `${profile}.json`), 'utf8')).accessToken as string;
 
-beforeEach(async () => {
-  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+doublePerTest({ accessTokenLifetimeMs: 60_000 }, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 const PATHS: [string, Record<string, string>][] = [
   ['fast path', {}],

@@ -18,7 +18,7 @@
 //  - /logout accepts an expired access token (the spec requires authentication and says nothing of expiry).
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { filesBelow, makeHome, runMxs, type RunResult } from '../support/cli.js';
+import { filesBelow, homesForSuite, runMxs, type Home, type RunResult } from '../support/cli.js';
 import {
   describeWithSynapse,
   freshSynapseUser,
@@ -28,7 +28,6 @@ import {
   type SynapseHandle,
 } from '../support/synapse.js';
 
-type Home = Awaited<ReturnType<typeof makeHome>>;
 interface User {
   user: string;
   password: string;
@@ -50,16 +49,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Waits (for real) until `ms` past the given ISO time. */
 const waitPast = async (iso: string, ms: number) => sleep(Math.max(0, Date.parse(iso) + ms - Date.now()));
 
-const homes: Home[] = [];
-afterAll(async () => {
-  await Promise.all(homes.map((h) => h.cleanup()));
-});
-
-async function newHome(): Promise<Home> {
-  const home = await makeHome('file');
-  homes.push(home);
-  return home;
-}
+const newHome = homesForSuite();
 
 function mxsIn(home: Home) {
   return (args: string[], opts: { input?: string; env?: Record<string, string | undefined> } = {}): Promise<RunResult> =>

@@ -3,22 +3,16 @@
 // against the homeserver double, through the real CLI.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { makeHome, REPO, runMxs } from '../support/cli.js';
+import type { HomeserverDouble } from '../support/homeserver-double.js';
+import { doublePerTest, homePerTest, REPO, runMxs, type Home } from '../support/cli.js';
 
 let hs: HomeserverDouble;
-let home: Awaited<ReturnType<typeof makeHome>>;
+let home: Home;
 const mxs = (args: string[], input?: string) => runMxs(args, { input, env: home.env });
 const sessionFile = () => join(home.env.MXS_CONFIG_DIR!, 'sessions', 'default.json');
 
-beforeEach(async () => {
-  hs = await startHomeserverDouble({ accessTokenLifetimeMs: 60_000 });
-  home = await makeHome('file');
-});
-afterEach(async () => {
-  await hs.close();
-  await home.cleanup();
-});
+doublePerTest({ accessTokenLifetimeMs: 60_000 }, (d) => (hs = d));
+homePerTest((h) => (home = h));
 
 /** Logs in with today's mxs, then puts the session back in format 1 exactly as mxs 0.1 wrote it. */
 async function sessionInFormat1(): Promise<Record<string, unknown>> {

@@ -6,8 +6,8 @@
  * what the spec says:
  * - `POST /login` (password and `m.login.token`), `GET /login`, `GET /versions`, `/.well-known` (404).
  *   `GET /_matrix/client/v1/auth_metadata` (and the unstable MSC2965 path) answer 404 M_UNRECOGNIZED.
- * - Refresh (`/v3/refresh`, `/r0/refresh`, `/v1/refresh`, `/unstable/org.matrix.msc2918/refresh` and
- *   `/unstable/org.matrix.msc2918.refresh_token/refresh`, as enabled by `refreshPaths`) with Synapse's
+ * - Refresh (`/v3/refresh` and `/r0/refresh`, or `/unstable/org.matrix.msc2918/refresh` and
+ *   `/unstable/org.matrix.msc2918.refresh_token/refresh`, as `refreshPaths` says) with Synapse's
  *   rotation rules, from `AuthHandler.refresh_token` (synapse/handlers/auth.py) and
  *   `RegistrationWorkerStore.replace_refresh_token` (synapse/storage/databases/main/registration.py):
  *   * refreshing RTn creates RTn+1/ATn+1 and records RTn+1 as RTn's successor;
@@ -17,12 +17,11 @@
  *     used on any authenticated request (an expired ATn+1 that is refused does not count);
  *   * refreshing RTn+1 deletes RTn and ATn (Synapse keeps only the last two refresh tokens): RTn then
  *     answers 401 M_UNKNOWN_TOKEN "refresh token does not exist", not 403. So the old access token ATn
- *     keeps working until it expires or RTn+1 is refreshed. Set `revokeOldAccessTokenOnRefresh` to
- *     delete ATn as soon as RTn is refreshed (the spec allows servers to do that).
+ *     keeps working until it expires or RTn+1 is refreshed.
  *   These rules and the error texts were checked against a real Synapse 1.163.2. (One Synapse quirk is
  *   not copied: its access-token cache keeps a deleted ATn working if it had been used before.)
  * - Authenticated endpoints: `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two
- *   accept an expired access token, as Synapse does). `POST /r0/tokenrefresh` answers 403.
+ *   accept an expired access token, as Synapse does).
  *
  * OAUTH 2.0 (`oauth: {…}`): a homeserver that delegates auth to the Matrix Authentication Service
  * (MAS), with MAS on the same origin. Endpoints (issuer = `url + '/'`):
@@ -50,9 +49,8 @@
  *   unauthorized_client; unknown grant_type → 400 unsupported_grant_type. Token answers carry
  *   `Cache-Control: no-store`.
  * - Device grant: `POST /oauth2/device` (client_id, scope) → device_code, user_code (6 of A-Z0-9),
- *   verification_uri (`…/link`), expires_in (`deviceCodeLifetimeSec`, 1200), interval
- *   (`deviceIntervalSec`, 5); `verification_uri_complete` (`…/link?code=USERCODE`) only with
- *   `verificationUriComplete`. Polling `POST /oauth2/token` with grant_type
+ *   verification_uri (`…/link`), expires_in 1200, interval (`deviceIntervalSec`, 5), no
+ *   `verification_uri_complete` (MAS sends none). Polling `POST /oauth2/token` with grant_type
  *   urn:ietf:params:oauth:grant-type:device_code, device_code, client_id: pending → 403
  *   authorization_pending, denied → 403 access_denied, expired → 403 expired_token (checked before
  *   the code's state), already exchanged / unknown / other client → 400 invalid_grant; never slow_down, however
@@ -65,7 +63,7 @@
  *   `code`, `state` (when sent) and `iss` (RFC 9207) — or `error` (invalid_request for a missing or
  *   non-S256 PKCE challenge, unsupported_response_type, invalid_scope, unauthorized_client, or
  *   access_denied when the user denies). The "user" approves as `authorizeAs` (default the first user;
- *   null = denies); `setAuthorizeAs()` changes it. Every request lands in `authorizationRequests`.
+ *   null = denies). Every request lands in `authorizationRequests`.
  *   Token: grant_type=authorization_code with code, redirect_uri (exactly as sent to /authorize),
  *   client_id, code_verifier (S256) — any mismatch 400 invalid_grant; a code used twice is
  *   invalid_grant AND ends the session it gave (RFC 6749 §4.1.2).
@@ -89,8 +87,8 @@
  *   `?action=org.matrix.devices_list` (several); retried with `auth: {session}` after the devices are
  *   gone (`endSession(deviceId)` plays the account page), they answer 200 `{}`.
  * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED — unless
- *   `compat: true` (MAS's compatibility layer): then `GET /login` lists m.login.password (if
- *   `passwordLogin`), `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST
+ *   `compat: true` (MAS's compatibility layer): then `GET /login` lists m.login.password,
+ *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST
  *   /login` issues compat sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with
  *   `refresh_token: true`, no expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat
  *   tokens only, MAS's compat/refresh.rs way: the old access token expires at once, a consumed refresh
@@ -120,18 +118,10 @@ import zlib from 'node:zlib';
 export interface DoubleOptions {
   /** Lifetime of refreshable access tokens (Synapse `refreshable_access_token_lifetime`). Default 60_000; null = refresh tokens disabled, tokens never expire. */
   accessTokenLifetimeMs?: number | null;
-  /** Lifetime of refresh tokens (Synapse `refresh_token_lifetime`). Default null (never expire). */
-  refreshTokenLifetimeMs?: number | null;
-  /** Whole session lifetime, across refreshes (Synapse `session_lifetime`). Default null. */
-  sessionLifetimeMs?: number | null;
-  /** Delete ATn as soon as RTn is refreshed, instead of Synapse's lazier cleanup. Default false. */
-  revokeOldAccessTokenOnRefresh?: boolean;
   /** localpart -> password. Default `{alice: 'alice-pw'}`. */
   users?: Record<string, string>;
   /** Which refresh endpoints exist. Default ['v3'] ('v3' also enables '/r0/refresh'). */
-  refreshPaths?: ('v3' | 'v1' | 'unstable')[];
-  /** Offer and accept m.login.password. Default true. */
-  passwordLogin?: boolean;
+  refreshPaths?: ('v3' | 'unstable')[];
   /** m.login.token value -> localpart; each is single use. */
   loginTokens?: Record<string, string>;
   /** Delegate auth to a Matrix Authentication Service double (see the header). Default: off (legacy auth). */
@@ -145,10 +135,6 @@ export interface OAuthOptions {
   accessTokenLifetimeSec?: number;
   /** `interval` of device authorizations, whole seconds ≥ 0. Default 5 (MAS). */
   deviceIntervalSec?: number;
-  /** `expires_in` of device codes, whole seconds ≥ 0. Default 1200 (MAS). */
-  deviceCodeLifetimeSec?: number;
-  /** Include `verification_uri_complete` in device authorizations. Default false (MAS). */
-  verificationUriComplete?: boolean;
   /** The user at `/authorize` approves as this localpart; null = denies. Default: the first of `users`. */
   authorizeAs?: string | null;
 }
@@ -262,7 +248,7 @@ export interface HomeserverDouble {
   /** End every session (legacy or MAS) on this device ID, as MAS's account page or an admin would. */
   endSession(deviceId: string): void;
 
-  // OAuth mode. The controls (approveDevice, denyDevice, expireDeviceCodes, setAuthorizeAs) throw when `oauth` is off.
+  // OAuth mode. The controls (approveDevice, denyDevice, expireDeviceCodes) throw when `oauth` is off.
   /** The OAuth issuer (`url + '/'`); null when `oauth` is off. */
   issuer: string | null;
   clients(): RegisteredClient[];
@@ -273,8 +259,6 @@ export interface HomeserverDouble {
   denyDevice(userCode: string): void;
   /** Every device code not yet exchanged expires now. */
   expireDeviceCodes(): void;
-  /** How `/authorize` answers from now on: approve as `localpart`, or deny (null). */
-  setAuthorizeAs(localpart: string | null): void;
   authorizationRequests: AuthorizationRequest[];
   revocations: Revocation[];
 }
@@ -340,7 +324,6 @@ interface RefreshTokenRow {
   userId: string;
   deviceId: string;
   expiresAt: number | null;
-  sessionExpiresAt: number | null;
   nextId: number | null;
 }
 
@@ -553,13 +536,9 @@ function parseJsonObject(raw: string): Record<string, unknown> {
 
 export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<HomeserverDouble> {
   const accessTokenLifetimeMs = opts.accessTokenLifetimeMs === undefined ? 60_000 : opts.accessTokenLifetimeMs;
-  const refreshTokenLifetimeMs = opts.refreshTokenLifetimeMs ?? null;
-  const sessionLifetimeMs = opts.sessionLifetimeMs ?? null;
-  const revokeOldAccessTokenOnRefresh = opts.revokeOldAccessTokenOnRefresh ?? false;
   const users = opts.users ?? { alice: 'alice-pw' };
   const serverName = 'localhost';
   const refreshPaths = new Set(opts.refreshPaths ?? ['v3']);
-  const passwordLogin = opts.passwordLogin ?? true;
   const loginTokens = new Map(Object.entries(opts.loginTokens ?? {}));
   const oauth = opts.oauth ?? null;
   const compat = oauth?.compat ?? false;
@@ -570,13 +549,12 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   };
   const oauthAccessLifetimeSec = wholeSeconds('accessTokenLifetimeSec', oauth?.accessTokenLifetimeSec, 300);
   const deviceIntervalSec = wholeSeconds('deviceIntervalSec', oauth?.deviceIntervalSec, 5);
-  const deviceCodeLifetimeSec = wholeSeconds('deviceCodeLifetimeSec', oauth?.deviceCodeLifetimeSec, 1200);
-  const verificationUriComplete = oauth?.verificationUriComplete ?? false;
+  const deviceCodeLifetimeSec = 1200;
   const checkLocalpart = (localpart: string | null): string | null => {
     if (localpart !== null && !(localpart in users)) throw new Error(`homeserver double: unknown user ${JSON.stringify(localpart)}`);
     return localpart;
   };
-  let authorizeAs: string | null = checkLocalpart(oauth?.authorizeAs === undefined ? Object.keys(users)[0] : oauth.authorizeAs);
+  const authorizeAs: string | null = checkLocalpart(oauth?.authorizeAs === undefined ? Object.keys(users)[0] : oauth.authorizeAs);
   /** The double's base URL; set once it listens. */
   let baseUrl = '';
 
@@ -640,9 +618,9 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return token;
   }
 
-  function issueRefreshToken(userId: string, deviceId: string, expiresAt: number | null, sessionExpiresAt: number | null): RefreshTokenRow {
+  function issueRefreshToken(userId: string, deviceId: string, expiresAt: number | null): RefreshTokenRow {
     const token = makeToken('syr', localpartOf(userId));
-    const row: RefreshTokenRow = { id: nextRefreshId++, token, userId, deviceId, expiresAt, sessionExpiresAt, nextId: null };
+    const row: RefreshTokenRow = { id: nextRefreshId++, token, userId, deviceId, expiresAt, nextId: null };
     refreshTokens.set(row.id, row);
     refreshIdByToken.set(token, row.id);
     return row;
@@ -687,10 +665,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // --- handlers ------------------------------------------------------------------------------
 
   const loginFlows: Handler = () => {
-    const flows: { type: string }[] = [];
-    if (passwordLogin) flows.push({ type: 'm.login.password' });
-    flows.push({ type: 'm.login.token' });
-    return ok({ flows });
+    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.token' }] });
   };
 
   function resolveUser(identifierUser: string): string | null {
@@ -712,7 +687,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (typeof type !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Bad parameter: type');
     let localpart: string;
     if (type === 'm.login.password') {
-      if (!passwordLogin) throw new MatrixError(400, 'M_UNKNOWN', 'Password login has been disabled.');
       const password = body.password;
       if (typeof password !== 'string') throw new MatrixError(400, 'M_INVALID_PARAM', 'Bad parameter: password');
       // convert_client_dict_legacy_fields_to_identifier: top-level `user` is the deprecated form.
@@ -754,19 +728,16 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     }
 
     const t = now();
-    const sessionExpiresAt = sessionLifetimeMs === null ? null : t + sessionLifetimeMs;
-    const capToSession = (v: number | null) =>
-      sessionExpiresAt === null ? v : v === null ? sessionExpiresAt : Math.min(v, sessionExpiresAt);
     const wantsRefresh = body.refresh_token === true && accessTokenLifetimeMs !== null;
     const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName };
     let expiresAt: number | null;
     if (wantsRefresh) {
-      const rt = issueRefreshToken(userId, deviceId, capToSession(refreshTokenLifetimeMs === null ? null : t + refreshTokenLifetimeMs), sessionExpiresAt);
-      expiresAt = capToSession(t + (accessTokenLifetimeMs as number));
+      const rt = issueRefreshToken(userId, deviceId, null);
+      expiresAt = t + (accessTokenLifetimeMs as number);
       response.access_token = issueAccessToken(userId, deviceId, expiresAt, rt.id);
       response.refresh_token = rt.token;
     } else {
-      expiresAt = capToSession(null);
+      expiresAt = null;
       response.access_token = issueAccessToken(userId, deviceId, expiresAt, null);
     }
     if (expiresAt !== null) response.expires_in_ms = expiresAt - t;
@@ -795,21 +766,12 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (existing.expiresAt !== null && existing.expiresAt < t) {
       throw new MatrixError(403, 'M_FORBIDDEN', 'The supplied refresh token has expired');
     }
-    let accessExpiresAt: number | null = accessTokenLifetimeMs === null ? null : t + accessTokenLifetimeMs;
-    let refreshExpiresAt: number | null = refreshTokenLifetimeMs === null ? null : t + refreshTokenLifetimeMs;
-    // Famedly's extension: the client may ask for a shorter refresh-token lifetime.
+    const accessExpiresAt: number | null = accessTokenLifetimeMs === null ? null : t + accessTokenLifetimeMs;
+    // Famedly's extension: the client may ask for a refresh-token lifetime (Synapse's own default: none).
     const asked = body['com.famedly.refresh_token_lifetime_ms'];
-    if (typeof asked === 'number' && Number.isFinite(asked) && asked > 0) {
-      refreshExpiresAt = refreshExpiresAt === null ? t + asked : Math.min(refreshExpiresAt, t + asked);
-    }
-    if (existing.sessionExpiresAt !== null) {
-      const s = existing.sessionExpiresAt;
-      accessExpiresAt = accessExpiresAt === null ? s : Math.min(accessExpiresAt, s);
-      refreshExpiresAt = refreshExpiresAt === null ? s : Math.min(refreshExpiresAt, s);
-      if (s < t) throw new MatrixError(403, 'M_FORBIDDEN', 'The session has expired and can no longer be refreshed');
-    }
+    const refreshExpiresAt = typeof asked === 'number' && Number.isFinite(asked) && asked > 0 ? t + asked : null;
 
-    const newRt = issueRefreshToken(existing.userId, existing.deviceId, refreshExpiresAt, existing.sessionExpiresAt);
+    const newRt = issueRefreshToken(existing.userId, existing.deviceId, refreshExpiresAt);
     const newAt = issueAccessToken(existing.userId, existing.deviceId, accessExpiresAt, newRt.id);
     // replace_refresh_token: set the successor, delete the previous successor (a repeated refresh)
     // and the predecessor (only the last two refresh tokens are kept); deletes cascade to access tokens.
@@ -817,9 +779,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     existing.nextId = newRt.id;
     if (oldNextId !== null) deleteRefreshToken(oldNextId);
     for (const rt of [...refreshTokens.values()]) if (rt.nextId === existing.id) deleteRefreshToken(rt.id);
-    if (revokeOldAccessTokenOnRefresh) {
-      for (const [tok, at] of accessTokens) if (at.refreshTokenId === existing.id) accessTokens.delete(tok);
-    }
 
     const response: Record<string, unknown> = { access_token: newAt, refresh_token: newRt.token };
     if (accessExpiresAt !== null) response.expires_in_ms = accessExpiresAt - t;
@@ -1062,7 +1021,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       expires_in: deviceCodeLifetimeSec,
       interval: deviceIntervalSec,
     };
-    if (verificationUriComplete) json.verification_uri_complete = `${baseUrl}/link?code=${userCode}`;
     return { status: 200, json, headers: NO_STORE };
   };
 
@@ -1304,11 +1262,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   };
 
   const compatLoginFlows: Handler = () => {
-    const flows: Record<string, unknown>[] = [];
-    if (passwordLogin) flows.push({ type: 'm.login.password' });
-    flows.push({ type: 'm.login.sso', oauth_aware_preferred: true });
-    flows.push({ type: 'm.login.token' });
-    return ok({ flows });
+    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.sso', oauth_aware_preferred: true }, { type: 'm.login.token' }] });
   };
 
   /** MAS `compat/login.rs`: Synapse's checks, a compat session; it expires only with refresh_token: true. */
@@ -1357,10 +1311,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       methods: { GET: () => new MatrixError(404, 'M_NOT_FOUND', '.well-known not available').answer() },
     },
     { pattern: client('r0|v3', 'account/whoami'), methods: { GET: whoami } },
-    {
-      pattern: client('r0|v3', 'tokenrefresh'),
-      methods: { POST: () => new MatrixError(403, 'M_FORBIDDEN', 'tokenrefresh is no longer supported.').answer() },
-    },
   ];
   if (!oauth) {
     routes.push(
@@ -1369,7 +1319,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       { pattern: client('r0|v3', 'logout/all'), methods: { POST: logoutAll } },
     );
     if (refreshPaths.has('v3')) routes.push({ pattern: client('r0|v3', 'refresh'), methods: { POST: refresh } });
-    if (refreshPaths.has('v1')) routes.push({ pattern: client('v1', 'refresh'), methods: { POST: refresh } });
     if (refreshPaths.has('unstable')) {
       routes.push({
         pattern: client('unstable/org\\.matrix\\.msc2918|unstable/org\\.matrix\\.msc2918\\.refresh_token', 'refresh'),
@@ -1851,11 +1800,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       requireOAuth('expireDeviceCodes');
       const t = now() - 1;
       for (const g of deviceGrants.values()) if (g.state !== 'exchanged') g.expiresAt = t;
-    },
-
-    setAuthorizeAs(localpart: string | null) {
-      requireOAuth('setAuthorizeAs');
-      authorizeAs = checkLocalpart(localpart);
     },
 
     sessions() {

@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot, withInstallLock } from './synapse.js';
+import { describeIfAvailable, repoRoot, withInstallLock } from './synapse.js';
 
 /** Where the pinned package.json and package-lock.json live (bump the version there, then `npm install --package-lock-only`). */
 export function jsSdkPackageDir(): string {
@@ -147,20 +147,7 @@ export async function jsSdkAvailability(): Promise<JsSdkAvailability> {
   }
 }
 
-/** `describe` for suites that need matrix-js-sdk: skipped with the reason locally, a failing test under CI=true. */
+/** `describe` for suites that need matrix-js-sdk (see describeIfAvailable in synapse.ts). */
 export function describeWithJsSdk(name: string, availability: JsSdkAvailability, fn: () => void): void {
-  if (availability.ok) {
-    describe(name, fn);
-    return;
-  }
-  if (process.env.CI === 'true') {
-    describe(name, () => {
-      test('needs matrix-js-sdk', () => {
-        throw new Error(`No matrix-js-sdk under CI=true (a missing client must fail CI): ${availability.reason}`);
-      });
-    });
-    return;
-  }
-  console.warn(`Skipping "${name}": ${availability.reason}`);
-  describe.skip(name, fn);
+  describeIfAvailable(name, 'matrix-js-sdk', availability.ok ? null : availability.reason, fn);
 }

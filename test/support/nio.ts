@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot, withInstallLock } from './synapse.js';
+import { describeIfAvailable, repoRoot, withInstallLock } from './synapse.js';
 
 /** The matrix-nio release the tests run (bump deliberately; CI installs exactly this). */
 export const NIO_PINNED_VERSION = '0.26.0';
@@ -100,20 +100,7 @@ export async function nioAvailability(): Promise<NioAvailability> {
   }
 }
 
-/** `describe` for suites that need matrix-nio: skipped with the reason locally, a failing test under CI=true. */
+/** `describe` for suites that need matrix-nio (see describeIfAvailable in synapse.ts). */
 export function describeWithNio(name: string, availability: NioAvailability, fn: () => void): void {
-  if (availability.ok) {
-    describe(name, fn);
-    return;
-  }
-  if (process.env.CI === 'true') {
-    describe(name, () => {
-      test('needs matrix-nio', () => {
-        throw new Error(`No matrix-nio under CI=true (a missing client must fail CI): ${availability.reason}`);
-      });
-    });
-    return;
-  }
-  console.warn(`Skipping "${name}": ${availability.reason}`);
-  describe.skip(name, fn);
+  describeIfAvailable(name, 'matrix-nio', availability.ok ? null : availability.reason, fn);
 }

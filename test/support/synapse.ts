@@ -99,8 +99,6 @@ export interface SynapseHandle {
   stop(): Promise<void>;
 }
 
-export type SynapseAvailability = { ok: true } | { ok: false; reason: string };
-
 const log = (msg: string): void => {
   process.stderr.write(`[synapse] ${msg}\n`);
 };
@@ -330,20 +328,6 @@ async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: st
     log(`matrix-synapse ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
     return { python, version };
   }, () => log(`waiting for another process installing Synapse (lock ${venv}.lock)`));
-}
-
-/**
- * Whether a Synapse can be had here: `{ok: false, reason}` when MXS_TEST_SYNAPSE=0 or it cannot be installed
- * (installs it when needed). Callers decide whether that skips (locally) or fails (CI=true).
- */
-export async function synapseAvailability(): Promise<SynapseAvailability> {
-  if (process.env.MXS_TEST_SYNAPSE === '0') return { ok: false, reason: 'Synapse tests disabled by MXS_TEST_SYNAPSE=0' };
-  try {
-    await ensureSynapseInstalled();
-    return { ok: true };
-  } catch (err) {
-    return { ok: false, reason: err instanceof Error ? err.message : String(err) };
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -683,20 +667,28 @@ export function synapseSkipReason(): string {
  * skips the suite; under CI=true it registers a failing test stating why, so CI never passes by skipping.
  */
 export function describeWithSynapse(name: string, fn: () => void): void {
-  if (process.env.MXS_TEST_SYNAPSE_URL) {
+  describeIfAvailable(name, 'a test Synapse', process.env.MXS_TEST_SYNAPSE_URL ? null : synapseSkipReason(), fn);
+}
+
+/**
+ * `describe` for suites that need `what` (a homeserver, a client library): when it is `missing` (the reason), the
+ * suite is skipped with the reason locally, and is one failing test under CI=true, where a missing piece must
+ * fail the run.
+ */
+export function describeIfAvailable(name: string, what: string, missing: string | null, fn: () => void): void {
+  if (missing === null) {
     describe(name, fn);
     return;
   }
-  const reason = synapseSkipReason();
   if (process.env.CI === 'true') {
     describe(name, () => {
-      test('needs a test Synapse', () => {
-        throw new Error(`No test Synapse under CI=true (a missing Synapse must fail CI): ${reason}`);
+      test(`needs ${what}`, () => {
+        throw new Error(`No ${what} under CI=true (a missing one must fail CI): ${missing}`);
       });
     });
     return;
   }
-  console.warn(`Skipping "${name}": ${reason}`);
+  console.warn(`Skipping "${name}": ${missing}`);
   describe.skip(name, fn);
 }
 

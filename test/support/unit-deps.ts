@@ -220,9 +220,6 @@ function lowerCaseHeaders(h: unknown): Record<string, string> {
   return out;
 }
 
-/** Reply options for a JSON answer. */
-export const JSON_HEADERS = { headers: { 'content-type': 'application/json' } };
-
 /** Intercepts one request on `origin` and answers it with JSON. */
 export function replyJson(
   agent: MockAgent,
@@ -320,4 +317,17 @@ export class MemorySecretStore implements SecretStore {
 /** An error's hint as the user reads it when the profile in question is not the switched default (`default`). */
 export function hintText(err: { hint?: Hint | undefined }, defaultProfile: string | null = 'default'): string {
   return renderHint(err.hint ?? '', { defaultProfile });
+}
+
+/** Per test: a fresh unit world (`worldPerTest((made) => (w = made))`), cleaned up after it. */
+export function worldPerTest(take: (world: UnitWorld) => void, opts: MakeDepsOptions = {}): void {
+  let world: UnitWorld | undefined;
+  beforeEach(async () => {
+    world = await makeDeps(opts);
+    take(world);
+  });
+  afterEach(async () => {
+    await world?.cleanup();
+    world = undefined;
+  });
 }

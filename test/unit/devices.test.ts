@@ -1,6 +1,6 @@
 // `mxs devices` (src/services/devices.ts, src/matrix/devices.ts, src/ui/devices.ts): listing, deleting
 // through user-interactive auth (password and m.oauth), renaming; and the homeserver double's devices block.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { afterEach, describe, expect, it } from '@jest/globals';
 import {
   ACCOUNT_PAGE_POLL_MS,
   ACCOUNT_PAGE_WAIT_MS,
@@ -13,7 +13,7 @@ import {
 import { ago, deviceTable, lastSeen } from '../../src/ui/devices.js';
 import { NO_COLORS } from '../../src/ui/output.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
 
 const DEVICES = '/_matrix/client/v3/devices';
 const DELETE = '/_matrix/client/v3/delete_devices';
@@ -23,12 +23,7 @@ const ME = '@alice:example.org';
 const PASSWORD_FLOWS = { flows: [{ stages: ['m.login.password'] }], params: {}, session: 'uia-1' };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 /** Each request as "METHOD path". */
 const trail = () => w.requests().map((r) => `${r.method} ${r.path}`);

@@ -1,21 +1,16 @@
 // Client-server API §3.2 server discovery and the contract's http:// rule (src/matrix/discovery.ts).
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { MxsError } from '../../src/errors.js';
 import { isLoopbackHost } from '../../src/http/loopback.js';
 import { checkBaseUrl, resolveHomeserver } from '../../src/matrix/discovery.js';
 import { parseListen } from '../../src/proxy/listen.js';
-import { makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld } from '../support/unit-deps.js';
+import { rejectionOf, replyJson, replyVersions, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const WELL_KNOWN = '/.well-known/matrix/client';
 const VERSIONS = '/_matrix/client/versions';
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const resolve = (server: string, insecure = false) => resolveHomeserver(server, insecure, w.deps.http);
 const paths = () => w.requests().map((r) => `${r.method} ${r.url}`);

@@ -3,22 +3,17 @@
 // session and the token file.
 import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import type { MxsError } from '../../src/errors.js';
 import { execService, type ChildExit, type ChildLauncher, type ExecRequest, type StartedChild } from '../../src/services/exec.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, rejectionOf, replyJson, T0, worldPerTest, type UnitWorld } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const SEC = 1000;
 const MIN = 60_000;
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 /**
  * A command that does what the test says when signalled. It records every signal with the clock at

@@ -1,22 +1,17 @@
 // The HTTP layer (src/matrix/http.ts), exercised through the client functions that use it.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { openStream, retryWait } from '../../src/http/transport.js';
 import { login, whoami } from '../../src/matrix/client.js';
 import { errcodeOf, matrixErrorFields } from '../../src/matrix/http.js';
 import { httpError } from '../../src/services/api.js';
-import { HS, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, rejectionOf, replyJson, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const WHOAMI = '/_matrix/client/v3/account/whoami';
 const TOKEN = 'syt_YWxpY2U_secretAccess_123';
 const ME = { user_id: '@alice:example.org', device_id: 'DEVICE1' };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const callWhoami = () => whoami(HS, TOKEN, w.deps.http);
 const pool = () => w.agent.get(HS);

@@ -1,7 +1,7 @@
 // `logout` (src/services/logout.ts): server first, then forget; nothing forgotten when the server is unsure.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { logoutService } from '../../src/services/logout.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, type UnitWorld, hintText } from '../support/unit-deps.js';
+import { HS, T0, rejectionOf, replyJson, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
 
 const LOGOUT = '/_matrix/client/v3/logout';
 const LOGOUT_ALL = '/_matrix/client/v3/logout/all';
@@ -9,12 +9,7 @@ const REFRESH = '/_matrix/client/v3/refresh';
 const MIN = 60_000;
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const forgotten = async () => {
   const { record, secret } = await w.stored();

@@ -3,13 +3,13 @@
 // loopback listener, refresh at the token endpoint, revocation on logout, and status.
 import { createHash } from 'node:crypto';
 import { get } from 'node:http';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import type { DeviceAuthorization } from '../../src/oauth/client.js';
 import { loginService, type LoginInput, type LoginInteraction } from '../../src/services/login.js';
 import { logoutService } from '../../src/services/logout.js';
 import { statusService } from '../../src/services/status.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
-import { HS, ISSUER, T0, makeDeps, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, hintText } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
 
 const META_PATH = '/_matrix/client/v1/auth_metadata';
 const UNSTABLE_META_PATH = '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata';
@@ -30,12 +30,7 @@ const TOKENS = { access_token: 'mat_first_access', refresh_token: 'mar_first_ref
 const DEVICE = { device_code: 'device-code-secret-1', user_code: 'ABCD-EFGH', verification_uri: `${ISSUER}/link`, expires_in: 1200, interval: 5 };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const input = (over: Partial<LoginInput> = {}): LoginInput => ({ profile: 'default', server: HS, refresh: true, insecure: false, storage: 'file', ...over });
 

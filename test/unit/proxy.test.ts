@@ -2,7 +2,7 @@
 // the session's tokens (single flight, replay after a refusal, network trouble, the end of a session), the
 // log line and the bounded redactor, and runProxy itself against an undici MockAgent standing in for the
 // homeserver. The spawned CLI against real servers is test/integration/proxy.test.ts.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { Pool, request, type Dispatcher } from 'undici';
 import { MxsError } from '../../src/errors.js';
@@ -11,19 +11,14 @@ import { RecentSecrets, requestLine, startLines } from '../../src/proxy/present.
 import { Redactor } from '../../src/redact.js';
 import { downstreamHeaders, headersTimeoutFor, hostGuard, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
-import { HS, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
+import { HS, hintText, rejectionOf, replyJson, replyJsonWith, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
 const NEW = { access_token: 'syt_new_access', refresh_token: 'syr_new_refresh', expires_in_ms: 300_000 };
 const SEC = 1000;
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 describe('parseTarget: origin-form only, dot segments refused, access_token taken out of the query', () => {
   it.each([

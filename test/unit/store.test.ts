@@ -1,7 +1,7 @@
 // Local state: the sessions file, the 0600 file secret store, atomic writes and the bounded keychain.
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { afterEach, describe, expect, it } from '@jest/globals';
 import type { SessionRecord, SessionSecret } from '../../src/model.js';
 import { statusService } from '../../src/services/status.js';
 import { tokenService } from '../../src/services/tokens.js';
@@ -9,15 +9,10 @@ import { writeFileAtomic } from '../../src/store/atomic.js';
 import { KEYCHAIN_SERVICE, KeychainSecretStore, keychainUnavailable, type KeychainBackend } from '../../src/store/keychain.js';
 import { publishPrefetch, takePrefetch } from '../../src/store/keychain-prefetch.js';
 import { helperEnv } from '../../src/store/keytar-child.js';
-import { T0, hintText, makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
+import { T0, hintText, rejectionOf, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const SECRET: SessionSecret = { accessToken: 'syt_a', refreshToken: 'syr_r', issuedAt: new Date(T0).toISOString(), expiresAt: null };
 const RECORD: SessionRecord = {

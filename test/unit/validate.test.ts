@@ -1,9 +1,9 @@
 // Every token response is validated before anything from it is stored (src/matrix/validate.ts),
 // exercised through the login and refresh calls.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { login, refresh } from '../../src/matrix/client.js';
 import { refreshService } from '../../src/services/tokens.js';
-import { HS, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, rejectionOf, replyJson, worldPerTest, type UnitWorld } from '../support/unit-deps.js';
 
 const LOGIN = '/_matrix/client/v3/login';
 const REFRESH = '/_matrix/client/v3/refresh';
@@ -11,12 +11,7 @@ const GOOD_LOGIN = { user_id: '@alice:example.org', device_id: 'DEVICE1', access
 const GOOD_REFRESH = { access_token: 'syt_new_access', refresh_token: 'syr_new_refresh', expires_in_ms: 300_000 };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const doLogin = () => login(HS, { method: { type: 'm.login.password', user: 'alice', password: 'pw' }, refreshToken: true }, w.deps.http);
 const doRefresh = () => refresh(HS, { refreshToken: 'syr_old_refresh' }, w.deps.http);

@@ -1,7 +1,7 @@
 // `whoami` (src/services/whoami.ts) and the contract's refresh-once-and-retry (withAccessToken).
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { whoamiService, whoamiTokenService } from '../../src/services/whoami.js';
-import { HS, T0, makeDeps, rejectionOf, replyJson, replyVersions, type UnitWorld, hintText } from '../support/unit-deps.js';
+import { HS, T0, rejectionOf, replyJson, replyVersions, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
 
 const WHOAMI = '/_matrix/client/v3/account/whoami';
 const REFRESH = '/_matrix/client/v3/refresh';
@@ -12,12 +12,7 @@ const UNKNOWN_TOKEN = { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token
 const EXPIRED_TOKEN = { errcode: 'M_UNKNOWN_TOKEN', error: 'Access token has expired', soft_logout: true };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 /** Each request as "METHOD path (bearer token or -)". */
 const trail = () => w.requests().map((r) => `${r.method} ${r.path} ${r.headers.authorization?.replace('Bearer ', '') ?? '-'}`);
