@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { doctorCommand } from '../../src/cli/commands/doctor.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { makeHome, runMxs, type RunResult } from '../support/cli.js';
+import { makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
+import { watchStderr } from '../support/fault-kit.js';
 import { haveFaketime, holdLock, runFaketime, schemaErrors } from '../support/doctor-kit.js';
 import { mxsInProcess, runCommand } from '../support/run-command.js';
 import { describeWithSecretService } from '../support/secret-service.js';
@@ -78,14 +79,14 @@ describe('mxs doctor against the homeserver double', () => {
     expect(r.exitCode).toBe(6);
   });
 
-  it('a secrets file made 0644 and a revoked token: config and storage fail, exit 6, what needs the token is skipped', async () => {
+  it('a secrets file made 0644 and a revoked token: config fails, exit 6, the file is not read, what needs the token is skipped', async () => {
     await login();
     hs.revokeAll();
     await chmod(secretFile(), 0o644);
     const r = await doctor();
     expect(r.exitCode).toBe(6);
     expect(r.stdout).toContain(`✗ config    The secrets file ${secretFile()} is readable by others (mode 0644).\n            Run: chmod 600 ${secretFile()}  (and consider the tokens in it leaked: log in again)\n`);
-    expect(r.stdout).toMatch(/\n✗ storage {3}Refusing to use .*: other users can read it \(mode 0644\)\.\n/);
+    expect(r.stdout).toContain('\n- storage   skipped: Not read: the secrets file is not private (see config).\n');
     expect(r.stdout).toContain('- token     skipped: No access token to check (see storage).');
     // Doctor never repairs: the mode stays as it was.
     expect((await stat(secretFile())).mode & 0o777).toBe(0o644);
@@ -140,6 +141,40 @@ describe('mxs doctor against the homeserver double', () => {
     expect(check(r.json(), 'lock')).toMatchObject({ status: 'warning', detail: expect.stringMatching(new RegExp(`^Stale: left by PID ${holder.pid}, which is no longer running`)) });
     expect((await stat(lockFile())).isFile()).toBe(true);
   });
+
+  it('--refresh: one real refresh through the session core, reported as the refresh check; without it nothing is refreshed', async () => {
+    await login();
+    const before = await snapshot();
+    await doctor();
+    expect(hs.count('/refresh')).toBe(0);
+    expect(await snapshot()).toEqual(before);
+    const r = await doctor(['--refresh', '--json']);
+    expect(r.exitCode).toBe(0);
+    expect(check(r.json(), 'refresh')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^Tried with --refresh: refreshed, refresh token rotated; the new access token: (9m 5\ds|10m) left\.$/) });
+    expect(hs.count('/refresh')).toBe(1);
+    expect(await snapshot()).not.toEqual(before);
+    // The token and device checks used the old token before the refresh replaced it.
+    expect(check(r.json(), 'token').status).toBe('ok');
+  });
+
+  it('an OAuth session: the auth check confirms the stored issuer, refresh names the client', async () => {
+    const oauth = await startHomeserverDouble({ oauth: { deviceIntervalSec: 1 } });
+    try {
+      const run = startMxs(['login', oauth.url, '--json'], { env: home.env });
+      const [, code] = await watchStderr(run).match(/enter the code: ([A-Z0-9-]+)/);
+      oauth.approveDevice(code!, 'alice');
+      expect((await run.done).code).toBe(0);
+      const r = await doctor(['--json']);
+      const doc = r.json();
+      expect(await schemaErrors('doctor.schema.json', doc)).toEqual([]);
+      expect(check(doc, 'auth')).toMatchObject({ status: 'ok', detail: `${oauth.issuer} is still the issuer, and its metadata answers.` });
+      expect(check(doc, 'refresh')).toMatchObject({ status: 'ok', detail: expect.stringMatching(/^Stored \(OAuth client \S+; its registration is not checkable without side effects\)\.$/) });
+      expect(check(doc, 'token').status).toBe('ok');
+      expect(r.exitCode).toBe(0);
+    } finally {
+      await oauth.close();
+    }
+  }, 30_000);
 
   describe('a server name whose .well-known now points elsewhere (real TLS)', () => {
     let tls: https.Server;

@@ -156,7 +156,7 @@ describe('lock', () => {
     await writeOwner({ ...me(), pid: dead, since: new Date(T0 - 5000).toISOString() });
     const f = await checkLock(lockPath(), facts);
     expect(f.status).toBe('warning');
-    expect(f.detail).toMatch(new RegExp(`^Stale: left by PID ${dead}, which is no longer running`));
+    expect(f.detail).toBe(`Stale: left by PID ${dead}, which is no longer running (taken 5s ago).`);
     expect(fixText(f)).toMatch(/the next mxs command takes it over/);
   });
 
@@ -205,7 +205,7 @@ describe('discovery', () => {
   it.each<[string, () => void, boolean, string, RegExp]>([
     ['points at the stored homeserver', () => wellKnown(200, { 'm.homeserver': { base_url: `${HS}/` } }), true, 'ok', /^example\.org points at https:\/\/matrix\.example\.org\.$/],
     ['serves no .well-known (404)', () => wellKnown(404, { errcode: 'M_NOT_FOUND' }), true, 'ok', /serves no \.well-known; the stored homeserver .* is used as given/],
-    ['cannot be reached', () => {}, true, 'ok', /has no \.well-known within reach/],
+    ['cannot be reached', () => {}, true, 'ok', /^example\.org has no \.well-known within reach; the stored homeserver/],
     ['has a .well-known without base_url', () => wellKnown(200, { 'm.homeserver': {} }), true, 'warning', /no valid "m\.homeserver\.base_url"/],
     ['points elsewhere while the stored one answers', () => wellKnown(200, { 'm.homeserver': { base_url: 'https://new.example.org' } }), true, 'warning', /now points at https:\/\/new\.example\.org, not at the stored .* \(which still answers\)/],
     ['points elsewhere and the stored one is gone', () => wellKnown(200, { 'm.homeserver': { base_url: 'https://new.example.org' } }), false, 'failure', /the server moved/],
@@ -355,12 +355,13 @@ describe('doctorService', () => {
     expect(r).toMatchObject({ ok: false, exitCode: 3 });
   });
 
-  it('exits with the FIRST failure: storage (6) before a token refusal (4)', async () => {
+  it('a secrets file others can read: config fails (6), the file is not read, what needs the tokens is skipped', async () => {
     await w.seed({ storage: 'file' });
     await chmod(w.paths.secret('default'), 0o644);
     replyVersions(w.agent, HS);
     const r = await doctorService('default', deps, { timeoutMs: 5000 });
-    expect(ids(r).slice(0, 2)).toEqual(['config:failure', 'storage:failure']);
+    expect(ids(r).slice(0, 2)).toEqual(['config:failure', 'storage:skipped']);
+    expect(r.findings[1]!.detail).toBe('Not read: the secrets file is not private (see config).');
     expect(ids(r).slice(7)).toEqual(['token:skipped', 'refresh:skipped', 'device:skipped']);
     expect(r.exitCode).toBe(6);
   });

@@ -51,7 +51,9 @@ export async function doctorService(profile: string, deps: DoctorDeps, opts: Doc
   const r = record as NonNullable<typeof record>;
   let secret = null as Awaited<ReturnType<typeof checkStorage>>['secret'];
   let reachable = false;
-  const storage = bounded('storage', t, 'storage', 'Unlock or start your keychain, or log in again with --storage file.', async () => {
+  // A secrets file others can read is never read (every command refuses it): config said so.
+  const unsafe = found.get('config')!.status === 'failure';
+  const storage = unsafe ? Promise.resolve(skipped('storage', 'Not read: the secrets file is not private (see config).')) : bounded('storage', t, 'storage', 'Unlock or start your keychain, or log in again with --storage file.', async () => {
     const s = await checkStorage(r, deps);
     secret = s.secret;
     return s.finding;

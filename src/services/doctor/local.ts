@@ -123,10 +123,11 @@ export async function checkLock(lockPath: string, facts: LockFacts): Promise<Fin
   const owner = parseOwner(read.text);
   if (!owner) return warning('lock', `${lockPath} is held, by an owner it does not name (unreadable).`, staleFix(lockPath));
   const since = Date.parse(owner.since);
-  const held = Number.isNaN(since) ? '' : ` for ${formatMs(facts.now - since)}`;
+  const age = Number.isNaN(since) ? null : formatMs(facts.now - since);
+  const held = age === null ? '' : ` for ${age}`;
   const state = holderState(owner);
   if (state === 'dead') {
-    return warning('lock', `Stale: left by PID ${owner.pid}, which is no longer running${held ? ` (taken${held} ago)` : ''}.`, staleFix(lockPath));
+    return warning('lock', `Stale: left by PID ${owner.pid}, which is no longer running${age === null ? '' : ` (taken ${age} ago)`}.`, staleFix(lockPath));
   }
   if (state === 'unknown') {
     return warning('lock', `Held by PID ${owner.pid} on ${owner.host}${held}; whether it still runs cannot be told from here.`, `If no mxs runs there, remove ${lockPath}`);

@@ -62,7 +62,7 @@ export async function checkDiscovery(record: SessionRecord, storedAnswers: boole
     baseUrl = (res.json?.['m.homeserver'] as { base_url?: unknown } | undefined)?.base_url;
   } catch (err) {
     const e = err as MxsError;
-    const why = e.status === 404 ? 'serves no .well-known' : `has no .well-known within reach (${e.status ? `HTTP ${e.status}` : e.code})`;
+    const why = e.status === 404 ? 'serves no .well-known' : e.status ? `answers no .well-known (HTTP ${e.status})` : 'has no .well-known within reach';
     return ok('discovery', `${name} ${why}; the stored homeserver ${record.homeserver} is used as given.`);
   }
   if (typeof baseUrl !== 'string' || baseUrl === '') {
