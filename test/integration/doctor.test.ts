@@ -57,6 +57,8 @@ describe('mxs doctor against the homeserver double', () => {
     expect(await schemaErrors('doctor.schema.json', doc)).toEqual([]);
     expect(statuses(doc)).toEqual(['config:ok', 'storage:ok', 'lock:ok', 'server:ok', 'discovery:ok', 'auth:skipped', 'clock:ok', 'token:ok', 'refresh:ok', 'device:ok']);
     expect(doc).toMatchObject({ profile: 'default', ok: true });
+    const { accessToken, refreshToken } = JSON.parse(await readFile(secretFile(), 'utf8'));
+    expect([r.stdout.includes(accessToken), r.stdout.includes(refreshToken), r.stderr]).toEqual([false, false, '']);
     expect(await snapshot()).toEqual(before);
     // Read-only: GETs alone, no refresh, no lock.
     expect(hs.requests.slice(sent).map((q) => `${q.method} ${q.path.split('?')[0]}`).sort()).toEqual(['GET /_matrix/client/v3/account/whoami', `GET /_matrix/client/v3/devices/${check(doc, 'device').detail.split(' ')[1]}`, 'GET /_matrix/client/versions']);

@@ -355,6 +355,15 @@ describe('doctorService', () => {
     expect(r).toMatchObject({ ok: false, exitCode: 3 });
   });
 
+  it('an OAuth session with the server down: auth is skipped, not a second failure', async () => {
+    await w.seed({ oauth: true });
+    replyJson(w.agent, HS, 'GET', '/_matrix/client/versions', 503, {}).times(3);
+    replyJson(w.agent, HS, 'GET', '/_matrix/client/v1/auth_metadata', 503, {}).times(3);
+    const r = await doctorService('default', deps, { timeoutMs: 5000 });
+    expect(r.findings.filter((f) => f.status === 'failure').map((f) => f.id)).toEqual(['server']);
+    expect(r.findings[5]).toMatchObject({ id: 'auth', status: 'skipped', detail: 'The server did not answer (see server).' });
+  });
+
   it('a secrets file others can read: config fails (6), the file is not read, what needs the tokens is skipped', async () => {
     await w.seed({ storage: 'file' });
     await chmod(w.paths.secret('default'), 0o644);

@@ -77,7 +77,9 @@ export async function doctorService(profile: string, deps: DoctorDeps, opts: Doc
       ? Promise.resolve(skipped('token', 'The server did not answer (see server).'))
       : bounded('token', t, 'network', NETWORK_FIX, () => checkToken(r, s, deps));
   const [discoveryF, authF, tokenF] = await Promise.all([discovery, auth, token]);
-  [discoveryF, authF, tokenF].forEach(put);
+  // The auth metadata comes from the homeserver: with it down, say so once (under server).
+  const authShown = !reachable && authF.status === 'failure' ? skipped('auth', 'The server did not answer (see server).') : authF;
+  [discoveryF, authShown, tokenF].forEach(put);
   // The clock sample of the token check's answer is the latest; keep the clock check's first reading unless none was taken.
   if (found.get('clock')!.status === 'skipped') put(checkClock(deps.clock.skewMs));
 
