@@ -32,6 +32,9 @@ const SHAPES: Record<string, string> = {
   'devices delete': 'devices-delete.schema.json',
   'devices rename': 'devices-rename.schema.json',
   switch: 'switch.schema.json',
+  // Validated against real output in test/integration/doctor.test.ts.
+  doctor: 'doctor.schema.json',
+  'doctor --all': 'doctor-all.schema.json',
   'proxy (start line)': 'proxy-start.schema.json',
   api: 'api.schema.json',
   error: 'error.schema.json',
