@@ -67,7 +67,6 @@ const waiting = (t: DeletionTiming) => `checking every ${formatDuration(t.pollMs
 export interface DeleteTerminal {
   stdin: NodeJS.ReadStream;
   stdinIsTTY: boolean;
-  env: NodeJS.ProcessEnv;
   now: () => number;
   /** --password-stdin */
   passwordStdin: boolean;

@@ -97,7 +97,12 @@ describe('devices delete on Synapse with the Matrix Authentication Service', () 
     expect(r.exitCode).toBe(0);
     expect(opened).toEqual([`${hs.url}/account/?action=org.matrix.device_delete&device_id=${other}`]);
     expect(hs.accountPageVisits).toEqual([{ action: 'org.matrix.device_delete', deviceId: other }]);
-    expect(r.stderr).toContain('(opened in your browser)');
+    expect(r.stderr.split('\n').slice(0, 4)).toEqual([
+      'This server deletes devices on its account page: open this link and confirm there.',
+      `  ${other}: ${opened[0]}`,
+      '(opened in your browser)',
+      'Waiting until it is gone (checking every 20ms, for up to 600ms; Ctrl-C gives up)...',
+    ]);
     expect(r.stderr).toContain(`Deleted device: ${other}.`);
   });
 

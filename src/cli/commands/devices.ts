@@ -73,7 +73,6 @@ async function runDelete(ctx: CommandContext, { flags, args }: CommandInput<Dele
       {
         stdin,
         stdinIsTTY: Boolean(stdin.isTTY),
-        env,
         now: Date.now,
         passwordStdin: flags['password-stdin'],
         browser: flags.browser,
