@@ -54,7 +54,11 @@ export interface UiaChallenge {
   error: string | null;
 }
 
-export type DeletionOutcome = { done: true } | { done: false; challenge: UiaChallenge };
+/**
+ * `unsupported`: the server has no device deletion in the client API (404/405 M_UNRECOGNIZED: Synapse
+ * delegating to the Matrix Authentication Service registers no /delete_devices).
+ */
+export type DeletionOutcome = { done: true } | { done: false; unsupported: true } | { done: false; unsupported?: false; challenge: UiaChallenge };
 
 /** Carries a challenge through the transport, which only knows errors for non-2xx answers. */
 class ChallengeAnswer extends MxsError {
@@ -83,6 +87,8 @@ export async function deleteDevices(
     return { done: true };
   } catch (err) {
     if (err instanceof ChallengeAnswer) return { done: false, challenge: err.challenge };
+    const e = err as MxsError;
+    if ((e.status === 404 || e.status === 405) && e.code === 'M_UNRECOGNIZED') return { done: false, unsupported: true };
     throw err;
   }
 }

@@ -18,6 +18,8 @@ export interface AuthMetadata {
   registrationEndpoint: string;
   deviceAuthorizationEndpoint?: string;
   accountManagementUri?: string;
+  /** MSC4191 `account_management_actions_supported` (e.g. `org.matrix.device_delete`); [] when absent. */
+  accountManagementActions: string[];
   grantTypes: string[];
   codeChallengeMethods: string[];
   /** RFC 9207: the server puts `iss` in every authorization response. */
@@ -78,6 +80,7 @@ function parseMetadata(body: Record<string, unknown>): AuthMetadata {
     registrationEndpoint: url('registration_endpoint', true)!,
     deviceAuthorizationEndpoint: url('device_authorization_endpoint', false),
     accountManagementUri: url('account_management_uri', false),
+    accountManagementActions: list('account_management_actions_supported'),
     grantTypes: list('grant_types_supported'),
     codeChallengeMethods: list('code_challenge_methods_supported'),
     issParameterSupported: body.authorization_response_iss_parameter_supported === true,

@@ -1,11 +1,11 @@
 import { formatDuration } from '../duration.js';
 import { MxsError, badResponse, cancelled, notLoggedIn, usageError } from '../errors.js';
-import { isLoopbackHost } from '../http/loopback.js';
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
 import type { SessionRecord } from '../model.js';
 import { printable } from '../ui/escape.js';
 import type { Deps } from './deps.js';
+import { deleteWithoutClientApi, webPage, type AdminDeviceDeletion, type DeletionPage, type DeletionTiming } from './devices-account-page.js';
 import { iso, refreshWhenExpired, withAccessToken } from './session.js';
 
 // `mxs devices`, `devices delete`, `devices rename`: the account's devices (sessions), managed over
@@ -76,6 +76,8 @@ export interface DeleteInteraction {
   password(userId: string): Promise<string>;
   /** Shows the page where the user approves the deletion (OAuth accounts), and opens it when asked to. */
   showAccountPage(url: string, devices: DeviceEntry[]): Promise<void>;
+  /** No deletion in the client API: shows each device's deletion page on the account site (and opens them when asked to). */
+  showDeletionPages(pages: DeletionPage[]): Promise<void>;
   /** Interactive only: resolves once the user says the page is done (Enter). */
   waitUntilDone(): Promise<void>;
 }
@@ -85,9 +87,20 @@ export interface DeleteDevicesResult {
   deleted: string[];
 }
 
-/** Without a terminal, how often the deletion is retried while the user approves it on the account page, and for how long. */
+/** Without a terminal, how often the deletion is retried (or the device list checked) while the user approves it on the account page, and for how long. */
 export const ACCOUNT_PAGE_POLL_MS = 3000;
 export const ACCOUNT_PAGE_WAIT_MS = 10 * 60_000;
+export const DELETION_TIMING: DeletionTiming = { pollMs: ACCOUNT_PAGE_POLL_MS, waitMs: ACCOUNT_PAGE_WAIT_MS };
+
+export interface DeleteDevicesOptions {
+  timing: DeletionTiming;
+  /**
+   * The admin API (mxs admin's back end, through adminDeviceDeletion in ./devices-account-page.ts),
+   * used instead of the account page where the client API cannot delete: resolves to null when the
+   * session is not an admin one. Absent: never.
+   */
+  admin?: () => Promise<AdminDeviceDeletion | null>;
+}
 
 /**
  * `devices delete`: all or nothing. Every argument is checked (control characters, the current
@@ -95,7 +108,12 @@ export const ACCOUNT_PAGE_WAIT_MS = 10 * 60_000;
  * server's user-interactive auth is completed with a password (`m.login.password`) or on the
  * account-management page (`m.oauth`, spec v1.17).
  */
-export async function deleteDevicesService(input: DeleteDevicesInput, deps: Deps, io: DeleteInteraction): Promise<DeleteDevicesResult> {
+export async function deleteDevicesService(
+  input: DeleteDevicesInput,
+  deps: Deps,
+  io: DeleteInteraction,
+  opts: DeleteDevicesOptions = { timing: DELETION_TIMING },
+): Promise<DeleteDevicesResult> {
   const { profile } = input;
   const ids = [...new Set(input.deviceIds)];
   if (ids.length > 0 && input.olderThanMs !== undefined) {
@@ -131,13 +149,19 @@ export async function deleteDevicesService(input: DeleteDevicesInput, deps: Deps
     );
     return value;
   };
+  // Trying is how mxs learns whether the client API deletes here: this first request carries no
+  // credentials, so it only draws the server's challenge, or 404 M_UNRECOGNIZED where there is none.
   const first = await attempt(undefined, true);
   const done = { profile, deleted: targetIds };
   if (first.done) return done;
+  if (first.unsupported === true) {
+    await deleteWithoutClientApi({ profile, record, userId: listed.userId, targets, timing: opts.timing, admin: opts.admin }, deps, io);
+    return done;
+  }
   const challenge = first.challenge;
   const stage = (name: string) => challenge.flows.some((f) => f.length === 1 && f[0] === name);
   if (stage('m.oauth')) {
-    await approveOnAccountPage(challenge, record, targets, attempt, deps, io);
+    await approveOnAccountPage(challenge, record, targets, attempt, deps, io, opts.timing);
     return done;
   }
   if (stage('m.login.password')) {
@@ -160,7 +184,7 @@ async function confirmWithPassword(challenge: UiaChallenge, userId: string, atte
   const auth = { type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password, ...sessionOf(challenge) };
   const outcome = await attempt(auth, false);
   if (outcome.done) return;
-  const refused = outcome.challenge;
+  const refused = challengeOf(outcome);
   if (refused.errcode !== null) {
     throw new MxsError({
       code: refused.errcode,
@@ -189,23 +213,24 @@ async function approveOnAccountPage(
   attempt: Attempt,
   deps: Deps,
   io: DeleteInteraction,
+  timing: DeletionTiming,
 ): Promise<void> {
   const url = accountPageUrl(challenge, record, targets);
   await io.showAccountPage(url, targets);
-  const deadline = deps.now() + ACCOUNT_PAGE_WAIT_MS;
+  const deadline = deps.now() + timing.waitMs;
   let session = sessionOf(challenge);
   for (;;) {
     if (io.interactive) await io.waitUntilDone();
-    else await deps.sleep(ACCOUNT_PAGE_POLL_MS, io.signal);
+    else await deps.sleep(timing.pollMs, io.signal);
     const outcome = await attempt({ ...session }, true);
     if (outcome.done) return;
-    session = { ...session, ...sessionOf(outcome.challenge) };
+    session = { ...session, ...sessionOf(challengeOf(outcome)) };
     if (io.interactive) {
       deps.notice('The server has not seen the deletion approved yet: finish on the page, then press Enter (Ctrl-C gives up).');
     } else if (deps.now() >= deadline) {
       throw new MxsError({
         code: 'timeout',
-        message: `The deletion was not approved on the account page within ${formatDuration(ACCOUNT_PAGE_WAIT_MS)}.`,
+        message: `The deletion was not approved on the account page within ${formatDuration(timing.waitMs)}.`,
         hint: `Approve it at ${url}, then run the command again.`,
         kind: 'auth',
       });
@@ -214,6 +239,12 @@ async function approveOnAccountPage(
 }
 
 const sessionOf = (c: UiaChallenge): { session?: string } => (c.session === null ? {} : { session: c.session });
+
+/** The challenge of an unfinished deletion; a server that stops knowing the endpoint halfway is not one mxs can follow. */
+function challengeOf(outcome: Exclude<DeletionOutcome, { done: true }>): UiaChallenge {
+  if (outcome.unsupported === true) throw badResponse('The server stopped recognizing the device deletion request halfway through.');
+  return outcome.challenge;
+}
 
 /**
  * The stage's own URL when it is a web page mxs may open; else the session's account-management
@@ -235,18 +266,6 @@ function accountPageUrl(challenge: UiaChallenge, record: SessionRecord, targets:
     return page.toString();
   }
   throw badResponse('To delete devices the server asks for approval on its account page, but names no usable page.');
-}
-
-function webPage(raw: string, insecure: boolean): boolean {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    return false;
-  }
-  if (url.protocol === 'https:') return true;
-  if (url.protocol !== 'http:') return false;
-  return insecure || isLoopbackHost(url.hostname);
 }
 
 /** Devices named on the command line, all of which must exist. */

@@ -26,6 +26,7 @@ import { notableSkew, type Deps } from './deps.js';
 import { remainingMs, secretFromGrant, withProfileLock } from './session.js';
 import { chooseSecretStore } from './storage.js';
 import { strategyFor } from './strategy.js';
+import { printable } from '../printable.js';
 
 export type MethodChoice = 'auto' | 'oauth' | 'password' | 'token';
 
@@ -225,11 +226,23 @@ export function defaultDeviceName(): string {
   return `mxs on ${hostname()}`;
 }
 
+/**
+ * The Matrix Authentication Service grants a device scope only for `[A-Za-z0-9-]{10,}` (its policy,
+ * policies/authorization_grant.rego); any other ID leaves the approval failing while the client
+ * polls until the code expires, so it is refused here, before a client is registered.
+ */
+export function checkOAuthDeviceId(deviceId: string): void {
+  if (OAUTH_DEVICE_ID.test(deviceId)) return;
+  throw usageError(
+    `--device-id "${printable(deviceId, { maxChars: 80, quoted: true })}" cannot be used with OAuth 2.0: the server accepts only 10 to 64 letters, digits and "-" (A-Z a-z 0-9 -).`,
+    'Choose one such as --device-id mxs-laptop-01, or leave --device-id out to get a new one.',
+  );
+}
+const OAUTH_DEVICE_ID = /^[A-Za-z0-9-]{10,64}$/;
+
 async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginInput, deps: Deps, io: LoginInteraction): Promise<Granted> {
   const deviceId = input.deviceId ?? newDeviceId();
-  if (!/^[A-Za-z0-9._~-]{1,64}$/.test(deviceId)) {
-    throw usageError('--device-id must be 1-64 of A-Z a-z 0-9 . _ ~ - for an OAuth 2.0 login.', 'Leave it out to get a new random device ID.');
-  }
+  checkOAuthDeviceId(deviceId);
   const scope = `${API_SCOPE} ${deviceScope(deviceId)}`;
   const aborted = () => {
     if (io.signal?.aborted) throw cancelled('Login cancelled; nothing was stored.');

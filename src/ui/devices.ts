@@ -1,7 +1,7 @@
 import { formatDuration } from '../duration.js';
 import { usageError } from '../errors.js';
-import { openInBrowser } from '../cli/terminal.js';
-import { ACCOUNT_PAGE_POLL_MS, ACCOUNT_PAGE_WAIT_MS, type DeleteDevicesResult, type DeleteInteraction, type DeviceEntry, type DevicesReport, type RenameDeviceResult } from '../services/devices.js';
+import type { DeletionTiming } from '../services/devices-account-page.js';
+import { type DeleteDevicesResult, type DeleteInteraction, type DeviceEntry, type DevicesReport, type RenameDeviceResult } from '../services/devices.js';
 import { printable } from './escape.js';
 import { promptSecret, promptText, readStdinLine } from './input.js';
 import type { Colors, Output } from './output.js';
@@ -62,15 +62,19 @@ export function renamedLine(r: RenameDeviceResult): string {
   return `Renamed device ${printable(r.deviceId)} to "${printable(r.displayName)}".`;
 }
 
+const waiting = (t: DeletionTiming) => `checking every ${formatDuration(t.pollMs)}, for up to ${formatDuration(t.waitMs)}; Ctrl-C gives up`;
+
 export interface DeleteTerminal {
   stdin: NodeJS.ReadStream;
   stdinIsTTY: boolean;
-  env: NodeJS.ProcessEnv;
   now: () => number;
   /** --password-stdin */
   passwordStdin: boolean;
   /** --browser: open the account page. */
   browser: boolean;
+  /** Opens a page in the user's browser; whether it could. */
+  open: (url: string) => Promise<boolean>;
+  timing: DeletionTiming;
 }
 
 /** The terminal side of `devices delete`. */
@@ -95,10 +99,22 @@ export function terminalDeleteInteraction(out: Output, term: DeleteTerminal, sig
     async showAccountPage(url, devices) {
       out.info(`To delete ${devices.length === 1 ? 'the device' : `the ${devices.length} devices`}, approve the deletion on your account page:`);
       out.info(`  ${printable(url)}`);
-      if (term.browser && (await openInBrowser(url, term.env))) out.info('(opened in your browser)');
-      if (!term.stdinIsTTY) {
-        out.info(`Waiting for the approval (checking every ${formatDuration(ACCOUNT_PAGE_POLL_MS)}, for up to ${formatDuration(ACCOUNT_PAGE_WAIT_MS)}; Ctrl-C gives up)...`);
+      if (term.browser && (await term.open(url))) out.info('(opened in your browser)');
+      if (!term.stdinIsTTY) out.info(`Waiting for the approval (${waiting(term.timing)})...`);
+    },
+    async showDeletionPages(pages) {
+      out.info(
+        pages.length === 1
+          ? 'This server deletes devices on its account page: open this link and confirm there.'
+          : 'This server deletes devices on its account page: open the link of each device and confirm there.',
+      );
+      const opened: boolean[] = [];
+      for (const { device, url } of pages) {
+        out.info(`  ${printable(device.deviceId)}: ${printable(url)}`);
+        if (term.browser) opened.push(await term.open(url));
       }
+      if (opened.length > 0 && opened.every(Boolean)) out.info(`(opened in your browser)`);
+      out.info(`Waiting until ${pages.length === 1 ? 'it is' : 'they are'} gone (${waiting(term.timing)})...`);
     },
     async waitUntilDone() {
       await promptText('Press Enter once you have approved it there', { ...promptOpts, required: false });

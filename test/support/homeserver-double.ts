@@ -126,6 +126,8 @@ export interface DoubleOptions {
   loginTokens?: Record<string, string>;
   /** Delegate auth to a Matrix Authentication Service double (see the header). Default: off (legacy auth). */
   oauth?: OAuthOptions;
+  /** Sees each request before the routes and may answer it instead (`next()`: the double's own answer). For modes kept in their own file (test/support/mas-devices.ts). */
+  intercept?: (req: RequestContext, next: () => Answer) => Answer;
 }
 
 export interface OAuthOptions {
@@ -327,7 +329,7 @@ interface RefreshTokenRow {
   nextId: number | null;
 }
 
-interface Answer {
+export interface Answer {
   status: number;
   json: unknown;
   headers?: Record<string, string>;
@@ -500,7 +502,7 @@ function s256(verifier: string): string {
 
 type Handler = (ctx: RequestContext) => Answer;
 
-interface RequestContext {
+export interface RequestContext {
   method: string;
   pathname: string;
   query: URLSearchParams;
@@ -1536,6 +1538,10 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // ===========================================================================================
 
   function dispatch(ctx: RequestContext): Answer {
+    return opts.intercept ? opts.intercept(ctx, () => routeRequest(ctx)) : routeRequest(ctx);
+  }
+
+  function routeRequest(ctx: RequestContext): Answer {
     const route = routes.find((r) => r.pattern.test(ctx.pathname));
     if (!route) return new MatrixError(404, 'M_UNRECOGNIZED', 'Unrecognized request').answer();
     const handler = route.methods[ctx.method];

@@ -57,6 +57,9 @@ function scriptedUser(opts: { interactive?: boolean; confirm?: boolean; password
       log.push(`page ${url} for ${devices.map((d) => d.deviceId).join(' ')}`);
       opts.onPage?.();
     },
+    async showDeletionPages(pages) {
+      log.push(`pages ${pages.map((p) => p.url).join(' ')}`);
+    },
     async waitUntilDone() {
       log.push('done?');
       opts.onDone?.();

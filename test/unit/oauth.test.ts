@@ -660,3 +660,36 @@ describe("the issuer the homeserver names", () => {
     await expect(loginService(input({ deviceId: 'MYDEVICE01' }), w.deps, interaction())).resolves.toMatchObject({ issuer: `${ISSUER}/` });
   });
 });
+
+describe('--device-id on an OAuth 2.0 server (the Matrix Authentication Service rule: [A-Za-z0-9-]{10,})', () => {
+  it.each([
+    ['too short', 'SHORT1'],
+    ['a dot', 'my.device.01'],
+    ['an underscore', 'my_device_01'],
+    ['a tilde', 'mydevice~01'],
+    ['longer than 64', 'A'.repeat(65)],
+  ])('%s: exit 2 naming the rule and an example, before any client is registered', async (_case, deviceId) => {
+    oauthServer();
+    const err = await rejectionOf(() => loginService(input({ deviceId }), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 2, code: 'usage' });
+    expect(err.message).toContain('10 to 64 letters, digits and "-" (A-Z a-z 0-9 -)');
+    expect(hintText(err)).toBe('Choose one such as --device-id mxs-laptop-01, or leave --device-id out to get a new one.');
+    expect(w.requests().map((r) => r.url)).not.toContain(`${ISSUER}/oauth2/registration`);
+  });
+
+  it('a control character in the refused ID is shown escaped', async () => {
+    oauthServer();
+    const err = await rejectionOf(() => loginService(input({ deviceId: 'bad\x1b[31m' }), w.deps, interaction()));
+    expect(err.message).toContain('"bad\\x1b[31m"');
+  });
+
+  it.each(['mxs-laptop-01', 'ABCDEFGHIJ', 'a'.repeat(64)])('%s is accepted and sent in the device scope', async (deviceId) => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, TOKENS);
+    whoamiAndName(deviceId);
+    await expect(loginService(input({ deviceId }), w.deps, interaction())).resolves.toMatchObject({ deviceId });
+    const device = w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!;
+    expect((device.body as Record<string, string>).scope).toContain(`urn:matrix:client:device:${deviceId}`);
+  });
+});

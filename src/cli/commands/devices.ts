@@ -1,8 +1,10 @@
 import { parseDuration } from '../../duration.js';
-import { deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesReport, type RenameDeviceResult } from '../../services/devices.js';
+import type { DeletionTiming } from '../../services/devices-account-page.js';
+import { DELETION_TIMING, deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesReport, type RenameDeviceResult } from '../../services/devices.js';
 import { deletedLine, deviceTable, renamedLine, terminalDeleteInteraction } from '../../ui/devices.js';
-import type { CommandDefinition } from '../command.js';
-import { cancelOnSigint } from '../terminal.js';
+import type { CommandDefinition, CommandInput } from '../command.js';
+import type { CommandContext } from '../context.js';
+import { cancelOnSigint, openInBrowser } from '../terminal.js';
 
 export const devicesCommand: CommandDefinition<object, object, DevicesReport> = {
   id: 'devices',
@@ -44,25 +46,49 @@ export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string
     'password-stdin': { type: 'boolean', summary: 'Read the account password from standard input (one line).' },
     browser: { type: 'boolean', summary: 'OAuth accounts: open the account page in a browser.' },
   },
-  async run(ctx, { flags, args }) {
-    const { profile, deps, out, env } = ctx;
-    const olderThanMs = flags['older-than'] === undefined ? undefined : parseDuration(flags['older-than'], '--older-than');
-    const sigint = cancelOnSigint('Cancelled; nothing was deleted.');
-    try {
-      const stdin = ctx.stdin();
-      const io = terminalDeleteInteraction(
-        out,
-        { stdin, stdinIsTTY: Boolean(stdin.isTTY), env, now: Date.now, passwordStdin: flags['password-stdin'], browser: flags.browser },
-        sigint.signal,
-      );
-      const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io);
-      out.info(deletedLine(result, olderThanMs));
-      return { result, exitCode: 0 };
-    } finally {
-      sigint.dispose();
-    }
-  },
+  run: (ctx, input) => runDelete(ctx, input, REAL_WORLD),
 };
+
+/** What `devices delete` waits with and opens pages with: the real clock and browser, or a test's. */
+export interface DeleteWorld {
+  timing: DeletionTiming;
+  open(url: string, env: NodeJS.ProcessEnv): Promise<boolean>;
+}
+
+const REAL_WORLD: DeleteWorld = { timing: DELETION_TIMING, open: openInBrowser };
+
+/** `devices delete` waiting and opening pages in `world` (tests: a short interval, a fake browser). */
+export function devicesDeleteDefinition(world: DeleteWorld): typeof devicesDeleteCommand {
+  return { ...devicesDeleteCommand, run: (ctx, input) => runDelete(ctx, input, world) };
+}
+
+async function runDelete(ctx: CommandContext, { flags, args }: CommandInput<DeleteFlags, { ids?: string[] }>, world: DeleteWorld) {
+  const { profile, deps, out, env } = ctx;
+  const olderThanMs = flags['older-than'] === undefined ? undefined : parseDuration(flags['older-than'], '--older-than');
+  const sigint = cancelOnSigint('Cancelled; nothing was deleted.');
+  try {
+    const stdin = ctx.stdin();
+    const io = terminalDeleteInteraction(
+      out,
+      {
+        stdin,
+        stdinIsTTY: Boolean(stdin.isTTY),
+        now: Date.now,
+        passwordStdin: flags['password-stdin'],
+        browser: flags.browser,
+        open: (url) => world.open(url, env),
+        timing: world.timing,
+      },
+      sigint.signal,
+    );
+    // The admin seam (DeleteDevicesOptions.admin) stays unset until mxs admin's back end can say whether this session is an admin one.
+    const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io, { timing: world.timing });
+    out.info(deletedLine(result, olderThanMs));
+    return { result, exitCode: 0 };
+  } finally {
+    sigint.dispose();
+  }
+}
 
 export const devicesRenameCommand: CommandDefinition<object, { id: string; name: string }, RenameDeviceResult> = {
   id: 'devices:rename',
