@@ -27,7 +27,8 @@
 //   Node 24+: mxs token (file) and mxs status: median <= 1.0 x `gh auth token`'s (unchecked without gh)
 //   older:    mxs token (file) and mxs status: median <= 1.3 x `node -e 0`'s
 //   mxs token (keychain): median <= 1.25 x mxs token (file)
-//   mxs status --short (the shell-prompt line): median <= 1.05 x mxs status (no slower, within noise)
+//   mxs status --short (the shell-prompt line): median <= 1.1 x mxs status (no slower: identical cases
+//                    differ by up to ~10% on a loaded machine; a real cost, oclif or chalk, is +50% or more)
 //   every mxs case but --version: peak RSS <= `node -e 0`'s + 12 MiB
 //   N concurrent `mxs token --min-valid 30s` on an expired session: 1 refresh, no failure, one token,
 //   wall <= 1.5 x N concurrent `mxs status`
@@ -53,7 +54,7 @@ const NODE_RATIO_TARGET = 1.3;
 const GH_RATIO_TARGET = 1.0;
 const GH_TARGET_FROM_MAJOR = 24;
 const KEYCHAIN_RATIO_TARGET = 1.25;
-const SHORT_RATIO_TARGET = 1.05;
+const SHORT_RATIO_TARGET = 1.1;
 const RSS_OVER_NODE_MIB = 12;
 const CONCURRENCY_RATIO_TARGET = 1.5;
 const LONG_LIFETIME_MS = 60 * 60 * 1000;

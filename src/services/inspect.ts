@@ -80,10 +80,10 @@ export async function inspectService(given: GivenToken[], online: Online | null,
   return { tokens, asked: homeserver };
 }
 
-async function owner(homeserver: string, token: string, format: TokenFormat, deps: Deps): Promise<TokenOwner> {
-  // A refresh token is checked only by using it, which would rotate it; a proxy token is only good at
-  // its proxy and must never reach a homeserver.
-  if (isRefreshKind(format.kind) || format.kind === 'mxs_proxy') return { userId: null, deviceId: null, valid: null };
+async function owner(homeserver: string, token: string, format: TokenReport, deps: Deps): Promise<TokenOwner> {
+  // A refresh token (stored as one, or by its format) is checked only by using it, which would rotate
+  // it; a proxy token is only good at its proxy and must never reach a homeserver.
+  if (format.source === 'refresh' || isRefreshKind(format.kind) || format.kind === 'mxs_proxy') return { userId: null, deviceId: null, valid: null };
   try {
     const who = await whoami(homeserver, token, deps.http);
     return { userId: who.userId, deviceId: who.deviceId ?? null, valid: true };

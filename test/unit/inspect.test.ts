@@ -176,12 +176,13 @@ describe('inspectService', () => {
 
   it('online: refresh tokens and proxy tokens are never sent (valid: null)', async () => {
     const given = [
+      { source: 'refresh' as const, token: 'opaque-refresh-token-of-some-provider' },
       { source: 'refresh' as const, token: synapseToken('syr', 'alice') },
       { source: 'stdin' as const, token: masToken('mar') },
       { source: 'stdin' as const, token: `mxp_${randomBytes(32).toString('base64url')}` },
     ];
     const report = await inspectService(given, { homeserver: HS }, w.deps);
-    expect(report.tokens.map((t) => [t.userId, t.deviceId, t.valid])).toEqual([[null, null, null], [null, null, null], [null, null, null]]);
+    expect(report.tokens.map((t) => [t.userId, t.deviceId, t.valid])).toEqual([[null, null, null], [null, null, null], [null, null, null], [null, null, null]]);
     expect(w.requests()).toEqual([]);
   });
 

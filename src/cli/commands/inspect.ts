@@ -20,7 +20,7 @@ export const inspectCommand: CommandDefinition<InspectFlags, object, InspectRepo
   description:
     "Reads a token from standard input (never from the command line) and says, from the token alone, its kind (Synapse, Matrix Authentication Service, mxs proxy or unknown), the issuing server, the user's localpart where the format carries it, whether its built-in checksum holds, and a fingerprint (the first 12 hex digits of its SHA-256) to compare tokens across logs. With no input (a terminal) or --stored, inspects the profile's stored access and refresh tokens. --online also asks the homeserver whom an access token belongs to: the token is sent to the session's homeserver, or to --server. Exit 0 whenever the token could be looked at, whatever was found; 2 when no token was given.",
   examples: [
-    'grep -o "syt_[^\\"]*" bot-config.json | <%= config.bin %> inspect',
+    'jq -r .access_token bot-config.json | <%= config.bin %> inspect',
     '<%= config.bin %> inspect --stored --json',
     'printf "%s\\n" "$TOKEN" | <%= config.bin %> inspect --online --server https://matrix.example.org',
   ],
