@@ -27,7 +27,7 @@ export function inspectLines(report: InspectReport, c: Colors): string[] {
     `Token:       ${SOURCE[t.source]}`,
     `Kind:        ${KIND[t.kind]} (${t.kind})`,
     `Server:      ${t.server ?? 'unknown'}`,
-    `Localpart:   ${t.localpart === null ? 'not in this format' : printable(t.localpart)}`,
+    `Localpart:   ${t.localpart !== null ? printable(t.localpart) : t.server === 'synapse' ? c.red('unreadable (the token is malformed)') : 'not in this format'}`,
     `Checksum:    ${t.checksumValid === null ? 'none in this format' : t.checksumValid ? c.green('ok') : c.red('bad (mistyped, cut short or altered)')}`,
     `Fingerprint: ${t.fingerprint} (first 12 hex digits of its SHA-256)`,
     ...(t.valid === undefined ? [] : [`Owner:       ${owner(t, report.asked, c)}`]),

@@ -275,6 +275,12 @@ describe('mxs inspect (in-process)', () => {
     expect(text.stdout + text.stderr + r.stdout).not.toMatch(new RegExp(`${accessToken}|${refreshToken}`));
   });
 
+  it('a Synapse token whose localpart does not decode says so, in place of the localpart', async () => {
+    const r = await runCommand(inspectCommand, [], { stdin: 'syt_!!!_abcdefghij_000000', env: env() });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('Localpart:   unreadable (the token is malformed)\nChecksum:    bad');
+  });
+
   it('--stored without a session: exit 4; --online without a server to ask: exit 2; --server without --online: exit 2', async () => {
     expect((await runCommand(inspectCommand, ['--stored'], { env: env() })).exitCode).toBe(4);
     expect((await runCommand(inspectCommand, ['--online'], { stdin: 'abcdefgh', env: env() })).exitCode).toBe(2);
