@@ -16,7 +16,7 @@
 //
 // On each Node, the start-up cases run round-robin, one run of each case per round, the order rotating
 // every round, so machine noise hits all of them alike: `node -e 0`, `gh auth token` (Go; Debian's
-// `gh`, reading a hosts.yml in a temporary GH_CONFIG_DIR), `mxs status`, `mxs status --json`,
+// `gh`, reading a hosts.yml in a temporary GH_CONFIG_DIR), `mxs status`, `mxs status --json`, `mxs status --short`,
 // `mxs token` with the file store and with the OS keychain (a private D-Bus and gnome-keyring, as the
 // keychain suite starts them: test/support/secret-service.ts), and `mxs --version` (through oclif,
 // for information). A case whose program is missing is skipped with the reason printed. Wall time is
@@ -27,6 +27,8 @@
 //   Node 24+: mxs token (file) and mxs status: median <= 1.0 x `gh auth token`'s (unchecked without gh)
 //   older:    mxs token (file) and mxs status: median <= 1.3 x `node -e 0`'s
 //   mxs token (keychain): median <= 1.25 x mxs token (file)
+//   mxs status --short (the shell-prompt line): median <= 1.1 x mxs status (no slower: identical cases
+//                    differ by up to ~10% on a loaded machine; a real cost, oclif or chalk, is +50% or more)
 //   every mxs case but --version: peak RSS <= `node -e 0`'s + 12 MiB
 //   N concurrent `mxs token --min-valid 30s` on an expired session: 1 refresh, no failure, one token,
 //   wall <= 1.5 x N concurrent `mxs status`
@@ -52,6 +54,7 @@ const NODE_RATIO_TARGET = 1.3;
 const GH_RATIO_TARGET = 1.0;
 const GH_TARGET_FROM_MAJOR = 24;
 const KEYCHAIN_RATIO_TARGET = 1.25;
+const SHORT_RATIO_TARGET = 1.1;
 const RSS_OVER_NODE_MIB = 12;
 const CONCURRENCY_RATIO_TARGET = 1.5;
 const LONG_LIFETIME_MS = 60 * 60 * 1000;
@@ -330,6 +333,7 @@ function startupCases(node, env) {
       : { name: 'gh auth token', kind: 'gh', skip: env.ghSkip },
     { name: 'mxs status', kind: 'hot', ...mxs(['status']) },
     { name: 'mxs status --json', kind: 'info', ...mxs(['status', '--json']) },
+    { name: 'mxs status --short', kind: 'short', ...mxs(['status', '--short']) },
     { name: 'mxs token (file)', kind: 'hot', ...mxs(['token']) },
     env.keychain
       ? { name: 'mxs token (keychain)', kind: 'keychain', ...mxs(['token'], env.keychain) }
@@ -397,6 +401,7 @@ async function benchStartup(opts, node, env, tmp, progress) {
   const base = stat('node -e 0');
   const gh = stat('gh auth token');
   const file = stat('mxs token (file)');
+  const status = stat('mxs status');
   const rows = all.map((c) => {
     if (c.skip) return { name: c.name, skipped: c.skip, target: null, pass: null, failures: [] };
     const medianMs = median(c.wall);
@@ -416,7 +421,8 @@ async function benchStartup(opts, node, env, tmp, progress) {
       }
     }
     if (c.kind === 'keychain') vs('mxs token (file)', medianMs / file.medianMs, KEYCHAIN_RATIO_TARGET);
-    if ((c.kind === 'hot' || c.kind === 'keychain' || c.name === 'mxs status --json') && base.peakRssMiB !== null) {
+    if (c.kind === 'short') vs('mxs status', medianMs / status.medianMs, SHORT_RATIO_TARGET);
+    if ((c.kind === 'hot' || c.kind === 'keychain' || c.kind === 'short' || c.name === 'mxs status --json') && base.peakRssMiB !== null) {
       const limit = base.peakRssMiB + RSS_OVER_NODE_MIB;
       checks.push(`RSS <= ${limit.toFixed(1)} MiB`);
       if (peakRssMiB > limit) failures.push(`${at}: ${c.name}: peak RSS ${peakRssMiB.toFixed(1)} MiB (target <= node -e 0's ${base.peakRssMiB.toFixed(1)} + ${RSS_OVER_NODE_MIB} MiB)`);
@@ -430,6 +436,7 @@ async function benchStartup(opts, node, env, tmp, progress) {
       vsNode: round(medianMs / base.medianMs, 3),
       vsGh: gh ? round(medianMs / gh.medianMs, 3) : null,
       vsFileToken: c.kind === 'keychain' ? round(medianMs / file.medianMs, 3) : null,
+      vsStatus: c.kind === 'short' ? round(medianMs / status.medianMs, 3) : null,
       peakRssMiB: round(peakRssMiB, 1),
       target: checks.length ? checks.join(', ') : c.kind === 'node' ? 'baseline' : c.kind === 'gh' ? 'peer' : 'information',
       pass: checks.length ? failures.length === 0 : null,

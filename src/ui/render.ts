@@ -31,6 +31,22 @@ export function skewLine(skewMs: number | null): string[] {
   return [`Clock:     this machine's clock is ${formatDuration(skewMs)} ${dir} the server's; expiry times are computed locally.`];
 }
 
+/**
+ * `status --short`, for shell prompts: `@alice:example.org 4m12s`, `@alice:example.org expired`, the user
+ * alone when the token never expires; null (print nothing at all) when not logged in.
+ */
+export function shortStatusLine(r: StatusReport, now: number, c: Colors): string | null {
+  const s = r.status;
+  if (!s.loggedIn) return null;
+  const user = printable(s.userId!);
+  if (s.expiresAt === null) return user;
+  if (s.expired) return `${user} ${c.red('expired')}`;
+  const left = Date.parse(s.expiresAt) - now;
+  const text = formatDuration(Math.ceil(left / 1000) * 1000).replace(' ', '');
+  const lifetime = s.issuedAt ? Date.parse(s.expiresAt) - Date.parse(s.issuedAt) : 0;
+  return `${user} ${lifetime > 0 && left < lifetime * WARN_FRACTION ? c.yellow(text) : c.green(text)}`;
+}
+
 /** The lines of `mxs status`; the commands it suggests name --profile as hints do (view). */
 export function statusLines(r: StatusReport, now: number, c: Colors, view: HintView): string[] {
   const s = r.status;

@@ -98,6 +98,7 @@ async function bothWays(args: string[], env: Record<string, string> = {}, shareD
 const mask = (text: string) =>
   text
     .replace(/(expires in|expired) (\d+[dhms] ?)+/g, '$1 <duration>')
+    .replace(/^(@\S+) (\d+[dhms])+$/gm, '$1 <duration>')
     .replace(/"expiresInMs": -?\d+/g, '"expiresInMs": <ms>');
 
 const outcome = (r: RunResult) => ({ code: r.code, signal: r.signal, stdout: mask(r.stdout), stderr: mask(r.stderr) });
@@ -133,6 +134,10 @@ const cases: Record<string, Case[]> = {
     ['corrupt sessions file, --json', corruptSessions, ['status', '--json'], {}, 6],
     ['invalid profile name', noSession, ['status', '-p', '../etc'], {}, 2],
     ['--timeout 0s', valid, ['status', '--timeout', '0s'], {}, 2],
+    ['--short', valid, ['status', '--short'], {}, 0],
+    ['--short, expired, refreshable', () => storeSession('default', { expiresAt: iso(-60_000) }), ['status', '--short'], {}, 5],
+    ['--short, not logged in (nothing at all)', noSession, ['status', '--short'], {}, 4],
+    ['--short -p work', () => valid('work'), ['status', '--short', '-p', 'work'], {}, 0],
   ],
   token: [
     ['not logged in', noSession, ['token'], {}, 4],

@@ -26,6 +26,7 @@ const SHAPES: Record<string, string> = {
   status: 'status.schema.json',
   'status --all': 'status-all.schema.json',
   whoami: 'whoami.schema.json',
+  inspect: 'inspect.schema.json',
   token: 'token.schema.json',
   logout: 'logout.schema.json',
   devices: 'devices.schema.json',
@@ -139,6 +140,7 @@ describe('real output against the schemas (homeserver double)', () => {
   it.each([
     ['refresh', ['refresh'], 'refresh.schema.json', 0],
     ['whoami', ['whoami'], 'whoami.schema.json', 0],
+    ['inspect --stored --online', ['inspect', '--stored', '--online'], 'inspect.schema.json', 0],
     ['token', ['token'], 'token.schema.json', 0],
     ['status', ['status'], 'status.schema.json', 0],
     ['status, not logged in (exit 4)', ['status', '--profile', 'nobody'], 'status.schema.json', 4],

@@ -13,6 +13,7 @@ import { Output } from '../../src/ui/output.js';
 import { apiCommand } from '../../src/cli/commands/api.js';
 import { devicesCommand, devicesDeleteCommand, devicesRenameCommand } from '../../src/cli/commands/devices.js';
 import { execCommand } from '../../src/cli/commands/exec.js';
+import { inspectCommand } from '../../src/cli/commands/inspect.js';
 import { loginCommand } from '../../src/cli/commands/login.js';
 import { logoutCommand } from '../../src/cli/commands/logout.js';
 import { refreshCommand } from '../../src/cli/commands/refresh.js';
@@ -22,7 +23,7 @@ import { tokenCommand } from '../../src/cli/commands/token.js';
 import { whoamiCommand } from '../../src/cli/commands/whoami.js';
 import type { RunResult } from './cli.js';
 
-const COMMANDS = [apiCommand, devicesCommand, devicesDeleteCommand, devicesRenameCommand, execCommand, loginCommand, logoutCommand, refreshCommand, statusCommand, switchCommand, tokenCommand, whoamiCommand];
+const COMMANDS = [apiCommand, devicesCommand, devicesDeleteCommand, devicesRenameCommand, execCommand, inspectCommand, loginCommand, logoutCommand, refreshCommand, statusCommand, switchCommand, tokenCommand, whoamiCommand];
 
 /**
  * `mxs ARGV…` in this process, in the shape runMxs (test/support/cli.ts) gives, for tests moved from

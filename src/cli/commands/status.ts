@@ -1,12 +1,13 @@
 import { Exit, loginHint } from '../../errors.js';
 import { statusAllService, statusService, type StatusResult } from '../../services/status.js';
-import { statusLines } from '../../ui/render.js';
+import { shortStatusLine, statusLines } from '../../ui/render.js';
 import type { CommandDefinition } from '../command.js';
 import { reportAfterResult } from '../report-error.js';
 
 export interface StatusFlags {
   all: boolean;
   watch: boolean;
+  short: boolean;
 }
 
 export type StatusOutput = StatusResult | { defaultProfile: string; profiles: StatusResult[] };
@@ -17,10 +18,12 @@ export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput>
   summary: 'Show the stored session and how long its access token has left.',
   description:
     'Reads local state only: no network, no keychain. Exit 0 when the token is valid, 5 when it has expired but can be refreshed (run mxs refresh), 4 when not logged in or expired for good.',
-  examples: ['<%= config.bin %> status', '<%= config.bin %> status --all --json', '<%= config.bin %> status --watch'],
+  examples: ['<%= config.bin %> status', '<%= config.bin %> status --all --json', '<%= config.bin %> status --watch', 'PS1=\'$(<%= config.bin %> status --short) \\$ \''],
   flags: {
     all: { type: 'boolean', summary: 'Every stored profile.' },
     watch: { type: 'boolean', summary: 'Live countdown on a terminal until expiry or Ctrl-C.', exclusive: ['json'] },
+    // One line for a prompt: a second document (--json) or many profiles (--all) have no place in it.
+    short: { type: 'boolean', summary: 'One line for shell prompts (user and time left); nothing at all when not logged in.', exclusive: ['all', 'json', 'watch'] },
   },
   // The exit code is 0 when the token is valid, 5 when it has expired but can be refreshed, 4 when not logged in or expired for good.
   async run(ctx, { flags, json }) {
@@ -47,6 +50,11 @@ export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput>
       return { result: { defaultProfile, profiles: reports.map((r) => r.status) }, exitCode: unreadable.length > 0 ? Exit.storage : 0 };
     }
     let report = await statusService(ctx.profile, deps);
+    if (flags.short) {
+      const line = shortStatusLine(report, deps.now(), out.color);
+      if (line !== null) out.data(line);
+      return { result: report.status, exitCode: report.exitCode };
+    }
     if (!json) {
       if (flags.watch && out.interactive && report.status.loggedIn) {
         // Re-read each second: a refresh by another mxs process shows up live.
