@@ -19,6 +19,11 @@ export type SessionAuth =
       tokenEndpoint: string;
       revocationEndpoint: string;
       accountManagementUri?: string;
+      /**
+       * The scopes granted (the token response's `scope`, RFC 6749 §5.1), absent when the server did
+       * not say or an older mxs made the session. An optional field: format 2 readers keep it as is.
+       */
+      scopes?: string[];
     };
 
 /** Non-secret facts about a session, kept in the sessions file so `status` needs no keychain. */
@@ -56,6 +61,8 @@ export interface TokenGrant {
   refreshToken?: string;
   /** Absent: the access token does not expire. */
   expiresInMs?: number;
+  /** OAuth: the scopes granted (`scope`, space-separated); absent when the server did not say. */
+  scope?: string;
   /** When the request was sent: expiry counts from here (contract: never from parse time). */
   sentAt: number;
 }

@@ -4,6 +4,7 @@ import { login, loginFlows, setDeviceDisplayName, whoami, type LoginMethod } fro
 import { looksLikeUrl, resolveHomeserver } from '../matrix/discovery.js';
 import type { LoginMethodName, SessionAuth, SessionRecord, SessionSecret, StorageKind, StoragePreference, TokenGrant } from '../model.js';
 import {
+  ADMIN_SCOPES,
   API_SCOPE,
   DEVICE_GRANT,
   authorizationUrl,
@@ -17,6 +18,7 @@ import {
   pollDeviceToken,
   refusePlainHttp,
   registerClient,
+  scopeList,
   secretBearingEndpoints,
   startDeviceAuthorization,
   type AuthMetadata,
@@ -40,6 +42,8 @@ export interface LoginInput {
   user?: string;
   /** OAuth with the authorization-code grant + PKCE through the browser, instead of the device grant. */
   browser?: boolean;
+  /** OAuth: also ask for the admin scopes (the Matrix Authentication Service's and Synapse's admin APIs). */
+  admin?: boolean;
   /** The `client_uri` registered for OAuth (default: mxs's homepage); MSC2966 wants https, not localhost. */
   clientUri?: string;
   deviceId?: string;
@@ -96,6 +100,9 @@ interface Granted {
 }
 
 export async function loginService(input: LoginInput, deps: Deps, io: LoginInteraction = noInteraction): Promise<LoginResult> {
+  if (input.admin && (input.method === 'password' || input.method === 'token' || input.credentials)) {
+    throw usageError('--admin is for OAuth 2.0 logins, not password or token logins.', 'An admin user of a server without OAuth 2.0 logs in as usual, without --admin.');
+  }
   const homeserver = await resolveHomeserver(input.server, input.insecure, deps.http);
   const { meta: oauth, flows } = await chooseOAuth(homeserver, input, deps);
   // Settle where the secrets go before sending any credential: a login whose tokens cannot be
@@ -177,10 +184,32 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
     await confirmIssuer(meta, deps.http);
     return { meta };
   }
+  if (input.admin) throw adminNeedsOAuth(homeserver);
   if (method === 'oauth') {
     throw usageError(`${homeserver} does not offer OAuth 2.0 login (no auth_metadata).`, 'Log in with a password: mxs login --method password');
   }
   return { meta: null, flows };
+}
+
+/** Admin scopes exist only with OAuth; elsewhere a Synapse admin's ordinary session is an admin session. */
+function adminNeedsOAuth(homeserver: string): MxsError {
+  return usageError(
+    `${homeserver} does not use OAuth 2.0 (no auth_metadata), so there are no admin scopes to ask for.`,
+    'An admin user logs in as usual, without --admin: the server knows who its admins are.',
+  );
+}
+
+/**
+ * The server would not grant the admin scopes: MAS refuses a user without `can_request_admin` (the
+ * browser's Cancel comes back as access_denied), other servers answer invalid_scope.
+ */
+function adminRefused(err: MxsError): MxsError {
+  if (err.code !== 'invalid_scope' && err.code !== 'access_denied') return err;
+  return err.with({
+    message: `The server refused the admin scopes: this user is not allowed to request admin (${err.code}${err.detail ? `: ${err.detail}` : ''}).`,
+    hint: 'Ask the server admin to allow this user to request admin (MAS: can_request_admin), or log in without --admin.',
+    kind: 'auth',
+  });
 }
 
 async function matrixLogin(homeserver: string, input: LoginInput, deps: Deps, io: LoginInteraction, knownFlows?: string[]): Promise<Granted> {
@@ -230,7 +259,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
   if (!/^[A-Za-z0-9._~-]{1,64}$/.test(deviceId)) {
     throw usageError('--device-id must be 1-64 of A-Z a-z 0-9 . _ ~ - for an OAuth 2.0 login.', 'Leave it out to get a new random device ID.');
   }
-  const scope = `${API_SCOPE} ${deviceScope(deviceId)}`;
+  const scope = [API_SCOPE, deviceScope(deviceId), ...(input.admin ? ADMIN_SCOPES : [])].join(' ');
   const aborted = () => {
     if (io.signal?.aborted) throw cancelled('Login cancelled; nothing was stored.');
   };
@@ -255,7 +284,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
     }
   } catch (err) {
     aborted();
-    throw err;
+    throw input.admin && err instanceof MxsError ? adminRefused(err) : err;
   }
   aborted();
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
@@ -277,6 +306,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
       tokenEndpoint: meta.tokenEndpoint,
       revocationEndpoint: meta.revocationEndpoint,
       ...(meta.accountManagementUri ? { accountManagementUri: meta.accountManagementUri } : {}),
+      ...(grant.scope !== undefined ? { scopes: scopeList(grant.scope) } : {}),
     },
   };
 }

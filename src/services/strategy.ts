@@ -2,7 +2,7 @@ import { logout as matrixLogout, refresh as matrixRefresh, REFRESH_PATHS } from 
 import type { HttpDeps } from '../http/transport.js';
 import type { SessionAuth, SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { loginHint, type Hint } from '../errors.js';
-import { refreshGrant, refusePlainHttp, revokeToken } from '../oauth/client.js';
+import { refreshGrant, refusePlainHttp, revokeToken, scopeList } from '../oauth/client.js';
 
 /**
  * How a session refreshes and ends, by the protocol it was made with. The refresh transaction
@@ -44,7 +44,9 @@ const oauth: AuthStrategy = {
     // `--lifetime` is a Matrix extension; OAuth servers set lifetimes themselves (contract: not sent).
     const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
     refuseStoredPlainHttp(record, auth.tokenEndpoint, 'token endpoint');
-    return { grant: await refreshGrant(auth.tokenEndpoint, auth.clientId, refreshToken, http), auth };
+    const grant = await refreshGrant(auth.tokenEndpoint, auth.clientId, refreshToken, http);
+    // A refresh may narrow the scopes (RFC 6749 §6); one that does not say keeps them.
+    return { grant, auth: grant.scope === undefined ? auth : { ...auth, scopes: scopeList(grant.scope) } };
   },
   async end(record, secret, _opts, http) {
     // RFC 7009 with the session's own client: the refresh token first (it ends the grant), then the access token.

@@ -12,6 +12,8 @@ import type { StatePaths } from './paths.js';
  * The sessions-file format. 1 (mxs 0.1): Matrix sessions only, `refreshPath` at the top level.
  * 2: `method` and `auth` (`matrix` with its refresh path, or `oauth` with issuer, client and
  * endpoints). Every older format is read without loss; the next write upgrades the file.
+ * Optional fields added later within a format (`auth.scopes`) are kept as they are by readers that
+ * predate them (they validate only the fields they know and write the record back whole).
  */
 export const FORMAT = 2;
 
@@ -137,6 +139,7 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   if (typeof auth !== 'object' || auth === null) throw corrupt('missing auth');
   if (auth.type === 'oauth') {
     for (const k of ['issuer', 'clientId', 'tokenEndpoint', 'revocationEndpoint']) if (!str(k, auth)) throw corrupt(`missing auth.${k}`);
+    if (auth.scopes !== undefined && !(Array.isArray(auth.scopes) && auth.scopes.every((x) => typeof x === 'string'))) throw corrupt('bad auth.scopes');
   } else if (auth.type !== 'matrix') {
     throw corrupt('bad auth.type');
   }

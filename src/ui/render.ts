@@ -40,6 +40,7 @@ export function statusLines(r: StatusReport, now: number, c: Colors, view: HintV
     `User:      ${printable(s.userId!)} (device ${printable(s.deviceId!)})`,
     `Server:    ${printable(s.homeserver!)}`,
     `Login:     ${s.method === 'oauth' ? `OAuth 2.0 (issuer ${printable(s.issuer ?? '?')})` : s.method === 'token' ? 'login token' : 'password'}`,
+    ...(s.scopes ? [`Scopes:    ${s.scopes.map((x) => printable(x)).join(' ')}`] : []),
     ...(r.accountManagementUri ? [`Account:   ${printable(r.accountManagementUri)}`] : []),
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
     `Refresh:   ${refreshState(s, c, view)}`,

@@ -11,6 +11,7 @@ import { cancelOnSigint } from '../terminal.js';
 interface LoginFlags {
   method: 'auto' | 'oauth' | 'password' | 'token';
   browser: boolean;
+  admin: boolean;
   user?: string;
   'password-stdin': boolean;
   'token-stdin': boolean;
@@ -28,6 +29,7 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
   examples: [
     '<%= config.bin %> login example.org --user alice',
     '<%= config.bin %> login matrix.org --browser',
+    '<%= config.bin %> login example.org --admin',
     'printf "%s\\n" "$MATRIX_PASSWORD" | <%= config.bin %> login https://matrix.example.org -u @alice:example.org --password-stdin',
     'printf "%s\\n" "$LOGIN_TOKEN" | <%= config.bin %> login example.org --token-stdin --profile work',
   ],
@@ -37,6 +39,7 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
   flags: {
     method: { type: 'option', options: ['auto', 'oauth', 'password', 'token'], default: 'auto', summary: 'auto: OAuth 2.0 where the server offers it, else password.' },
     browser: { type: 'boolean', summary: 'OAuth: log in through a browser (authorization code + PKCE) instead of a device code.', exclusive: ['password-stdin', 'token-stdin'] },
+    admin: { type: 'boolean', summary: 'OAuth: also ask for the admin scopes (urn:mas:admin, urn:synapse:admin:*), for mxs admin.', exclusive: ['password-stdin', 'token-stdin'] },
     user: { type: 'option', char: 'u', summary: 'User: a localpart (alice) or a full user ID (@alice:example.org); a login hint for OAuth.' },
     'password-stdin': { type: 'boolean', summary: 'Read the password from standard input (one line).', exclusive: ['token-stdin'] },
     'token-stdin': { type: 'boolean', summary: 'Log in with an m.login.token read from standard input.', exclusive: ['password-stdin', 'user'] },
@@ -61,6 +64,7 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
           credentials,
           user: flags.user,
           browser: flags.browser,
+          admin: flags.admin,
           // For deployments that register mxs under their own page (MSC2966: https, not localhost).
           clientUri: env.MXS_OAUTH_CLIENT_URI || undefined,
           deviceId: flags['device-id'],
