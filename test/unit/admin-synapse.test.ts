@@ -1,6 +1,7 @@
 // The Synapse admin back end (src/services/admin/synapse.ts) against a mocked Synapse admin API.
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { synapseAdminBackend, fullUserId, fingerprint } from '../../src/services/admin/synapse.js';
+import { refreshWhenBelow, withAccessToken } from '../../src/services/session.js';
 import { HS, T0, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, type UnitWorld } from '../support/unit-deps.js';
 
 let w: UnitWorld;
@@ -14,7 +15,15 @@ afterEach(async () => {
 
 const BOB = '@bob:example.org';
 const USER = `/_synapse/admin/v2/users/${encodeURIComponent(BOB)}`;
-const backend = () => synapseAdminBackend({ profile: 'default', homeserver: HS, serverName: 'example.org' }, w.deps);
+/** The session's connection, as `mxs admin` makes it: calls through the session core. */
+const backend = () =>
+  synapseAdminBackend({
+    record: { homeserver: HS },
+    http: w.deps.http,
+    serverName: 'example.org',
+    rememberSecret: (...v) => w.deps.rememberSecret(...v),
+    authed: async (call) => (await withAccessToken('default', w.deps, refreshWhenBelow(60_000), (s) => call(s.secret.accessToken))).value,
+  });
 const bob = { userId: BOB, adminId: BOB };
 
 describe('synapseAdminBackend', () => {

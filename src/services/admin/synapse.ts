@@ -4,14 +4,19 @@
 
 import { createHash } from 'node:crypto';
 import { MxsError, usageError, type Hint } from '../../errors.js';
+import type { HttpDeps } from '../../http/transport.js';
 import { requestJson } from '../../matrix/http.js';
-import type { Deps } from '../deps.js';
-import { refreshWhenBelow, withAccessToken } from '../session.js';
 import type { AdminBackend, AdminSession, CreatedToken } from './backend.js';
 
-export interface SynapseAdminSession {
-  profile: string;
-  homeserver: string;
+/**
+ * What the back end needs of the session (the shape of `mxs admin`'s AdminConnection): its homeserver,
+ * and authenticated calls through the session core (refresh ahead of expiry, 401 → refresh → replay once).
+ */
+export interface SynapseAdminConnection {
+  record: { homeserver: string };
+  http: HttpDeps;
+  authed<T>(call: (accessToken: string) => Promise<T>): Promise<T>;
+  rememberSecret(...values: string[]): void;
   /** The Matrix server name a bare localpart belongs to (the session user's domain). */
   serverName: string;
 }
@@ -25,16 +30,14 @@ const MAX_PAGES = 1000;
 /** The hint of a refusal for want of admin rights: log in again asking for them. */
 export const ADMIN_LOGIN_HINT: Hint = ['Use a server admin\'s session; on an OAuth server log in with the admin scopes: ', { next: 'login', flags: '--admin' }];
 
-export function synapseAdminBackend(session: SynapseAdminSession, deps: Deps): AdminBackend {
+export function synapseAdminBackend(conn: SynapseAdminConnection): AdminBackend {
+  const homeserver = conn.record.homeserver;
   // Which user each listed session belongs to: endSessions takes sessions found by sessions() first.
   const owners = new WeakMap<AdminSession, string>();
 
   async function call(method: 'GET' | 'POST', path: string, body?: unknown, retry = true): Promise<Record<string, unknown>> {
     try {
-      const { value } = await withAccessToken(session.profile, deps, refreshWhenBelow(60_000), (s) =>
-        requestJson(deps.http, { method, url: `${s.record.homeserver}${ADMIN}${path}`, accessToken: s.secret.accessToken, body, retry }),
-      );
-      return value.body;
+      return (await conn.authed((accessToken) => requestJson(conn.http, { method, url: `${homeserver}${ADMIN}${path}`, accessToken, body, retry }))).body;
     } catch (err) {
       throw notAdmin(err);
     }
@@ -44,13 +47,13 @@ export function synapseAdminBackend(session: SynapseAdminSession, deps: Deps): A
     api: 'synapse',
 
     async resolveUser(user) {
-      const userId = fullUserId(user, session.serverName);
+      const userId = fullUserId(user, conn.serverName);
       try {
         await call('GET', `/v2/users/${encodeURIComponent(userId)}`);
       } catch (err) {
         const e = err as MxsError;
         if (e.status === 404 || e.status === 400) {
-          throw usageError(`There is no user ${userId} on ${new URL(session.homeserver).host} (${e.detail ?? e.code}).`, 'Check the user ID: @user:server, or a localpart of the session\'s server.');
+          throw usageError(`There is no user ${userId} on ${new URL(homeserver).host} (${e.detail ?? e.code}).`, 'Check the user ID: @user:server, or a localpart of the session\'s server.');
         }
         throw e;
       }
@@ -90,13 +93,13 @@ export function synapseAdminBackend(session: SynapseAdminSession, deps: Deps): A
     },
 
     async createToken(user: User, opts): Promise<CreatedToken> {
-      const validUntil = opts.expiresInMs === null ? null : deps.now() + opts.expiresInMs;
+      const validUntil = opts.expiresInMs === null ? null : conn.http.now() + opts.expiresInMs;
       const body = await call('POST', `/v1/users/${encodeURIComponent(user.userId)}/login`, validUntil === null ? {} : { valid_until_ms: validUntil }, false);
       const token = body.access_token;
       if (typeof token !== 'string' || token === '') {
         throw new MxsError({ code: 'bad_response', message: 'The server answered the admin login without an access_token.', hint: 'Retry later; --verbose shows the exchange.', kind: 'network' });
       }
-      deps.rememberSecret(token);
+      conn.rememberSecret(token);
       // Synapse gives such a token no ID and no device: its fingerprint (as `mxs inspect` shows it) names it.
       return { id: fingerprint(token), userId: user.userId, token, expiresAt: validUntil === null ? null : new Date(validUntil).toISOString() };
     },
