@@ -3,6 +3,8 @@
 import { readFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { loginService, type LoginInput } from '../../src/services/login.js';
+import { resolveApiPath } from '../../src/services/api.js';
+import { listDevicesService } from '../../src/services/devices.js';
 import { logoutService } from '../../src/services/logout.js';
 import { statusService } from '../../src/services/status.js';
 import { tokenService } from '../../src/services/tokens.js';
@@ -139,6 +141,20 @@ describe('a client-credentials session', () => {
     grant([], { access_token: 'mat_cc_3', token_type: 'Bearer', expires_in: 300, refresh_token: 'mar_unexpected' } as never);
     await tokenService('ops', 60_000, w.deps);
     expect((await w.stored('ops')).secret).toMatchObject({ accessToken: 'mat_cc_3', refreshToken: SECRET });
+  });
+
+  it('api: {userId} and {deviceId} have no value there (exit 2); other paths resolve as usual', () => {
+    const session = { homeserver: HS, userId: null, deviceId: null };
+    expect(() => resolveApiPath('/_synapse/admin/v2/users/{userId}', session)).toThrow(expect.objectContaining({ exitCode: 2 }) as unknown as Error);
+    expect(() => resolveApiPath('devices/{deviceId}', session)).toThrow(expect.objectContaining({ exitCode: 2 }) as unknown as Error);
+    expect(resolveApiPath('/_synapse/admin/v2/users/@bob:example.org', session).pathname).toBe('/_synapse/admin/v2/users/@bob:example.org');
+  });
+
+  it('devices: a usage error (exit 2) pointing at mxs admin, nothing asked of the server', async () => {
+    await loggedIn();
+    const before = w.requests().length;
+    await expect(listDevicesService('ops', w.deps)).rejects.toMatchObject({ exitCode: 2 });
+    expect(w.requests().length).toBe(before);
   });
 
   it('logout revokes the access token with the client authentication, then forgets the secret', async () => {
