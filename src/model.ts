@@ -3,7 +3,7 @@
 export type StorageKind = 'keychain' | 'file';
 export type StoragePreference = StorageKind | 'auto';
 
-export type LoginMethodName = 'password' | 'token' | 'oauth';
+export type LoginMethodName = 'password' | 'token' | 'oauth' | 'client_credentials';
 
 /** How a session authenticates and refreshes: the Matrix API, or OAuth 2.0 with a registered client. */
 export type SessionAuth =
@@ -19,14 +19,28 @@ export type SessionAuth =
       tokenEndpoint: string;
       revocationEndpoint: string;
       accountManagementUri?: string;
+      /**
+       * The scopes granted (the token response's `scope`, RFC 6749 §5.1), absent when the server did
+       * not say or an older mxs made the session. An optional field: format 2 readers keep it as is.
+       */
+      scopes?: string[];
+      /**
+       * `client_credentials`: a confidential client's own session (RFC 6749 §4.4), no user, no device;
+       * the stored "refresh token" is the client secret, and refreshing runs the grant again.
+       * Absent: a user's session (device or authorization-code grant) that refreshes with its refresh token.
+       */
+      grant?: 'client_credentials';
+      /** With `grant`: how the client authenticates at the token and revocation endpoints. */
+      clientAuthMethod?: 'client_secret_basic' | 'client_secret_post';
     };
 
 /** Non-secret facts about a session, kept in the sessions file so `status` needs no keychain. */
 export interface SessionRecord {
   profile: string;
   homeserver: string;
-  userId: string;
-  deviceId: string;
+  /** null only for a client-credentials session, which belongs to no user and no device. */
+  userId: string | null;
+  deviceId: string | null;
   /** ISO-8601: when the request that produced the current access token was sent. */
   issuedAt: string;
   /** ISO-8601, or null when the access token does not expire. */
@@ -56,6 +70,8 @@ export interface TokenGrant {
   refreshToken?: string;
   /** Absent: the access token does not expire. */
   expiresInMs?: number;
+  /** OAuth: the scopes granted (`scope`, space-separated); absent when the server did not say. */
+  scope?: string;
   /** When the request was sent: expiry counts from here (contract: never from parse time). */
   sentAt: number;
 }

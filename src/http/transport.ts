@@ -29,6 +29,8 @@ export interface HttpRequest {
   url: string;
   /** Sent as `Authorization: Bearer`, never in the URL. */
   accessToken?: string;
+  /** HTTP Basic (an OAuth client's `client_secret_basic`, RFC 6749 §2.3.1: each part form-encoded first). */
+  basicAuth?: { user: string; password: string };
   /** A JSON body. */
   json?: unknown;
   /** An application/x-www-form-urlencoded body (OAuth). */
@@ -108,6 +110,10 @@ function defaultDispatcher(undici: UndiciCore, timeoutMs: number): Dispatcher {
 async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): Promise<HttpResponse> {
   const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'mxs' };
   if (req.accessToken !== undefined) headers.authorization = `Bearer ${req.accessToken}`;
+  if (req.basicAuth !== undefined) {
+    const enc = (v: string) => new URLSearchParams({ v }).toString().slice(2);
+    headers.authorization = `Basic ${Buffer.from(`${enc(req.basicAuth.user)}:${enc(req.basicAuth.password)}`).toString('base64')}`;
+  }
   let payload: string | undefined;
   if (req.json !== undefined) {
     headers['content-type'] = 'application/json';

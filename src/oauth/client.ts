@@ -22,12 +22,16 @@ export interface AuthMetadata {
   accountManagementActions: string[];
   grantTypes: string[];
   codeChallengeMethods: string[];
+  /** `token_endpoint_auth_methods_supported` (RFC 8414; empty when not given, which means client_secret_basic). */
+  tokenEndpointAuthMethods: string[];
   /** RFC 9207: the server puts `iss` in every authorization response. */
   issParameterSupported: boolean;
 }
 
 export const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 export const API_SCOPE = 'urn:matrix:client:api:*';
+/** The Matrix Authentication Service's admin API, and Synapse's admin API behind it (MAS docs, scopes.md). */
+export const ADMIN_SCOPES = ['urn:mas:admin', 'urn:synapse:admin:*'];
 export const deviceScope = (deviceId: string) => `urn:matrix:client:device:${deviceId}`;
 
 /** A new device ID for the device scope (MSC2967: 10+ characters of [A-Za-z0-9]). */
@@ -83,6 +87,7 @@ function parseMetadata(body: Record<string, unknown>): AuthMetadata {
     accountManagementActions: list('account_management_actions_supported'),
     grantTypes: list('grant_types_supported'),
     codeChallengeMethods: list('code_challenge_methods_supported'),
+    tokenEndpointAuthMethods: list('token_endpoint_auth_methods_supported'),
     issParameterSupported: body.authorization_response_iss_parameter_supported === true,
   };
 }
@@ -194,7 +199,7 @@ export async function registerClient(meta: AuthMetadata, reg: ClientRegistration
   return requireString(jsonBody(res, 'an OAuth registration endpoint'), 'client_id', 'client registration');
 }
 
-function tokenGrant(body: Record<string, unknown>, sentAt: number): TokenGrant {
+export function tokenGrant(body: Record<string, unknown>, sentAt: number): TokenGrant {
   const what = 'token';
   const type = optionalString(body, 'token_type', what);
   if (type !== undefined && type.toLowerCase() !== 'bearer') throw badResponse(`The server's token response has token_type "${type.slice(0, 20)}", not Bearer.`);
@@ -203,8 +208,15 @@ function tokenGrant(body: Record<string, unknown>, sentAt: number): TokenGrant {
     refreshToken: optionalToken(body, 'refresh_token', what),
     // RFC 6749 §5.1: expires_in is in seconds.
     expiresInMs: optionalLifetimeMs(body, 'expires_in', what, 1000),
+    ...(typeof body.scope === 'string' && body.scope.trim() !== '' ? { scope: body.scope } : {}),
     sentAt,
   };
+}
+
+/** A token response's `scope` as the list stored with the session (bounded: it is server text). */
+export function scopeList(scope: string | undefined): string[] | undefined {
+  if (scope === undefined) return undefined;
+  return [...new Set(scope.split(' ').filter((s) => s !== '' && /^[\x21-\x7e]{1,200}$/.test(s)))].slice(0, 50);
 }
 
 /** RFC 6749 §6: refresh. Network errors and 5xx are retried with the same (old) refresh token. */

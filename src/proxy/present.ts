@@ -14,7 +14,7 @@ export type ProxyTokenSource = { kind: 'shown'; token: string } | { kind: 'env' 
 
 export function startLines(info: ProxyStartInfo & { homeserver: string }, token: ProxyTokenSource, drainMs: number): string[] {
   const lines = [
-    `mxs proxy: ${printable(info.userId)} (device ${printable(info.deviceId)}) on ${printable(info.homeserver)}`,
+    `mxs proxy: ${info.userId === null ? 'client credentials' : `${printable(info.userId)} (device ${printable(info.deviceId ?? '?')})`} on ${printable(info.homeserver)}`,
     `  homeserver URL for clients: ${info.url}`,
     token.kind === 'shown' ? `  access token for clients:   ${token.token}` : '  access token for clients:   the one in MXS_PROXY_TOKEN',
   ];

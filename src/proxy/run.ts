@@ -34,8 +34,8 @@ export interface ProxyRequest {
 export interface ProxyStartInfo {
   profile: string;
   url: string;
-  userId: string;
-  deviceId: string;
+  userId: string | null;
+  deviceId: string | null;
   tokenFile: string | null;
 }
 

@@ -46,7 +46,11 @@ export function resolveApiPath(path: string, session: Pick<LoadedSession['record
   const [rawPath, query = ''] = splitOnce(path, '?');
   const segments = rawPath!.split('/');
   if (segments.some((s) => /^(\.|%2e){1,2}$/i.test(s))) throw usageError('The path contains "." or ".." segments.', 'Give the path the server expects, without dot segments.');
-  const filled = rawPath!.replace(/\{userId\}/g, encodeURIComponent(session.userId)).replace(/\{deviceId\}/g, encodeURIComponent(session.deviceId));
+  const own = (v: string | null, name: string) => {
+    if (v === null) throw usageError(`{${name}} has no value: this session (client credentials) belongs to no user or device.`, `Write the ${name === 'userId' ? 'user ID' : 'device ID'} into the path.`);
+    return encodeURIComponent(v);
+  };
+  const filled = rawPath!.replace(/\{userId\}/g, () => own(session.userId, 'userId')).replace(/\{deviceId\}/g, () => own(session.deviceId, 'deviceId'));
   const absolute = filled.startsWith('/_matrix/') || filled.startsWith('/_synapse/') ? filled : CLIENT_V3 + filled.replace(/^\/+/, '');
   const url = new URL(session.homeserver);
   url.pathname = url.pathname.replace(/\/+$/, '') + absolute;

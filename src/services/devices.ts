@@ -33,13 +33,14 @@ export interface DevicesReport {
 
 /** `mxs devices`: the current device first, then the most recently seen; never-seen ones last. */
 export async function listDevicesService(profile: string, deps: Deps): Promise<DevicesReport> {
-  const { value, session } = await withAccessToken(profile, deps, refreshWhenExpired, (s) =>
-    listDevices(s.record.homeserver, s.secret.accessToken, deps.http),
-  );
-  return { result: { profile, devices: entries(value, session.record.deviceId) }, userId: session.record.userId };
+  const { value, session } = await withAccessToken(profile, deps, refreshWhenExpired, async (s) => {
+    if (s.record.userId === null) throw usageError('A client-credentials session belongs to no user, so it has no devices.', 'See a user\'s sessions with: mxs admin sessions USER');
+    return listDevices(s.record.homeserver, s.secret.accessToken, deps.http);
+  });
+  return { result: { profile, devices: entries(value, session.record.deviceId) }, userId: session.record.userId! };
 }
 
-function entries(devices: Device[], currentId: string): DeviceEntry[] {
+function entries(devices: Device[], currentId: string | null): DeviceEntry[] {
   const byId = new Map(devices.map((d) => [d.deviceId, d])); // a server listing one twice shows it once
   return [...byId.values()]
     .map((d) => ({ deviceId: d.deviceId, displayName: d.displayName, lastSeenAt: d.lastSeenTs === null ? null : iso(d.lastSeenTs), lastSeenIp: d.lastSeenIp, current: d.deviceId === currentId }))
@@ -125,7 +126,7 @@ export async function deleteDevicesService(
   ids.forEach((id) => checkDeviceId(id));
   const record = await deps.sessions.read(profile);
   if (!record) throw notLoggedIn(profile);
-  if (ids.includes(record.deviceId)) {
+  if (record.deviceId !== null && ids.includes(record.deviceId)) {
     throw usageError(
       `Device ${printable(record.deviceId)} is the one this session (profile ${profile}) runs on; mxs never deletes it. Nothing was deleted.`,
       ['To end this session, run: ', { next: 'logout', profile }],

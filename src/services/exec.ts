@@ -66,8 +66,9 @@ export function childEnv(base: NodeJS.ProcessEnv, profile: string, record: Sessi
   const env: NodeJS.ProcessEnv = {
     ...base,
     MATRIX_HOMESERVER: record.homeserver,
-    MATRIX_USER_ID: record.userId,
-    MATRIX_DEVICE_ID: record.deviceId,
+    // Empty for a client-credentials session, which has neither.
+    MATRIX_USER_ID: record.userId ?? '',
+    MATRIX_DEVICE_ID: record.deviceId ?? '',
     MATRIX_ACCESS_TOKEN: secret.accessToken,
     MXS_PROFILE: profile,
     MXS_EXPIRES_AT: secret.expiresAt ?? '',

@@ -57,8 +57,8 @@ export interface KeeperOptions {
 }
 
 export interface SessionHealth {
-  userId: string;
-  deviceId: string;
+  userId: string | null;
+  deviceId: string | null;
   expiresAt: string | null;
   refreshable: boolean;
 }

@@ -4,6 +4,7 @@ import { login, loginFlows, setDeviceDisplayName, whoami, type LoginMethod } fro
 import { looksLikeUrl, resolveHomeserver } from '../matrix/discovery.js';
 import type { LoginMethodName, SessionAuth, SessionRecord, SessionSecret, StorageKind, StoragePreference, TokenGrant } from '../model.js';
 import {
+  ADMIN_SCOPES,
   API_SCOPE,
   DEVICE_GRANT,
   authorizationUrl,
@@ -17,12 +18,14 @@ import {
   pollDeviceToken,
   refusePlainHttp,
   registerClient,
+  scopeList,
   secretBearingEndpoints,
   startDeviceAuthorization,
   type AuthMetadata,
   type DeviceAuthorization,
 } from '../oauth/client.js';
 import { notableSkew, type Deps } from './deps.js';
+import { clientCredentialsLogin } from './login-client-credentials.js';
 import { remainingMs, secretFromGrant, withProfileLock } from './session.js';
 import { chooseSecretStore } from './storage.js';
 import { strategyFor } from './strategy.js';
@@ -41,6 +44,10 @@ export interface LoginInput {
   user?: string;
   /** OAuth with the authorization-code grant + PKCE through the browser, instead of the device grant. */
   browser?: boolean;
+  /** OAuth: the client credentials grant for this confidential client, instead of a user's login. */
+  clientCredentials?: { clientId: string; clientSecret: string };
+  /** OAuth: also ask for the admin scopes (the Matrix Authentication Service's and Synapse's admin APIs). */
+  admin?: boolean;
   /** The `client_uri` registered for OAuth (default: mxs's homepage); MSC2966 wants https, not localhost. */
   clientUri?: string;
   deviceId?: string;
@@ -67,8 +74,9 @@ export interface LoginInteraction {
 export interface LoginResult {
   profile: string;
   homeserver: string;
-  userId: string;
-  deviceId: string;
+  /** null for a client-credentials session: it belongs to no user and no device. */
+  userId: string | null;
+  deviceId: string | null;
   method: LoginMethodName;
   issuer: string | null;
   expiresAt: string | null;
@@ -90,13 +98,21 @@ const noInteraction: LoginInteraction = {
 
 interface Granted {
   grant: TokenGrant;
-  userId: string;
-  deviceId: string;
+  userId: string | null;
+  deviceId: string | null;
+  /** Stored where a refresh token goes when the grant gives none (client credentials: the client secret). */
+  refreshCredential?: string;
   method: LoginMethodName;
   auth: SessionAuth;
 }
 
 export async function loginService(input: LoginInput, deps: Deps, io: LoginInteraction = noInteraction): Promise<LoginResult> {
+  if (input.admin && (input.method === 'password' || input.method === 'token' || input.credentials)) {
+    throw usageError('--admin is for OAuth 2.0 logins, not password or token logins.', 'An admin user of a server without OAuth 2.0 logs in as usual, without --admin.');
+  }
+  if (input.clientCredentials && (input.method === 'password' || input.method === 'token' || input.credentials || input.browser || input.admin)) {
+    throw usageError('--client-credentials is a login of its own: not with a password, a login token, --browser or --admin.', 'Run: mxs login SERVER --client-credentials --client-id ID (the secret on standard input).');
+  }
   const homeserver = await resolveHomeserver(input.server, input.insecure, deps.http);
   const { meta: oauth, flows } = await chooseOAuth(homeserver, input, deps);
   // Settle where the secrets go before sending any credential: a login whose tokens cannot be
@@ -106,11 +122,15 @@ export async function loginService(input: LoginInput, deps: Deps, io: LoginInter
   await deps.sessions.assertStateWritable(input.profile, { secrets: store.kind === 'file' });
   // And a session file this mxs may replace: never one a newer mxs wrote (exit 6).
   await deps.sessions.readReplaceable(input.profile);
-  const granted = oauth ? await oauthLogin(homeserver, oauth, input, deps, io) : await matrixLogin(homeserver, input, deps, io, flows);
+  const granted = !oauth
+    ? await matrixLogin(homeserver, input, deps, io, flows)
+    : input.clientCredentials
+      ? await clientCredentialsLogin(homeserver, oauth, input.clientCredentials, deps)
+      : await oauthLogin(homeserver, oauth, input, deps, io);
   const { grant } = granted;
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
 
-  const secret = secretFromGrant(grant, null);
+  const secret = secretFromGrant(grant, granted.refreshCredential ?? null);
   const record: SessionRecord = {
     profile: input.profile,
     homeserver,
@@ -178,10 +198,32 @@ async function chooseOAuth(homeserver: string, input: LoginInput, deps: Deps): P
     await confirmIssuer(meta, deps.http);
     return { meta };
   }
+  if (input.admin || input.clientCredentials) throw adminNeedsOAuth(homeserver);
   if (method === 'oauth') {
     throw usageError(`${homeserver} does not offer OAuth 2.0 login (no auth_metadata).`, 'Log in with a password: mxs login --method password');
   }
   return { meta: null, flows };
+}
+
+/** Admin scopes exist only with OAuth; elsewhere a Synapse admin's ordinary session is an admin session. */
+function adminNeedsOAuth(homeserver: string): MxsError {
+  return usageError(
+    `${homeserver} does not use OAuth 2.0 (no auth_metadata): --admin and --client-credentials are for OAuth 2.0 servers.`,
+    'An admin user logs in as usual, without --admin: the server knows who its admins are.',
+  );
+}
+
+/**
+ * The server would not grant the admin scopes: MAS refuses a user without `can_request_admin` (the
+ * browser's Cancel comes back as access_denied), other servers answer invalid_scope.
+ */
+function adminRefused(err: MxsError): MxsError {
+  if (err.code !== 'invalid_scope' && err.code !== 'access_denied') return err;
+  return err.with({
+    message: `The server refused the admin scopes: this user is not allowed to request admin (${err.code}${err.detail ? `: ${err.detail}` : ''}).`,
+    hint: 'Ask the server admin to allow this user to request admin (MAS: can_request_admin), or log in without --admin.',
+    kind: 'auth',
+  });
 }
 
 async function matrixLogin(homeserver: string, input: LoginInput, deps: Deps, io: LoginInteraction, knownFlows?: string[]): Promise<Granted> {
@@ -243,7 +285,7 @@ const OAUTH_DEVICE_ID = /^[A-Za-z0-9-]{10,64}$/;
 async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginInput, deps: Deps, io: LoginInteraction): Promise<Granted> {
   const deviceId = input.deviceId ?? newDeviceId();
   checkOAuthDeviceId(deviceId);
-  const scope = `${API_SCOPE} ${deviceScope(deviceId)}`;
+  const scope = [API_SCOPE, deviceScope(deviceId), ...(input.admin ? ADMIN_SCOPES : [])].join(' ');
   const aborted = () => {
     if (io.signal?.aborted) throw cancelled('Login cancelled; nothing was stored.');
   };
@@ -268,7 +310,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
     }
   } catch (err) {
     aborted();
-    throw err;
+    throw input.admin && err instanceof MxsError ? adminRefused(err) : err;
   }
   aborted();
   deps.rememberSecret(grant.accessToken, grant.refreshToken);
@@ -290,6 +332,7 @@ async function oauthLogin(homeserver: string, meta: AuthMetadata, input: LoginIn
       tokenEndpoint: meta.tokenEndpoint,
       revocationEndpoint: meta.revocationEndpoint,
       ...(meta.accountManagementUri ? { accountManagementUri: meta.accountManagementUri } : {}),
+      ...(grant.scope !== undefined ? { scopes: scopeList(grant.scope) } : {}),
     },
   };
 }

@@ -11,6 +11,8 @@ export interface StatusResult {
   deviceId: string | null;
   method: LoginMethodName | null;
   issuer: string | null;
+  /** The OAuth scopes granted; null when not OAuth or not known (a session an older mxs made). */
+  scopes: string[] | null;
   issuedAt: string | null;
   expiresAt: string | null;
   expiresInMs: number | null;
@@ -59,6 +61,7 @@ export function describe(profile: string, record: SessionRecord | null, now: num
         deviceId: null,
         method: null,
         issuer: null,
+        scopes: null,
         issuedAt: null,
         expiresAt: null,
         expiresInMs: null,
@@ -82,6 +85,7 @@ export function describe(profile: string, record: SessionRecord | null, now: num
       deviceId: record.deviceId,
       method: record.method,
       issuer: record.auth.type === 'oauth' ? record.auth.issuer : null,
+      scopes: record.auth.type === 'oauth' ? (record.auth.scopes ?? null) : null,
       issuedAt: record.issuedAt,
       expiresAt: record.expiresAt,
       expiresInMs: left,

@@ -2,7 +2,8 @@ import { logout as matrixLogout, refresh as matrixRefresh, REFRESH_PATHS } from 
 import type { HttpDeps } from '../http/transport.js';
 import type { SessionAuth, SessionRecord, SessionSecret, TokenGrant } from '../model.js';
 import { loginHint, type Hint } from '../errors.js';
-import { refreshGrant, refusePlainHttp, revokeToken } from '../oauth/client.js';
+import { refreshGrant, refusePlainHttp, revokeToken, scopeList } from '../oauth/client.js';
+import { CLIENT_CREDENTIALS_SCOPE, clientCredentialsGrant, revokeWithSecret } from '../oauth/client-credentials.js';
 
 /**
  * How a session refreshes and ends, by the protocol it was made with. The refresh transaction
@@ -44,7 +45,9 @@ const oauth: AuthStrategy = {
     // `--lifetime` is a Matrix extension; OAuth servers set lifetimes themselves (contract: not sent).
     const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
     refuseStoredPlainHttp(record, auth.tokenEndpoint, 'token endpoint');
-    return { grant: await refreshGrant(auth.tokenEndpoint, auth.clientId, refreshToken, http), auth };
+    const grant = await refreshGrant(auth.tokenEndpoint, auth.clientId, refreshToken, http);
+    // A refresh may narrow the scopes (RFC 6749 §6); one that does not say keeps them.
+    return { grant, auth: grant.scope === undefined ? auth : { ...auth, scopes: scopeList(grant.scope) } };
   },
   async end(record, secret, _opts, http) {
     // RFC 7009 with the session's own client: the refresh token first (it ends the grant), then the access token.
@@ -56,6 +59,34 @@ const oauth: AuthStrategy = {
   endNeedsAccessToken: false,
 };
 
+/**
+ * A confidential client's own session (RFC 6749 §4.4): no refresh token exists, so the client secret
+ * is stored in its place (the same secret store, the same lock) and "refreshing" runs the grant again.
+ */
+const clientCredentials: AuthStrategy = {
+  async refresh(record, clientSecret, _opts, http) {
+    const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
+    refuseStoredPlainHttp(record, auth.tokenEndpoint, 'token endpoint');
+    const grant = await clientCredentialsGrant(auth.tokenEndpoint, confidentialClient(auth, clientSecret), CLIENT_CREDENTIALS_SCOPE, http);
+    // A refresh token in the answer is not kept: the secret stays the way to a new token.
+    const { refreshToken: _ignored, ...withoutRefresh } = grant;
+    return { grant: withoutRefresh, auth: grant.scope === undefined ? auth : { ...auth, scopes: scopeList(grant.scope) } };
+  },
+  async end(record, secret, _opts, http) {
+    // The secret itself stays valid (it is the client's, not the session's); forgetting it is logout's part.
+    const auth = record.auth as Extract<SessionAuth, { type: 'oauth' }>;
+    refuseStoredPlainHttp(record, auth.revocationEndpoint, 'revocation endpoint');
+    if (secret.refreshToken === null) return;
+    await revokeWithSecret(auth.revocationEndpoint, confidentialClient(auth, secret.refreshToken), secret.accessToken, http);
+  },
+  endNeedsAccessToken: false,
+};
+
+function confidentialClient(auth: Extract<SessionAuth, { type: 'oauth' }>, clientSecret: string) {
+  return { clientId: auth.clientId, clientSecret, authMethod: auth.clientAuthMethod ?? 'client_secret_basic' };
+}
+
 export function strategyFor(auth: SessionAuth): AuthStrategy {
-  return auth.type === 'oauth' ? oauth : matrix;
+  if (auth.type !== 'oauth') return matrix;
+  return auth.grant === 'client_credentials' ? clientCredentials : oauth;
 }

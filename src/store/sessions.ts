@@ -12,8 +12,17 @@ import type { StatePaths } from './paths.js';
  * The sessions-file format. 1 (mxs 0.1): Matrix sessions only, `refreshPath` at the top level.
  * 2: `method` and `auth` (`matrix` with its refresh path, or `oauth` with issuer, client and
  * endpoints). Every older format is read without loss; the next write upgrades the file.
+ * Optional fields added later within a format (`auth.scopes`) are kept as they are by readers that
+ * predate them (they validate only the fields they know and write the record back whole).
  */
-export const FORMAT = 2;
+export const FORMAT = 3;
+
+/**
+ * 3: a client-credentials session (method `client_credentials`, `auth.grant`, no user or device). Only
+ * such records are written as 3, so that an mxs that predates them says a newer mxs wrote the file
+ * instead of taking the client secret for a refresh token; every other record is still written as 2.
+ */
+const formatOf = (record: SessionRecord) => (record.method === 'client_credentials' ? 3 : 2);
 
 /** The sessions files: one small JSON file per profile with the session's non-secret metadata. */
 export class SessionStore {
@@ -61,7 +70,7 @@ export class SessionStore {
     const file = this.paths.session(record.profile);
     try {
       await ensurePrivateDir(dirname(file));
-      await writeFileAtomic(file, JSON.stringify({ format: FORMAT, ...record }, null, 2) + '\n');
+      await writeFileAtomic(file, JSON.stringify({ format: formatOf(record), ...record }, null, 2) + '\n');
     } catch (err) {
       throw fsFailure(err, file, `Cannot write the sessions file ${file}`);
     }
@@ -117,10 +126,11 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
   const r = data as Record<string, unknown>;
   // Contract: a newer mxs's file is never "repaired" or overwritten by this one.
   if (Number.isInteger(r.format) && (r.format as number) > FORMAT) throw newerFormat(file, r.format as number, profile);
-  if (r.format !== 1 && r.format !== FORMAT) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
+  if (r.format !== 1 && r.format !== 2 && r.format !== 3) throw corrupt(`unknown format ${JSON.stringify(r.format)}`);
   const str = (k: string, o: Record<string, unknown> = r) => typeof o[k] === 'string' && (o[k] as string).length > 0;
   const time = (k: string) => typeof r[k] === 'string' && !Number.isNaN(Date.parse(r[k] as string));
-  for (const k of ['homeserver', 'userId', 'deviceId']) if (!str(k)) throw corrupt(`missing ${k}`);
+  const clientCredentials = r.format === 3 && r.method === 'client_credentials';
+  for (const k of ['homeserver', 'userId', 'deviceId']) if (!str(k) && !(clientCredentials && k !== 'homeserver' && r[k] === null)) throw corrupt(`missing ${k}`);
   if (!time('issuedAt')) throw corrupt('bad issuedAt');
   if (r.expiresAt !== null && !time('expiresAt')) throw corrupt('bad expiresAt');
   if (typeof r.refreshable !== 'boolean') throw corrupt('bad refreshable');
@@ -132,12 +142,15 @@ function parseRecord(text: string, file: string, profile: string): SessionRecord
     const auth: SessionAuth = typeof refreshPath === 'string' ? { type: 'matrix', refreshPath } : { type: 'matrix' };
     return { ...rest, method: 'password', auth } as unknown as SessionRecord;
   }
-  if (r.method !== 'password' && r.method !== 'token' && r.method !== 'oauth') throw corrupt('bad method');
+  if (!['password', 'token', 'oauth', ...(r.format === 3 ? ['client_credentials'] : [])].includes(r.method as string)) throw corrupt('bad method');
   const auth = r.auth as Record<string, unknown> | null;
   if (typeof auth !== 'object' || auth === null) throw corrupt('missing auth');
   if (auth.type === 'oauth') {
     for (const k of ['issuer', 'clientId', 'tokenEndpoint', 'revocationEndpoint']) if (!str(k, auth)) throw corrupt(`missing auth.${k}`);
-  } else if (auth.type !== 'matrix') {
+    if (clientCredentials !== (auth.grant === 'client_credentials')) throw corrupt('bad auth.grant');
+    if (clientCredentials && auth.clientAuthMethod !== 'client_secret_basic' && auth.clientAuthMethod !== 'client_secret_post') throw corrupt('bad auth.clientAuthMethod');
+    if (auth.scopes !== undefined && !(Array.isArray(auth.scopes) && auth.scopes.every((x) => typeof x === 'string'))) throw corrupt('bad auth.scopes');
+  } else if (auth.type !== 'matrix' || clientCredentials) {
     throw corrupt('bad auth.type');
   }
   const { format: _format, ...record } = r;

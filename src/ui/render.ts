@@ -53,9 +53,10 @@ export function statusLines(r: StatusReport, now: number, c: Colors, view: HintV
   if (!s.loggedIn) return [`Profile:   ${s.profile}`, `Session:   ${c.red('not logged in')}`];
   return [
     `Profile:   ${s.profile}`,
-    `User:      ${printable(s.userId!)} (device ${printable(s.deviceId!)})`,
+    s.userId === null ? 'User:      none (client credentials: the client\'s own session)' : `User:      ${printable(s.userId)} (device ${printable(s.deviceId ?? '?')})`,
     `Server:    ${printable(s.homeserver!)}`,
-    `Login:     ${s.method === 'oauth' ? `OAuth 2.0 (issuer ${printable(s.issuer ?? '?')})` : s.method === 'token' ? 'login token' : 'password'}`,
+    `Login:     ${s.method === 'oauth' ? `OAuth 2.0 (issuer ${printable(s.issuer ?? '?')})` : s.method === 'client_credentials' ? `OAuth 2.0 client credentials (issuer ${printable(s.issuer ?? '?')})` : s.method === 'token' ? 'login token' : 'password'}`,
+    ...(s.scopes ? [`Scopes:    ${s.scopes.map((x) => printable(x)).join(' ')}`] : []),
     ...(r.accountManagementUri ? [`Account:   ${printable(r.accountManagementUri)}`] : []),
     `Token:     ${countdown(s.issuedAt, s.expiresAt, now, c)}`,
     `Refresh:   ${refreshState(s, c, view)}`,
@@ -74,7 +75,8 @@ function refreshState(s: StatusReport['status'], c: Colors, view: HintView): str
 
 export function loginLine(r: LoginResult, now: number, c: Colors): string {
   const expiry = countdown(r.expiresAt ? new Date(now).toISOString() : null, r.expiresAt, now, c);
-  return `Logged in to ${printable(r.homeserver)} as ${printable(r.userId)} (device ${printable(r.deviceId)})${r.method === 'oauth' ? ' with OAuth 2.0' : ''}; token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
+  const who = r.userId === null ? 'as the OAuth client itself (client credentials)' : `as ${printable(r.userId)} (device ${printable(r.deviceId ?? '?')})${r.method === 'oauth' ? ' with OAuth 2.0' : ''}`;
+  return `Logged in to ${printable(r.homeserver)} ${who}; token ${expiry}${r.expiresAt && !r.refreshable ? ', no refresh token' : ''}. Secrets in ${r.storage === 'keychain' ? 'the OS keychain' : 'a 0600 file'}.`;
 }
 
 export function refreshLine(r: RefreshResult, now: number, c: Colors): string {

@@ -362,6 +362,16 @@ describe('authorization code grant with PKCE (--browser)', () => {
     expect(await w.stored()).toEqual({ record: null, secret: null });
   });
 
+  it('--admin asks for the admin scopes; Cancel on the refusal page (access_denied) says the user may not request admin (exit 4)', async () => {
+    let scope: string | null = null;
+    const { result } = await browserLogin((q) => ((scope = q.get('scope')), new URLSearchParams({ error: 'access_denied', state: q.get('state')!, iss: `${ISSUER}/` }).toString()), { admin: true, deviceId: 'BROWSERDEV' });
+    const err = await rejectionOf(() => result);
+    expect(scope).toBe('urn:matrix:client:api:* urn:matrix:client:device:BROWSERDEV urn:mas:admin urn:synapse:admin:*');
+    expect(err).toMatchObject({ exitCode: 4, code: 'access_denied' });
+    expect(err.message).toMatch(/not allowed to request admin/);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+
   it('an answer from another issuer (RFC 9207 mix-up) is refused before any code is exchanged', async () => {
     const { result } = await browserLogin((q) => new URLSearchParams({ code: 'c', state: q.get('state')!, iss: 'https://evil.example/' }).toString());
     await expect(result).rejects.toMatchObject({ exitCode: 3 });
@@ -691,5 +701,77 @@ describe('--device-id on an OAuth 2.0 server (the Matrix Authentication Service 
     await expect(loginService(input({ deviceId }), w.deps, interaction())).resolves.toMatchObject({ deviceId });
     const device = w.requests().find((r) => r.url === `${ISSUER}/oauth2/device`)!;
     expect((device.body as Record<string, string>).scope).toContain(`urn:matrix:client:device:${deviceId}`);
+  });
+});
+
+describe('login --admin', () => {
+  const ADMIN_SCOPE = 'urn:matrix:client:api:* urn:matrix:client:device:ADMINDEV01 urn:mas:admin urn:synapse:admin:*';
+
+  it('asks for urn:mas:admin and urn:synapse:admin:* beside the usual scopes and stores the scopes granted; status shows them', async () => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { ...TOKENS, scope: ADMIN_SCOPE });
+    whoamiAndName('ADMINDEV01');
+    await loginService(input({ admin: true, deviceId: 'ADMINDEV01' }), w.deps, interaction());
+    const [device] = w.requests().filter((r) => r.url === `${ISSUER}/oauth2/device`);
+    expect(device!.body).toEqual({ client_id: 'client-1', scope: ADMIN_SCOPE });
+    const scopes = ADMIN_SCOPE.split(' ');
+    expect((await w.stored()).record!.auth).toMatchObject({ type: 'oauth', scopes });
+    expect((await statusService('default', w.deps)).status.scopes).toEqual(scopes);
+  });
+
+  it('a refresh that names the scopes replaces them; one that does not keeps them', async () => {
+    oauthServer();
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { ...TOKENS, scope: ADMIN_SCOPE });
+    whoamiAndName('ADMINDEV01');
+    await loginService(input({ admin: true, deviceId: 'ADMINDEV01' }), w.deps, interaction());
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_2', refresh_token: 'mar_2', token_type: 'Bearer', expires_in: 300 });
+    await refreshService('default', undefined, w.deps);
+    expect((await statusService('default', w.deps)).status.scopes).toEqual(ADMIN_SCOPE.split(' '));
+    replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 200, { access_token: 'mat_3', refresh_token: 'mar_3', token_type: 'Bearer', expires_in: 300, scope: 'urn:matrix:client:api:*' });
+    await refreshService('default', undefined, w.deps);
+    expect((await statusService('default', w.deps)).status.scopes).toEqual(['urn:matrix:client:api:*']);
+  });
+
+  it('status of an OAuth session that recorded no scopes (an older mxs made it) says null', async () => {
+    await w.seed({ oauth: true });
+    expect((await statusService('default', w.deps)).status.scopes).toBeNull();
+  });
+
+  it.each([
+    ['invalid_scope at the device endpoint', () => replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 400, { error: 'invalid_scope', error_description: 'admin not allowed' }), 'invalid_scope'],
+    [
+      'access_denied while polling',
+      () => {
+        replyJson(w.agent, ISSUER, 'POST', '/oauth2/device', 200, DEVICE);
+        replyJson(w.agent, ISSUER, 'POST', '/oauth2/token', 403, { error: 'access_denied' });
+      },
+      'access_denied',
+    ],
+  ])('a refusal (%s) says the user is not allowed to request admin: exit 4, nothing stored', async (_case, refuse, code) => {
+    oauthServer();
+    refuse();
+    const err = await rejectionOf(() => loginService(input({ admin: true, deviceId: 'ADMINDEV01' }), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 4, code });
+    expect(err.message).toMatch(/^The server refused the admin scopes: this user is not allowed to request admin/);
+    expect(hintText(err)).toMatch(/can_request_admin|without --admin/);
+    expect(await w.stored()).toEqual({ record: null, secret: null });
+  });
+
+  it('on a server without OAuth: a usage error (exit 2) saying an admin user logs in as usual; nothing sent but discovery', async () => {
+    replyVersions(w.agent, HS);
+    replyJson(w.agent, HS, 'GET', META_PATH, 404, { errcode: 'M_UNRECOGNIZED' });
+    replyJson(w.agent, HS, 'GET', UNSTABLE_META_PATH, 404, { errcode: 'M_UNRECOGNIZED' });
+    const err = await rejectionOf(() => loginService(input({ admin: true }), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(hintText(err)).toMatch(/admin user logs in as usual/);
+    expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
+  });
+
+  it('with a password method: a usage error (exit 2) before anything is sent', async () => {
+    const err = await rejectionOf(() => loginService(input({ admin: true, method: 'password' }), w.deps, interaction()));
+    expect(err).toMatchObject({ exitCode: 2 });
+    expect(w.requests().filter((r) => r.method === 'POST')).toEqual([]);
   });
 });

@@ -45,12 +45,18 @@ describe('countdown', () => {
 
 describe('status lines (issue 10 item 20)', () => {
   const report = (over: Partial<StatusReport['status']>): StatusReport => ({
-    status: { profile: 'work', loggedIn: true, homeserver: 'https://hs', userId: '@a:hs', deviceId: 'D', method: 'password', issuer: null, issuedAt: FIVE_MIN_BEFORE, expiresAt: EXPIRES, expiresInMs: 1, expired: false, refreshable: true, storage: 'file', ...over },
+    status: { profile: 'work', loggedIn: true, homeserver: 'https://hs', userId: '@a:hs', deviceId: 'D', method: 'password', issuer: null, scopes: null, issuedAt: FIVE_MIN_BEFORE, expiresAt: EXPIRES, expiresInMs: 1, expired: false, refreshable: true, storage: 'file', ...over },
     exitCode: 0,
     clockSkewMs: null,
     accountManagementUri: null,
   });
   const refreshLine = (r: StatusReport) => statusLines(r, expiresMs - 10_000, plain, { defaultProfile: 'default' }).find((l) => l.startsWith('Refresh:'));
+
+  it('shows the OAuth scopes granted, escaped, and no scopes line when there are none', () => {
+    const lines = statusLines(report({ method: 'oauth', issuer: 'https://auth/', scopes: ['urn:matrix:client:api:*', 'urn:mas:admin', 'x\u001b[31m'] }), expiresMs - 10_000, plain, { defaultProfile: 'default' });
+    expect(lines.find((l) => l.startsWith('Scopes:'))).toBe('Scopes:    urn:matrix:client:api:* urn:mas:admin x\\x1b[31m');
+    expect(statusLines(report({}), expiresMs - 10_000, plain, { defaultProfile: 'default' }).some((l) => l.startsWith('Scopes:'))).toBe(false);
+  });
 
   it('says what renews a valid token instead of promising an automatic refresh', () => {
     expect(refreshLine(report({}))).toBe('Refresh:   on use: mxs token, whoami and refresh renew it (refresh token stored)');

@@ -55,7 +55,9 @@ describe('format 1 (mxs 0.1)', () => {
     const old = (await w.deps.sessions.read('legacy-v1'))!;
     await w.deps.sessions.write(old);
     const raw = JSON.parse(await readFile(w.paths.session('legacy-v1'), 'utf8'));
-    expect(raw.format).toBe(FORMAT);
+    // 2: format 3 is written only for client-credentials sessions (test/unit/client-credentials.test.ts).
+    expect(raw.format).toBe(2);
+    expect(FORMAT).toBe(3);
     expect(raw).not.toHaveProperty('refreshPath');
     expect(await w.deps.sessions.read('legacy-v1')).toEqual(old);
   });

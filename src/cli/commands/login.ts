@@ -11,6 +11,9 @@ import { cancelOnSigint } from '../terminal.js';
 interface LoginFlags {
   method: 'auto' | 'oauth' | 'password' | 'token';
   browser: boolean;
+  admin: boolean;
+  'client-credentials': boolean;
+  'client-id'?: string;
   user?: string;
   'password-stdin': boolean;
   'token-stdin': boolean;
@@ -28,6 +31,8 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
   examples: [
     '<%= config.bin %> login example.org --user alice',
     '<%= config.bin %> login matrix.org --browser',
+    '<%= config.bin %> login example.org --admin',
+    'printf "%s\\n" "$CLIENT_SECRET" | <%= config.bin %> login example.org --client-credentials --client-id 01J0ADMINCLIENT --profile ops',
     'printf "%s\\n" "$MATRIX_PASSWORD" | <%= config.bin %> login https://matrix.example.org -u @alice:example.org --password-stdin',
     'printf "%s\\n" "$LOGIN_TOKEN" | <%= config.bin %> login example.org --token-stdin --profile work',
   ],
@@ -37,6 +42,13 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
   flags: {
     method: { type: 'option', options: ['auto', 'oauth', 'password', 'token'], default: 'auto', summary: 'auto: OAuth 2.0 where the server offers it, else password.' },
     browser: { type: 'boolean', summary: 'OAuth: log in through a browser (authorization code + PKCE) instead of a device code.', exclusive: ['password-stdin', 'token-stdin'] },
+    admin: { type: 'boolean', summary: 'OAuth: also ask for the admin scopes (urn:mas:admin, urn:synapse:admin:*), for mxs admin.', exclusive: ['password-stdin', 'token-stdin'] },
+    'client-credentials': {
+      type: 'boolean',
+      summary: 'OAuth: log in as a confidential client (client credentials grant, for unattended admin tools); the client secret on standard input.',
+      exclusive: ['password-stdin', 'token-stdin', 'browser', 'admin', 'user', 'device-id', 'device-name'],
+    },
+    'client-id': { type: 'option', summary: 'With --client-credentials: the client ID the server knows the client by.' },
     user: { type: 'option', char: 'u', summary: 'User: a localpart (alice) or a full user ID (@alice:example.org); a login hint for OAuth.' },
     'password-stdin': { type: 'boolean', summary: 'Read the password from standard input (one line).', exclusive: ['token-stdin'] },
     'token-stdin': { type: 'boolean', summary: 'Log in with an m.login.token read from standard input.', exclusive: ['password-stdin', 'user'] },
@@ -49,7 +61,12 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
     const { profile, storage, deps, out, env } = ctx;
     const server = args.server ?? (await deps.sessions.read(profile))?.homeserver;
     if (!server) throw usageError('No server given.', 'Run: mxs login example.org --user alice');
+    if (Boolean(flags['client-credentials']) !== (flags['client-id'] !== undefined)) {
+      throw usageError('--client-credentials and --client-id go together.', 'Run: mxs login SERVER --client-credentials --client-id ID (the client secret on standard input).');
+    }
     const credentials = await givenCredentials(ctx, flags);
+    // The secret comes only from standard input, never argv (one line, like --password-stdin).
+    const clientCredentials = flags['client-credentials'] ? { clientId: flags['client-id']!, clientSecret: await readStdinLine(ctx.stdin(), 'client secret', '--client-credentials') } : undefined;
     const sigint = cancelOnSigint('Login cancelled; nothing was stored.');
     try {
       const io = terminalInteraction(out, { stdinIsTTY: Boolean(ctx.stdin().isTTY), stderrIsTTY: out.errorsInteractive, env, now: Date.now }, sigint.signal);
@@ -61,6 +78,8 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
           credentials,
           user: flags.user,
           browser: flags.browser,
+          admin: flags.admin,
+          clientCredentials,
           // For deployments that register mxs under their own page (MSC2966: https, not localhost).
           clientUri: env.MXS_OAUTH_CLIENT_URI || undefined,
           deviceId: flags['device-id'],

@@ -53,6 +53,7 @@ const bare = (url: string) => url.replace(/\/+$/, '');
  * failure once it does not (the server moved).
  */
 export async function checkDiscovery(record: SessionRecord, storedAnswers: boolean, deps: Pick<Deps, 'http'>): Promise<Finding> {
+  if (record.userId === null) return skipped('discovery', 'Not applicable: a client-credentials session belongs to no user.');
   const name = serverName(record.userId);
   if (!name) return skipped('discovery', `The user ID ${printable(record.userId, { maxChars: 100 })} has no server name.`);
   const url = `https://${name}/.well-known/matrix/client`;

@@ -5,7 +5,7 @@ import type { SessionRecord, SessionSecret } from '../../model.js';
 import { printable } from '../../printable.js';
 import type { Deps } from '../deps.js';
 import { ensureFresh, remainingMs } from '../session.js';
-import { failure, failureOf, formatMs, ok, warning, type Finding } from './types.js';
+import { failure, failureOf, formatMs, ok, skipped, warning, type Finding } from './types.js';
 
 // The checks that use the session's tokens: the access token is accepted and is this session's
 // (token), a refresh token is there to renew it (refresh), and the device still exists (device).
@@ -78,6 +78,7 @@ export async function refreshNow(record: SessionRecord, deps: Deps): Promise<Fin
 
 /** `device`: GET /devices/{deviceId} with the session's token: the device still exists. */
 export async function checkDevice(record: SessionRecord, secret: SessionSecret, deps: Pick<Deps, 'http'>): Promise<Finding> {
+  if (record.deviceId === null) return skipped('device', 'Not applicable: a client-credentials session has no device.');
   const url = `${record.homeserver}/_matrix/client/v3/devices/${encodeURIComponent(record.deviceId)}`;
   try {
     await requestJson(deps.http, { method: 'GET', url, accessToken: secret.accessToken, retry: false });
