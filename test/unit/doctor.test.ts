@@ -40,7 +40,7 @@ describe('config', () => {
     await chmod(w.dir, 0o700);
     const { finding, record } = await checkConfig('default', deps);
     expect(finding).toMatchObject({ status: 'ok', fix: null });
-    expect(finding.detail).toContain('format 2 is known');
+    expect(finding.detail).toContain('the sessions file is in a format this mxs reads (1 to 3)');
     expect(record?.userId).toBe('@alice:example.org');
   });
 

@@ -64,7 +64,7 @@ export async function checkConfig(profile: string, deps: DoctorDeps): Promise<Co
     if (m !== null && (m & 0o077) !== 0) return { finding: warning('config', `${file} is readable by others (mode ${mode(m)}).`, `Run: chmod 600 ${file}`), record };
   }
   const where = record.storage === 'file' ? 'sessions and secrets files' : 'sessions file';
-  return { finding: ok('config', `${deps.root} is private (0700), its ${where} 0600; sessions-file format ${FORMAT} is known.`), record };
+  return { finding: ok('config', `${deps.root} is private (0700), its ${where} 0600; the sessions file is in a format this mxs reads (1 to ${FORMAT}).`), record };
 }
 
 export interface StorageOutcome {
