@@ -310,6 +310,8 @@ function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOpti
   const extension = {
     handle(req: { method: string; pathname: string; query: URLSearchParams; headers: Record<string, unknown>; rawBody: string }) {
       if (!req.pathname.startsWith(PREFIX)) return undefined;
+      // Not configured: what answers is not the admin API, so nothing is recorded as its exchange.
+      if (!enabled) return { status: 404, json: { errors: [{ title: 'Not found' }] } };
       let body: unknown;
       try {
         body = req.rawBody === '' ? undefined : JSON.parse(req.rawBody);
@@ -317,7 +319,6 @@ function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOpti
         body = req.rawBody;
       }
       const answer = ((): { status: number; json: unknown } => {
-        if (!enabled) return { status: 404, json: { errors: [{ title: 'Not found' }] } };
         const auth = typeof req.headers.authorization === 'string' ? req.headers.authorization : '';
         const session = auth.startsWith('Bearer ') ? core.masTokenSession(auth.slice(7)) : null;
         if (!session) return err(401, 'Invalid access token');

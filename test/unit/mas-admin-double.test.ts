@@ -16,8 +16,9 @@ beforeEach(async () => {
 
 afterEach(async () => {
   // Whatever a test did, every exchange followed the description.
-  expect(exchangeProblems(double.admin.exchanges)).toEqual([]);
+  const problems = exchangeProblems(double.admin.exchanges);
   await double.close();
+  expect(problems).toEqual([]);
 });
 
 async function call(method: string, path: string, opts: { token?: string | null; body?: unknown } = {}): Promise<{ status: number; json: any }> {
