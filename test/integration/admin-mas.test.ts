@@ -45,7 +45,8 @@ afterEach(async () => {
 });
 
 /** Stores a profile as `mxs login` would after an OAuth login that granted these tokens. */
-async function storeSession(localpart: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number; deviceId: string }, profile = 'default'): Promise<void> {
+async function storeSession(localpart: string, tokens: { accessToken: string; refreshToken: string; expiresAt: number; deviceId: string }, legacy = false): Promise<void> {
+  const profile = 'default';
   const paths = statePaths(home.env.MXS_CONFIG_DIR!);
   const issuedAt = new Date().toISOString();
   const expiresAt = new Date(tokens.expiresAt).toISOString();
@@ -59,8 +60,8 @@ async function storeSession(localpart: string, tokens: { accessToken: string; re
     expiresAt,
     refreshable: true,
     storage: 'file',
-    method: 'oauth',
-    auth: { type: 'oauth', issuer: double.issuer!, clientId: 'CLIENT', tokenEndpoint: `${double.url}/oauth2/token`, revocationEndpoint: `${double.url}/oauth2/revoke` },
+    method: legacy ? 'password' : 'oauth',
+    auth: legacy ? { type: 'matrix' } : { type: 'oauth', issuer: double.issuer!, clientId: 'CLIENT', tokenEndpoint: `${double.url}/oauth2/token`, revocationEndpoint: `${double.url}/oauth2/revoke` },
   });
 }
 
@@ -250,6 +251,23 @@ describe('without admin rights, or without the MAS admin API', () => {
     const end = await run(commands.sessionsEnd, ['DEV1', '--yes']);
     expect(end.exitCode).toBe(2);
     expect(end.stderr).toContain('--user USER');
+  });
+
+  it('goes straight to the Synapse admin API for a session without OAuth, and says so', async () => {
+    await storeSession('root', double.admin.adminSession('root'), true);
+    const r = await run(adminCommands(() => ({ api: 'synapse', resolveUser: async () => ({ userId: '@bob:localhost', adminId: 'x' }), sessions: async () => [], endSessions: async () => [], createToken: async () => { throw new Error('unused'); } })).sessions, ['bob', '--json']);
+    expect(r.exitCode).toBe(0);
+    expect(r.json()).toEqual({ profile: 'default', api: 'synapse', user: '@bob:localhost', sessions: [] });
+    expect(r.stderr.trim()).toBe('mxs: Using the Synapse admin API.');
+    expect(double.admin.exchanges).toEqual([]);
+  });
+
+  it('refuses an --admin-api the token would reach over plain http: exit 2, nothing sent', async () => {
+    await asAdmin();
+    const r = await run(admin.sessions, ['bob', '--admin-api', 'http://admin.example.org/api/admin/v1']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('mxs sends the access token only over https');
+    expect(double.admin.exchanges).toEqual([]);
   });
 
   it('treats nothing listening at --admin-api as not exposed', async () => {
