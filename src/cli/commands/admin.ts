@@ -47,12 +47,12 @@ const expiresOf = (v: string | undefined) => (v === undefined ? null : parseDura
  */
 const SYNAPSE_MODULE = '../../services/admin/synapse.js';
 export const loadSynapseBackend: SynapseBackendFactory = async (conn) => {
-  let mod: { synapseAdminBackend?: SynapseBackendFactory };
+  let mod: { synapseAdminBackend?: SynapseBackendFactory } = {};
   try {
     mod = (await import(SYNAPSE_MODULE)) as typeof mod;
   } catch (err) {
-    mod = {};
-    void err;
+    // Only a missing module means "no back end"; a failure inside it is a bug to report.
+    if ((err as NodeJS.ErrnoException)?.code !== 'ERR_MODULE_NOT_FOUND' && !/Cannot find module/.test(String(err))) throw err;
   }
   if (!mod.synapseAdminBackend) {
     throw new MxsError({ code: 'usage', message: 'This mxs has no Synapse admin back end.', hint: 'Use the Matrix Authentication Service admin API (--admin-api URL).', kind: 'usage' });

@@ -20,7 +20,7 @@ export interface AdminTransport {
 }
 
 const PAGE_SIZE = 100;
-/** A user of pages beyond this is more than any admin listing needs; a server that never ends is refused. */
+/** More pages than any admin listing needs: a server whose listing never ends is refused. */
 const MAX_PAGES = 1000;
 const API_SCOPE = 'urn:matrix:client:api:*';
 const DEVICE_SCOPES = ['urn:matrix:client:device:', 'urn:matrix:org.matrix.msc2967.client:device:'];
