@@ -39,6 +39,11 @@ const SHAPES: Record<string, string> = {
   'proxy (start line)': 'proxy-start.schema.json',
   api: 'api.schema.json',
   error: 'error.schema.json',
+  // Held against real output in test/integration/admin-mas.test.ts (the double's MAS admin mode).
+  'admin sessions': 'admin-sessions.schema.json',
+  'admin sessions end': 'admin-sessions-end.schema.json',
+  'admin token create': 'admin-token.schema.json',
+  'admin token list': 'admin-token-list.schema.json',
 };
 
 /**

@@ -128,6 +128,23 @@ export interface DoubleOptions {
   oauth?: OAuthOptions;
   /** Sees each request before the routes and may answer it instead (`next()`: the double's own answer). For modes kept in their own file (test/support/mas-devices.ts). */
   intercept?: (req: RequestContext, next: () => Answer) => Answer;
+  /** More of MAS, in its own file (test/support/mas-admin-double.ts): served before the routes here, with the MAS tables in reach. */
+  extend?: (core: DoubleCore) => DoubleExtension;
+}
+
+/** What an extension of the double (OAuth mode) may see and do of MAS's tables. */
+export interface DoubleCore {
+  serverName: string;
+  /** The live MAS session a bearer token authenticates (unexpired, unrevoked), or null. */
+  masTokenSession(token: string): { id: number; kind: 'oauth' | 'compat'; userId: string; deviceId: string; scope: string | null } | null;
+  /** A new active MAS session with its first tokens, as a grant (or a compat login) would make. */
+  grantMasSession(kind: 'oauth' | 'compat', userId: string, deviceId: string, scope: string | null, displayName: string | null): { id: number; accessToken: string; refreshToken: string; expiresAt: number };
+  endMasSession(id: number): void;
+}
+
+export interface DoubleExtension {
+  /** An answer for requests it serves; undefined for the rest. */
+  handle(req: { method: string; pathname: string; query: URLSearchParams; headers: http.IncomingHttpHeaders; rawBody: string }): { status: number; json: unknown } | undefined;
 }
 
 export interface OAuthOptions {
@@ -1537,7 +1554,28 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // END OF DEVICES BLOCK
   // ===========================================================================================
 
+  const extension = oauth && opts.extend ? opts.extend(core()) : undefined;
+  function core(): DoubleCore {
+    return {
+      serverName,
+      masTokenSession(token) {
+        const at = masAccessTokens.get(token);
+        const session = at === undefined ? undefined : masSessions.get(at.sessionId);
+        return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
+      },
+      grantMasSession(kind, userId, deviceId, scope, displayName) {
+        const session = createMasSession(kind, null, userId, deviceId, scope, displayName);
+        const expiresAt = now() + oauthAccessLifetimeSec * 1000;
+        const { at, rt } = issueMasTokens(session, true, expiresAt);
+        return { id: session.id, accessToken: at.token, refreshToken: rt!.token, expiresAt };
+      },
+      endMasSession,
+    };
+  }
+
   function dispatch(ctx: RequestContext): Answer {
+    const extra = extension?.handle(ctx);
+    if (extra) return extra;
     return opts.intercept ? opts.intercept(ctx, () => routeRequest(ctx)) : routeRequest(ctx);
   }
 

@@ -46,6 +46,12 @@ export interface AdminBackend {
   resolveUser(user: string): Promise<{ userId: string; adminId: string }>;
   /** Every session of the user, all pages followed, newest activity first. */
   sessions(user: { userId: string; adminId: string }, opts: { active: boolean }): Promise<AdminSession[]>;
+  /**
+   * Optional: the sessions with these IDs, whoever they belong to, and the IDs no session has (MAS:
+   * each kind's `GET …/{id}`). Without it, `admin sessions end ID…` needs `--user` (Synapse's device IDs
+   * are per user).
+   */
+  findSessions?(ids: string[]): Promise<{ found: AdminSession[]; unknown: string[] }>;
   /** Ends the sessions with these IDs (each found by sessions() first: unknown IDs are refused before anything is ended). */
   endSessions(sessions: AdminSession[]): Promise<string[]>;
   createToken(user: { userId: string; adminId: string }, opts: { expiresInMs: number | null; name: string | null }): Promise<CreatedToken>;
