@@ -28,6 +28,9 @@ async function main() {
   await execute({ dir: join(__dirname, '..', 'package.json'), args: argv }).catch(() => {
     process.exitCode ??= 1;
   });
+  // What the command wrote to a pipe may still be queued (a reader slower than mxs): let stdout take it
+  // all first, or the exit below drops it. Write callbacks run in order; a closed pipe calls back with EPIPE.
+  await new Promise((resolve) => process.stdout.write('', resolve));
   // Exit explicitly, at once once oclif is done: nothing left over (a keychain helper, a socket) may
   // keep the CLI alive, nor a keytar call stuck in this process (src/store/keytar-direct.ts).
   exitProcess(Number(process.exitCode ?? 0));

@@ -63,10 +63,17 @@ export class Output {
     this.stdout.write(text as string);
   }
 
-  /** Streams a body to stdout with backpressure (a 100 MiB download never sits in memory). */
+  /**
+   * Streams a body to stdout with backpressure (a 100 MiB download never sits in memory), and resolves
+   * once stdout has taken all of it: pipeline() without `end` resolves when the body ends, with the last
+   * chunks possibly still queued for a full pipe, and the CLI exits right after (losing them).
+   */
   async pipeData(body: NodeJS.ReadableStream): Promise<void> {
     const { pipeline } = await import('node:stream/promises');
-    await pipeline(body, this.stdout as unknown as NodeJS.WritableStream, { end: false });
+    const stdout = this.stdout as unknown as NodeJS.WritableStream;
+    await pipeline(body, stdout, { end: false });
+    // Write callbacks run in order: this one runs once everything written before it is flushed.
+    await new Promise<void>((resolve, reject) => stdout.write('', (err) => (err ? reject(err) : resolve())));
   }
 
   /** The only unredacted path: `mxs token`. */
