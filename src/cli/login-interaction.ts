@@ -4,7 +4,7 @@ import { formatDuration } from '../duration.js';
 import type { LoginMethod } from '../matrix/client.js';
 import type { DeviceAuthorization } from '../oauth/client.js';
 import type { LoginInteraction } from '../services/login.js';
-import { printable } from '../ui/escape.js';
+import { printable } from '../printable.js';
 import { promptSecret, promptText } from '../ui/input.js';
 import type { Output } from '../ui/output.js';
 

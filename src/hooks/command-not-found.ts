@@ -1,7 +1,7 @@
 import type { Hook } from '@oclif/core';
 import { closest, distance } from 'fastest-levenshtein';
 import { usageError } from '../errors.js';
-import { printable } from '../ui/escape.js';
+import { printable } from '../printable.js';
 import { renderHint } from '../ui/hints.js';
 
 /**

@@ -2,7 +2,7 @@ import { connect, isIP, type Server } from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { MxsError, usageError } from '../errors.js';
 import { isLoopbackHost } from '../http/loopback.js';
-import { printable } from '../ui/escape.js';
+import { printable } from '../printable.js';
 
 // Where the proxy listens: a loopback address (any other only when the user insists) or a Unix socket
 // that only its owner can connect to.

@@ -1,5 +1,5 @@
 import { Redactor } from '../redact.js';
-import { printable } from '../ui/escape.js';
+import { printable } from '../printable.js';
 import type { ProxyStartInfo } from './run.js';
 import type { RequestLogEntry } from './server.js';
 

@@ -3,7 +3,7 @@ import { MxsError, badResponse, cancelled, notLoggedIn, usageError } from '../er
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
 import type { SessionRecord } from '../model.js';
-import { printable } from '../ui/escape.js';
+import { printable } from '../printable.js';
 import type { Deps } from './deps.js';
 import { deleteWithoutClientApi, webPage, type AdminDeviceDeletion, type DeletionPage, type DeletionTiming } from './devices-account-page.js';
 import { iso, refreshWhenExpired, withAccessToken } from './session.js';
@@ -328,7 +328,7 @@ export async function renameDeviceService(profile: string, deviceId: string, nam
   return { profile, deviceId, displayName: name };
 }
 
-// Control characters (C0, DEL, C1, line and paragraph separators), as src/ui/escape.ts escapes them.
+// Control characters (C0, DEL, C1, line and paragraph separators), as src/printable.ts escapes them.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 function checkDeviceId(id: string): void {

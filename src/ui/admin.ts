@@ -1,6 +1,6 @@
 import type { AdminSession, AdminToken } from '../services/admin/backend.js';
 import type { AdminEndedResult, AdminSessionsResult, AdminTokenResult, AdminTokensResult } from '../services/admin/admin.js';
-import { printable } from './escape.js';
+import { printable } from '../printable.js';
 import { promptText, type PromptOptions } from './input.js';
 import type { Output } from './output.js';
 

@@ -2,7 +2,7 @@ import { formatDuration } from '../duration.js';
 import { usageError } from '../errors.js';
 import type { DeletionTiming } from '../services/devices-account-page.js';
 import { type DeleteDevicesResult, type DeleteInteraction, type DeviceEntry, type DevicesReport, type RenameDeviceResult } from '../services/devices.js';
-import { printable } from './escape.js';
+import { printable } from '../printable.js';
 import { promptSecret, promptText, readStdinLine } from './input.js';
 import type { Colors, Output } from './output.js';
 

@@ -1,5 +1,5 @@
 import type { InspectReport, TokenReport } from '../services/inspect.js';
-import { printable } from './escape.js';
+import { printable } from '../printable.js';
 import type { Colors } from './output.js';
 
 const SOURCE: Record<TokenReport['source'], string> = {

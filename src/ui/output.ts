@@ -1,6 +1,6 @@
 import type { MxsError } from '../errors.js';
 import { Redactor } from '../redact.js';
-import { printable } from './escape.js';
+import { printable } from '../printable.js';
 
 export interface Stream {
   write(chunk: string): unknown;

@@ -3,7 +3,7 @@ import type { LoginResult } from '../services/login.js';
 import type { StatusReport } from '../services/status.js';
 import type { RefreshResult } from '../services/tokens.js';
 import type { WhoamiReport } from '../services/whoami.js';
-import { printable } from './escape.js';
+import { printable } from '../printable.js';
 import { profileFlag, type HintView } from './hints.js';
 import type { Colors } from './output.js';
 

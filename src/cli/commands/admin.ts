@@ -14,7 +14,7 @@ import {
 } from '../../services/admin/admin.js';
 import type { AdminBackend } from '../../services/admin/backend.js';
 import type { SynapseBackendFactory } from '../../services/admin/choose.js';
-import { printable } from '../../ui/escape.js';
+import { printable } from '../../printable.js';
 import { confirmEnd, createdLine, endedLine, sessionsText, tokensText } from '../../ui/admin.js';
 import type { CommandContext } from '../context.js';
 import { synapseAdminBackend } from '../../services/admin/synapse.js';

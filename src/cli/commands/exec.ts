@@ -4,7 +4,7 @@ import { isAbsolute } from 'node:path';
 import { parseDuration } from '../../duration.js';
 import { usageError } from '../../errors.js';
 import { execService } from '../../services/exec.js';
-import { printable } from '../../ui/escape.js';
+import { printable } from '../../printable.js';
 import type { CommandDefinition } from '../command.js';
 import { nodeLauncher } from '../exec-child.js';
 

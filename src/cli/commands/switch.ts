@@ -1,5 +1,5 @@
 import { switchService, type SwitchResult } from '../../services/switch.js';
-import { printable } from '../../ui/escape.js';
+import { printable } from '../../printable.js';
 import type { CommandDefinition } from '../command.js';
 
 export const switchCommand: CommandDefinition<object, { profile: string }, SwitchResult> = {
