@@ -1,26 +1,28 @@
-// The Synapse admin back end (src/services/admin/synapse.ts) against a real Synapse 1.163: an admin
-// user and a plain user with several devices; sessions, ending one, a token for the user (used by
-// whoami, expiring when asked), and a session without admin rights. Through the back end's functions
-// on the session mxs stored (the `mxs admin` commands get their command-level cases beside them).
+// `mxs admin` against a real Synapse 1.163 (the Synapse admin back end, src/services/admin/synapse.ts):
+// an admin user and a plain user with several devices; the commands run in-process through their
+// definitions (test/support/run-command.ts), the token's stdout hygiene in a real process. Listing
+// sessions, ending one (checked with Synapse's own admin API), a token for the user (used by whoami,
+// expiring when asked), Synapse's missing token list, and a session without admin rights.
 import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
-import { buildDeps } from '../../src/runtime.js';
-import { synapseAdminBackend } from '../../src/services/admin/synapse.js';
-import type { Deps } from '../../src/services/deps.js';
-import { refreshWhenBelow, withAccessToken } from '../../src/services/session.js';
-import { Output } from '../../src/ui/output.js';
-import { hintText } from '../support/unit-deps.js';
-import { makeHome } from '../support/cli.js';
-import { mxsInProcess } from '../support/run-command.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import _Ajv2020 from 'ajv/dist/2020.js';
+import _addFormats from 'ajv-formats';
+import { admin } from '../../src/cli/commands/admin.js';
+import type { CommandDefinition } from '../../src/cli/command.js';
+import { makeHome, REPO, runMxs } from '../support/cli.js';
+import { mxsInProcess, runCommand } from '../support/run-command.js';
 import { describeWithSynapse, freshSynapseUser, registerUserWithSecret, testSynapseUrl } from '../support/synapse.js';
 
-class Sink extends Writable {
-  text = '';
-  isTTY = false;
-  override _write(chunk: Buffer | string, _e: BufferEncoding, done: () => void): void {
-    this.text += chunk.toString();
-    done();
-  }
+const Ajv2020 = _Ajv2020.default;
+const addFormats = _addFormats.default;
+const ajv = new Ajv2020({ allErrors: true, strict: true });
+addFormats(ajv);
+const schema = (name: string) => ajv.compile(JSON.parse(readFileSync(join(REPO, 'docs', 'schemas', `${name}.schema.json`), 'utf8')));
+const SHAPES = { sessions: schema('admin-sessions'), ended: schema('admin-sessions-end'), token: schema('admin-token') };
+function expectShape(name: keyof typeof SHAPES, doc: unknown): void {
+  const validate = SHAPES[name];
+  expect({ valid: validate(doc), errors: validate.errors ?? null }).toEqual({ valid: true, errors: null });
 }
 
 /** A Matrix login outside mxs: one more device of the account, then one request with it (Synapse records last-seen on use, not at login). */
@@ -37,24 +39,19 @@ async function rawLogin(baseUrl: string, user: string, password: string, deviceI
   return body.access_token;
 }
 
-describeWithSynapse('the Synapse admin back end against Synapse 1.163', () => {
+/** The notice naming which admin API answers, before anything else on stderr. */
+const USING = 'mxs: Using the Synapse admin API.\n';
+
+describeWithSynapse('mxs admin against Synapse 1.163', () => {
   let home: Awaited<ReturnType<typeof makeHome>>;
   let url: string;
-  let deps: Deps;
   let plain: { user: string; password: string; userId: string };
-  const admin = { user: `adm-${randomBytes(4).toString('hex')}`, password: `pw-${randomBytes(6).toString('hex')}` };
+  const adminUser = { user: `adm-${randomBytes(4).toString('hex')}`, password: `pw-${randomBytes(6).toString('hex')}` };
   const run = (args: string[], stdin?: string) => mxsInProcess(args, { stdin, env: home.env });
+  // The admin definitions the CLI serves (src/commands/admin/**), run in this process.
+  const adm = (command: CommandDefinition<any, any, any>, argv: string[]) => runCommand(command as CommandDefinition, argv, { env: home.env });
 
-  /** The back end on a stored profile's session, connected as `mxs admin` connects it. */
-  const backendFor = (profile: string) =>
-    synapseAdminBackend({
-      record: { homeserver: url },
-      http: deps.http,
-      serverName: 'localhost',
-      rememberSecret: (...v) => deps.rememberSecret(...v),
-      authed: async (call) => (await withAccessToken(profile, deps, refreshWhenBelow(60_000), (s) => call(s.secret.accessToken))).value,
-    });
-
+  /** The plain user's devices, as Synapse's admin API lists them (not through mxs admin). */
   async function adminDevices(): Promise<string[]> {
     const token = (await run(['token'])).stdout.trim();
     const res = await fetch(`${url}/_synapse/admin/v2/users/${encodeURIComponent(plain.userId)}/devices`, { headers: { authorization: `Bearer ${token}` } });
@@ -64,11 +61,10 @@ describeWithSynapse('the Synapse admin back end against Synapse 1.163', () => {
   beforeAll(async () => {
     url = testSynapseUrl();
     home = await makeHome('file');
-    deps = buildDeps({ env: home.env, timeoutMs: 30_000, verbose: false, out: new Output(new Sink() as never, new Sink() as never) });
-    await registerUserWithSecret(url, process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, admin.user, admin.password, { admin: true });
+    await registerUserWithSecret(url, process.env.MXS_TEST_SYNAPSE_SHARED_SECRET!, adminUser.user, adminUser.password, { admin: true });
     plain = await freshSynapseUser('plain', url);
     for (const id of ['DEVAAAAAAA', 'DEVBBBBBBB', 'DEVCCCCCCC']) await rawLogin(url, plain.user, plain.password, id, `Phone ${id.slice(3, 4)}`);
-    const logins = [await run(['login', url, '-u', admin.user, '--password-stdin'], `${admin.password}\n`), await run(['login', url, '-u', plain.user, '--password-stdin', '--profile', 'plain'], `${plain.password}\n`)];
+    const logins = [await run(['login', url, '-u', adminUser.user, '--password-stdin'], `${adminUser.password}\n`), await run(['login', url, '-u', plain.user, '--password-stdin', '--profile', 'plain'], `${plain.password}\n`)];
     expect(logins.map((r) => [r.code, r.stderr])).toEqual([
       [0, expect.any(String)],
       [0, expect.any(String)],
@@ -78,62 +74,116 @@ describeWithSynapse('the Synapse admin back end against Synapse 1.163', () => {
     await home?.cleanup();
   });
 
-  it('resolves a localpart and lists the user\'s devices as sessions, with their names and where they were last seen', async () => {
-    const b = backendFor('default');
-    const user = await b.resolveUser(plain.user);
-    expect(user).toEqual({ userId: plain.userId, adminId: plain.userId });
-    const sessions = await b.sessions(user, { active: true });
-    const mine = sessions.filter((s) => s.id.startsWith('DEV')).sort((x, y) => x.id.localeCompare(y.id));
-    // Beside these: the device of the shared-secret registration and the user's own mxs login (profile plain).
+  it('admin sessions LOCALPART --json: every device of the user as a session, newest activity first, with names and where last seen (schema-valid)', async () => {
+    const r = await adm(admin.sessions, [plain.user, '--json']);
+    expect([r.exitCode, r.stderr]).toEqual([0, USING]);
+    const doc = r.json();
+    expectShape('sessions', doc);
+    expect(doc).toMatchObject({ profile: 'default', api: 'synapse', user: plain.userId });
+    const sessions = doc.sessions as { id: string; lastActiveAt: string | null }[];
+    // Beside the three: the device of the shared-secret registration and the user's own mxs login (profile plain).
     expect(sessions).toHaveLength(5);
     const seen = sessions.map((s) => s.lastActiveAt).filter((t): t is string => t !== null);
-    expect(seen).toEqual([...seen].sort().reverse()); // newest activity first
+    expect(seen).toEqual([...seen].sort().reverse());
     expect(sessions.slice(0, seen.length).every((s) => s.lastActiveAt !== null)).toBe(true);
-    expect(mine.map((s) => [s.kind, s.id, s.deviceId, s.client])).toEqual([
-      ['device', 'DEVAAAAAAA', 'DEVAAAAAAA', 'Phone A'],
-      ['device', 'DEVBBBBBBB', 'DEVBBBBBBB', 'Phone B'],
-      ['device', 'DEVCCCCCCC', 'DEVCCCCCCC', 'Phone C'],
-    ]);
-    for (const s of mine) expect(s).toMatchObject({ lastActiveIp: '127.0.0.1', userAgent: `TestClient/${s.id}`, createdAt: null, finishedAt: null, lastActiveAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    const mine = sessions.filter((s) => s.id.startsWith('DEV')).sort((x, y) => x.id.localeCompare(y.id));
+    expect(mine).toEqual(
+      ['A', 'B', 'C'].map((l) => ({
+        kind: 'device',
+        id: `DEV${l.repeat(7)}`,
+        deviceId: `DEV${l.repeat(7)}`,
+        client: `Phone ${l}`,
+        createdAt: null,
+        lastActiveAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+        lastActiveIp: '127.0.0.1',
+        userAgent: `TestClient/DEV${l.repeat(7)}`,
+        finishedAt: null,
+      })),
+    );
   });
 
-  it('a user the server does not know: exit 2', async () => {
-    await expect(backendFor('default').resolveUser(`nobody-${randomBytes(3).toString('hex')}`)).rejects.toMatchObject({ exitCode: 2 });
+  it('admin sessions @user:server: the same sessions for people, one block per device', async () => {
+    const r = await adm(admin.sessions, [plain.userId]);
+    expect([r.exitCode, r.stderr]).toEqual([0, USING]);
+    expect(r.stdout).toContain(`Sessions of ${plain.userId} (5):`);
+    for (const l of ['A', 'B', 'C']) {
+      expect(r.stdout).toMatch(new RegExp(`^device +DEV${l.repeat(7)} +device DEV${l.repeat(7)} +client Phone ${l}$`, 'm'));
+      expect(r.stdout).toMatch(new RegExp(`^ +TestClient/DEV${l.repeat(7)}$`, 'm'));
+    }
+    expect(r.stdout).toMatch(/last active \d{4}-\d\d-\d\dT\S+ from 127\.0\.0\.1/);
   });
 
-  it('ends a session by deleting that device, and only that one (checked with the admin API)', async () => {
-    const b = backendFor('default');
-    const user = await b.resolveUser(plain.userId);
-    const target = (await b.sessions(user, { active: true })).filter((s) => s.id === 'DEVBBBBBBB');
-    await expect(b.endSessions(target)).resolves.toEqual(['DEVBBBBBBB']);
+  it('admin sessions for a user the server does not know: exit 2', async () => {
+    const r = await adm(admin.sessions, [`nobody-${randomBytes(3).toString('hex')}`]);
+    expect([r.exitCode, r.stdout]).toEqual([2, '']);
+    expect(r.stderr).toMatch(/^mxs: Using the Synapse admin API\.\nError: There is no user @nobody-\w+:localhost on /);
+  });
+
+  it('admin sessions end DEVICE --user USER --yes deletes that device and only that one (checked with the admin API)', async () => {
+    const r = await adm(admin.sessionsEnd, ['DEVBBBBBBB', '--user', plain.user, '--yes', '--json']);
+    expect([r.exitCode, r.stderr]).toEqual([0, USING]);
+    expectShape('ended', r.json());
+    expect(r.json()).toMatchObject({ profile: 'default', ended: ['DEVBBBBBBB'] });
     const left = await adminDevices();
     expect(left).not.toContain('DEVBBBBBBB');
     expect(left).toEqual(expect.arrayContaining(['DEVAAAAAAA', 'DEVCCCCCCC']));
+    expect(left).toHaveLength(4);
+    const human = await adm(admin.sessionsEnd, ['DEVCCCCCCC', '--user', plain.userId, '--yes']);
+    expect([human.exitCode, human.stdout, human.stderr]).toEqual([0, '', `${USING}Ended 1 session: DEVCCCCCCC.\n`]);
+    expect(await adminDevices()).toEqual(left.filter((d) => d !== 'DEVCCCCCCC'));
   });
 
-  it('creates a token for the user: whoami with it is the user, and it stops working when it expires as asked', async () => {
-    const b = backendFor('default');
-    const user = await b.resolveUser(plain.user);
+  it('admin token create USER --expires 1h (a process): stdout is the token alone, stderr names its session and expiry, whoami with it is the user', async () => {
     const before = Date.now();
-    const created = await b.createToken(user, { expiresInMs: 4000, name: null });
-    expect(created.userId).toBe(plain.userId);
-    expect(Date.parse(created.expiresAt!)).toBeGreaterThanOrEqual(before + 4000);
-    expect(Date.parse(created.expiresAt!)).toBeLessThanOrEqual(Date.now() + 4000);
-    const who = await run(['whoami', url, '--token-stdin', '--json'], `${created.token}\n`);
+    const r = await runMxs(['admin', 'token', 'create', plain.user, '--expires', '1h'], { env: home.env });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^\S+\n$/);
+    const token = r.stdout.trim();
+    expect(r.stderr).not.toContain(token);
+    const m = /^mxs: Using the Synapse admin API\.\nToken for (\S+): session (\S+), expires (\S+)\.\n$/.exec(r.stderr);
+    expect(m).not.toBeNull();
+    expect(m![1]).toBe(plain.userId);
+    const expires = Date.parse(m![3]!);
+    expect(expires).toBeGreaterThanOrEqual(before + 3_600_000 - 1000);
+    expect(expires).toBeLessThanOrEqual(Date.now() + 3_600_000 + 1000);
+    const who = await run(['whoami', url, '--token-stdin', '--json'], `${token}\n`);
     expect([who.code, who.json().userId]).toEqual([0, plain.userId]);
-    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(created.expiresAt!) - Date.now()) + 1000));
-    const late = await run(['whoami', url, '--token-stdin', '--json'], `${created.token}\n`);
+    // Login-as-user makes no device: the user's devices are as they were.
+    expect(await adminDevices()).not.toContain(who.json().deviceId);
+  }, 30_000);
+
+  it('admin token create --json: a schema-valid document, and the token stops working when it expires as asked', async () => {
+    const before = Date.now();
+    const r = await adm(admin.tokenCreate, [plain.userId, '--expires', '4s', '--json']);
+    expect(r.exitCode).toBe(0);
+    const doc = r.json();
+    expectShape('token', doc);
+    expect(doc.userId).toBe(plain.userId);
+    expect(r.stderr).not.toContain(doc.token);
+    expect(Date.parse(doc.expiresAt)).toBeGreaterThanOrEqual(before + 4000 - 1000);
+    expect(Date.parse(doc.expiresAt)).toBeLessThanOrEqual(Date.now() + 4000);
+    const who = await run(['whoami', url, '--token-stdin', '--json'], `${doc.token}\n`);
+    expect([who.code, who.json().userId]).toEqual([0, plain.userId]);
+    await new Promise((res) => setTimeout(res, Math.max(0, Date.parse(doc.expiresAt) - Date.now()) + 1000));
+    const late = await run(['whoami', url, '--token-stdin', '--json'], `${doc.token}\n`);
     expect(late.code).toBe(4);
   }, 30_000);
 
-  it('a session without admin rights: exit 4 with the server\'s refusal and the hint naming mxs login --admin', async () => {
-    const b = backendFor('plain');
-    const err = await b.resolveUser(plain.userId).then(
-      () => null,
-      (e: unknown) => e as { exitCode: number; code: string; message: string; hint: never },
-    );
-    expect(err).toMatchObject({ exitCode: 4, code: 'M_FORBIDDEN' });
-    expect(err!.message).toContain('You are not a server admin');
-    expect(hintText(err!)).toContain('mxs login SERVER --admin');
+  it('admin token list USER: exit 2, Synapse keeps no list of tokens', async () => {
+    const r = await adm(admin.tokenList, [plain.user]);
+    expect([r.exitCode, r.stdout]).toEqual([2, '']);
+    expect(r.stderr).toContain('The Synapse admin API has no list of tokens');
+  });
+
+  it('a session without admin rights: exit 4 with the server\'s M_FORBIDDEN words and the hint to log in with --admin', async () => {
+    const r = await adm(admin.sessions, [plain.userId, '--profile', 'plain']);
+    expect([r.exitCode, r.stdout]).toEqual([4, '']);
+    expect(r.stderr).toContain('You are not a server admin');
+    expect(r.stderr).toMatch(/mxs login \S+.*--admin/);
+    expect(r.stderr).toContain('--profile plain');
+    const json = await adm(admin.tokenCreate, [plain.userId, '--profile', 'plain', '--json']);
+    expect(json.exitCode).toBe(4);
+    expect(json.json()).toMatchObject({ error: { code: 'M_FORBIDDEN', exitCode: 4, message: expect.stringContaining('You are not a server admin') } });
+    expect(json.stderr).toMatch(/mxs login \S+.*--admin/);
   });
 });
