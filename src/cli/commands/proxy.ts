@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
 import { parseDuration } from '../../duration.js';
+import { usageError } from '../../errors.js';
+import { printable } from '../../printable.js';
 import { parseListen, type ListenSpec } from '../../proxy/listen.js';
 import { RecentSecrets, requestLine, startLines, type ProxyTokenSource } from '../../proxy/present.js';
 import { checkProxyToken, newProxyToken, runProxy } from '../../proxy/run.js';
@@ -40,6 +42,7 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
   async run(ctx, { flags, json }) {
     const { out, env } = ctx;
     const listen: ListenSpec = flags.socket !== undefined ? { kind: 'socket', path: resolve(flags.socket) } : parseListen(flags.listen, flags.insecure);
+    const tokenFile = flags['token-file'] === undefined ? null : resolve(expandedPath(flags['token-file'], '--token-file'));
     const drainMs = parseDuration(flags.drain, '--drain');
     const fromEnv = env.MXS_PROXY_TOKEN;
     const proxyToken = fromEnv !== undefined ? checkProxyToken(fromEnv) : newProxyToken();
@@ -48,7 +51,7 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
     const deps = { ...ctx.deps, rememberSecret: (...values: (string | null | undefined)[]) => secrets.add(...values) };
     const shown: ProxyTokenSource = fromEnv !== undefined ? { kind: 'env' } : { kind: 'shown', token: proxyToken };
     await runProxy(
-      { profile: ctx.profile, listen, proxyToken, tokenFile: flags['token-file'] === undefined ? null : resolve(flags['token-file']), drainMs },
+      { profile: ctx.profile, listen, proxyToken, tokenFile, drainMs },
       deps,
       {
         onStart: (info) => {
@@ -73,3 +76,9 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
     return { result: undefined, exitCode: 0 };
   },
 };
+
+/** A path whose `~` the shell left alone (quoted, or after `=`) would make a directory named `~` here. */
+function expandedPath(path: string, flag: string): string {
+  if (path !== '~' && !path.startsWith('~/')) return path;
+  throw usageError(`${flag} ${printable(path)}: the shell did not expand ~ (it does not in quotes or after =).`, `Write it as ${flag} "$HOME/${printable(path.slice(2))}", or ${flag} ~/… unquoted.`);
+}
