@@ -62,6 +62,7 @@ export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string
       sigint.dispose();
     }
   },
+  jsonShape: ({ profile, deleted }) => ({ profile, deleted }),
 };
 
 export const devicesRenameCommand: CommandDefinition<object, { id: string; name: string }, RenameDeviceResult> = {

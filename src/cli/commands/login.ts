@@ -5,7 +5,7 @@ import { checkTokenShape, readStdinLine } from '../../ui/input.js';
 import { loginLine } from '../../ui/render.js';
 import type { CommandDefinition } from '../command.js';
 import type { CommandContext } from '../context.js';
-import { terminalInteraction } from '../login-interaction.js';
+import { terminalInteraction, userName } from '../login-interaction.js';
 import { cancelOnSigint } from '../terminal.js';
 
 interface LoginFlags {
@@ -49,6 +49,7 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
     const { profile, storage, deps, out, env } = ctx;
     const server = args.server ?? (await deps.sessions.read(profile))?.homeserver;
     if (!server) throw usageError('No server given.', 'Run: mxs login example.org --user alice');
+    if (flags.user !== undefined) flags = { ...flags, user: userName(flags.user) };
     const credentials = await givenCredentials(ctx, flags);
     const sigint = cancelOnSigint('Login cancelled; nothing was stored.');
     try {
