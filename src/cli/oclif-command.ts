@@ -21,7 +21,7 @@ export function oclifCommand(command: CommandDefinition): typeof Command {
 
     async run(): Promise<void> {
       const parsed = await parseCommandLine(command, [...this.argv], (argv) => this.parse(undefined, argv));
-      process.exitCode = await runDefinition(command, parsed, { out: this.out, env: process.env, stdin: () => process.stdin, host: { oclif: this.config } });
+      process.exitCode = await runDefinition(command, parsed, { out: this.out, env: process.env, stdin: () => process.stdin, host: { oclif: this.config }, interrupts: true });
     }
   };
 }

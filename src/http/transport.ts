@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { request, undiciCore, type UndiciCore } from './undici.js';
-import { MxsError, badResponse } from '../errors.js';
+import { MxsError, badResponse, cancelled } from '../errors.js';
 import { redactUrl } from '../redact.js';
 
 // The one transport of mxs: any method; JSON, form or raw bodies; bounded in time (connect to last
@@ -22,6 +22,8 @@ export interface HttpDeps {
   trace?: (line: string) => void;
   /** Called with (server Date - local clock) when a response carries a Date header. */
   onClockSample?: (skewMs: number) => void;
+  /** The user cancelled (Ctrl-C): every exchange and retry wait ends at once with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface HttpRequest {
@@ -89,7 +91,15 @@ export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecode
     if (wait === undefined) throw failure;
     deps.trace?.(`  retrying in ${Math.round(wait)} ms (${failure.code})`);
     await deps.sleep(wait);
+    throwIfCancelled(deps);
   }
+}
+
+/** The user's cancellation as the error to end with (a cancelled MxsError, exit 130). */
+function throwIfCancelled(deps: HttpDeps): void {
+  if (!deps.signal?.aborted) return;
+  const reason: unknown = deps.signal.reason;
+  throw reason instanceof MxsError ? reason : cancelled();
 }
 
 function backoff(attempt: number): number {
@@ -117,6 +127,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     payload = new URLSearchParams(req.form).toString();
   }
   const host = hostOf(req.url);
+  throwIfCancelled(deps);
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -130,7 +141,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
       method: req.method as Dispatcher.HttpMethod,
       headers,
       body: payload,
-      signal: controller.signal,
+      signal: deps.signal ? AbortSignal.any([controller.signal, deps.signal]) : controller.signal,
     });
     status = res.statusCode;
     if (status >= 300 && status < 400) {
@@ -147,6 +158,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     return { status, headers: res.headers, contentType, text, json: parseJsonObject(contentType, text), sentAt, host };
   } catch (err) {
     if (err instanceof MxsError) throw err;
+    throwIfCancelled(deps);
     const tls = TLS_CODES.test(errorCode(err));
     if ((timedOut || tls) && req.url.startsWith('https:') && (await speaksPlainHttp(req.url, Math.min(1000, deps.timeoutMs)))) {
       const u = new URL(req.url);
@@ -335,6 +347,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
   const undici = undiciCore();
   const host = hostOf(req.url);
   for (let attempt = 1; ; attempt++) {
+    throwIfCancelled(deps);
     const sentAt = deps.now();
     let status = 0;
     try {
@@ -344,6 +357,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
         body: typeof req.body === 'function' ? (req.body() as unknown as import('node:stream').Readable) : req.body,
         headersTimeout: deps.timeoutMs,
         bodyTimeout: deps.timeoutMs,
+        ...(deps.signal && { signal: deps.signal }),
       });
       status = res.statusCode;
       // The body is the caller's, so only the headers speak for a retry (Retry-After on a 429).
@@ -356,6 +370,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
       deps.trace?.(`  retrying in ${Math.round(wait)} ms (HTTP ${status})`);
       await deps.sleep(wait);
     } catch (err) {
+      throwIfCancelled(deps);
       const e = timeoutOrNetwork(err, host, deps.timeoutMs);
       const wait = retryWait(e, attempt, req.retry);
       if (wait === undefined) throw e;

@@ -2,7 +2,6 @@ import { parseDuration } from '../../duration.js';
 import { deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesReport, type RenameDeviceResult } from '../../services/devices.js';
 import { deletedLine, deviceTable, renamedLine, terminalDeleteInteraction } from '../../ui/devices.js';
 import type { CommandDefinition } from '../command.js';
-import { cancelOnSigint } from '../terminal.js';
 
 export const devicesCommand: CommandDefinition<object, object, DevicesReport> = {
   id: 'devices',
@@ -27,6 +26,7 @@ interface DeleteFlags {
 
 export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string[] }, DeleteDevicesResult> = {
   id: 'devices:delete',
+  cancelled: 'Cancelled; nothing was deleted.',
   summary: "Delete devices (sessions) of the account; never this session's own.",
   description:
     'Deletes the devices named, or with --older-than every device last seen longer ago than DURATION (devices with no recorded activity are left alone). The server asks you to confirm who you are: password accounts give the password (prompted for, or piped in with --password-stdin); OAuth 2.0 accounts approve the deletion on the account page whose URL mxs prints (and opens with --browser). On a terminal mxs lists the devices and asks before deleting; elsewhere --yes is required. The device of this session is never deleted: use mxs logout.',
@@ -47,20 +47,15 @@ export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string
   async run(ctx, { flags, args }) {
     const { profile, deps, out, env } = ctx;
     const olderThanMs = flags['older-than'] === undefined ? undefined : parseDuration(flags['older-than'], '--older-than');
-    const sigint = cancelOnSigint('Cancelled; nothing was deleted.');
-    try {
-      const stdin = ctx.stdin();
-      const io = terminalDeleteInteraction(
-        out,
-        { stdin, stdinIsTTY: Boolean(stdin.isTTY), env, now: Date.now, passwordStdin: flags['password-stdin'], browser: flags.browser },
-        sigint.signal,
-      );
-      const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io);
-      out.info(deletedLine(result, olderThanMs));
-      return { result, exitCode: 0 };
-    } finally {
-      sigint.dispose();
-    }
+    const stdin = ctx.stdin();
+    const io = terminalDeleteInteraction(
+      out,
+      { stdin, stdinIsTTY: Boolean(stdin.isTTY), env, now: Date.now, passwordStdin: flags['password-stdin'], browser: flags.browser },
+      ctx.signal,
+    );
+    const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io);
+    out.info(deletedLine(result, olderThanMs));
+    return { result, exitCode: 0 };
   },
   jsonShape: ({ profile, deleted }) => ({ profile, deleted }),
 };

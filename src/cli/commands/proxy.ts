@@ -18,6 +18,8 @@ interface ProxyFlags {
 
 export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
   id: 'proxy',
+  // SIGINT stops accepting and drains in-flight requests.
+  sigint: 'own',
   summary: 'Run a local proxy that lets unmodified clients and bots use the session.',
   description: [
     "Give the client the printed URL as its homeserver and the printed proxy token as its access token. Each request carrying the proxy token goes to the homeserver with the session's current access token instead, refreshed ahead of expiry under the profile's lock (so mxs token and the proxy never race); a request the homeserver refuses with M_UNKNOWN_TOKEN is refreshed for and replayed once. Requests without a token are forwarded without one; any other token is answered 401 and never forwarded. Login, logout, refresh and OAuth endpoints (and the Synapse admin API\'s login as another user) are answered 403: the proxy owns the session. A request whose Host header names anything but the address the proxy listens on (or localhost with its port) is answered 421 and not forwarded, against DNS rebinding; on a --socket any Host is answered.",

@@ -14,6 +14,8 @@ export type StatusOutput = StatusResult | { defaultProfile: string; profiles: St
 /** `mxs status`: the stored session and its countdown, from local state only. */
 export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput> = {
   id: 'status',
+  // Local only; --watch stops its countdown on SIGINT itself.
+  sigint: 'own',
   summary: 'Show the stored session and how long its access token has left.',
   description:
     'Reads local state only: no network, no keychain. Exit 0 when the token is valid, 5 when it has expired but can be refreshed (run mxs refresh), 4 when not logged in or expired for good.',
