@@ -34,6 +34,10 @@ export interface FlagSpec {
  */
 export interface ArgSpec {
   description: string;
+  /** Its name in messages (`Missing PATH`); default: the key in capitals. */
+  name?: string;
+  /** Its part of the usage line in messages (`[METHOD] PATH`); default: NAME, or [NAME] when optional. */
+  usage?: string;
   required?: boolean;
   /** Takes the rest of the positionals (only the last arg). */
   multiple?: boolean;

@@ -18,6 +18,7 @@ export function oclifCommand(command: CommandDefinition): typeof Command {
     static override flags = oclifFlags(command.flags as Record<string, FlagSpec>);
     static override args = oclifArgs((command.args ?? {}) as Record<string, ArgSpec>);
     static override strict = command.passThrough === undefined;
+    static definition: CommandDefinition = command;
 
     async run(): Promise<void> {
       const parsed = await parseCommandLine(command, [...this.argv], (argv) => this.parse(undefined, argv));
@@ -57,7 +58,8 @@ abstract class MxsCommand extends Command {
 
   /** runDefinition reports every error of a run; what reaches here failed before it (the command line). */
   override async catch(err: Error): Promise<void> {
-    const e = isParseError(err) ? parseError(err, this.argv) : err;
+    const { definition } = this.constructor as unknown as { definition?: CommandDefinition };
+    const e = isParseError(err) ? parseError(err, this.argv, definition) : err;
     process.exitCode = reportError(e, this.out, { json: this.jsonEnabled(), verbose: this.argv.includes('--verbose'), hints: { defaultProfile: null } });
   }
 }

@@ -67,7 +67,7 @@ export async function runCommand(command: CommandDefinition, argv: string[], opt
     exitCode = await runDefinition(command, parsed, { out, env, stdin: () => stdin });
   } catch (err) {
     // What oclif's front end reports from its catch: the command line did not parse.
-    const e = isParseError(err) ? parseError(err as Error, args) : err;
+    const e = isParseError(err) ? parseError(err as Error, args, command) : err;
     exitCode = reportError(e, out, { json: args.includes('--json'), verbose: args.includes('--verbose'), hints: { defaultProfile: null } });
   }
   return {

@@ -38,8 +38,8 @@ export const apiCommand: CommandDefinition<ApiFlags, { first: string; second?: s
     '<%= config.bin %> api POST /_matrix/media/v3/upload --input photo.png -H "Content-Type: image/png"',
   ],
   args: {
-    first: { description: 'METHOD (optional) or PATH.', required: true },
-    second: { description: 'PATH, when METHOD was given first.' },
+    first: { description: 'METHOD (optional) or PATH.', required: true, name: 'PATH', usage: '[METHOD] PATH' },
+    second: { description: 'PATH, when METHOD was given first.', usage: '' },
   },
   flags: {
     method: { type: 'option', char: 'X', summary: 'HTTP method (default GET, or POST with fields or --input).' },
