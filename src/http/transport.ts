@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import { request, undiciCore, type UndiciCore } from './undici.js';
 import { MxsError, badResponse, cancelled } from '../errors.js';
+import { durationText } from '../duration.js';
 import { redactUrl } from '../redact.js';
 
 // The one transport of mxs: any method; JSON, form or raw bodies; bounded in time (connect to last
@@ -175,7 +176,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     if (timedOut) {
       throw new MxsError({
         code: 'timeout',
-        message: `${host} did not answer within ${deps.timeoutMs} ms.`,
+        message: `${host} did not answer within ${durationText(deps.timeoutMs)}.`,
         hint: 'Check the network and the server, or allow more time with --timeout.',
         kind: 'network',
         cause: err,
@@ -386,7 +387,7 @@ function timeoutOrNetwork(err: unknown, host: string, timeoutMs: number): MxsErr
   if (err instanceof MxsError) return err;
   const code = errorCode(err);
   if (/TIMEOUT/.test(code)) {
-    return new MxsError({ code: 'timeout', message: `${host} went silent for ${timeoutMs} ms.`, hint: 'Check the network and the server, or allow more time with --timeout.', kind: 'network', cause: err });
+    return new MxsError({ code: 'timeout', message: `${host} went silent for ${durationText(timeoutMs)}.`, hint: 'Check the network and the server, or allow more time with --timeout.', kind: 'network', cause: err });
   }
   return networkError(err, host);
 }

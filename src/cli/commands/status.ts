@@ -37,7 +37,8 @@ export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput>
         if (reports.length === 0 && unreadable.length === 0) out.info(`No stored sessions. ${ctx.hint(loginHint(defaultProfile))}`);
         reports.forEach((r, i) => {
           const lines = statusLines(r, deps.now(), out.color, view);
-          if (r.status.profile === defaultProfile) lines[0] += ' (default)';
+          // A profile named default that is the default says so by its name.
+          if (r.status.profile === defaultProfile && defaultProfile !== 'default') lines[0] += ' (default)';
           out.data((i ? '\n' : '') + lines.join('\n'));
         });
         if (reports.length > 0 && ![...reports.map((r) => r.status.profile), ...unreadable.map((u) => u.profile)].includes(defaultProfile)) {
