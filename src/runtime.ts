@@ -50,6 +50,13 @@ export function buildDeps(opts: RuntimeOptions): Deps {
       now,
       sleep: (ms) => abortableSleep(ms, opts.signal),
       ...(opts.signal && { signal: opts.signal }),
+      // On a terminal, a wait of more than a moment is said (and cleared): silence looks like a hang.
+      ...(opts.out.errorsInteractive && {
+        onWaiting: (what: string) => {
+          opts.out.infoRaw(what);
+          return () => opts.out.infoRaw('\r\x1b[K');
+        },
+      }),
       trace: opts.verbose ? (line) => opts.out.info(opts.out.color.dim(line)) : undefined,
       onClockSample: (skew) => {
         clock.skewMs = skew;

@@ -25,7 +25,16 @@ export interface HttpDeps {
   onClockSample?: (skewMs: number) => void;
   /** The user cancelled (Ctrl-C): every exchange and retry wait ends at once with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * An exchange still unanswered after WAITING_NOTICE_MS: `what` says for what it waits (on a terminal,
+   * shown on stderr); the returned function clears it when the exchange ends.
+   */
+  onWaiting?: (what: string) => () => void;
 }
+
+/** The TCP connection and TLS handshake get this long on their own (or --timeout, when shorter): a port that does not speak TLS hangs there. */
+export const HANDSHAKE_TIMEOUT_MS = 5000;
+const WAITING_NOTICE_MS = 1500;
 
 export interface HttpRequest {
   method: string;
@@ -108,12 +117,44 @@ function backoff(attempt: number): number {
   return cap / 2 + Math.random() * (cap / 2);
 }
 
-/** One agent per timeout: undici's own connect timeout (10 s) must not outlast --timeout. */
 const agents = new Map<number, Dispatcher>();
+
+/** Where each origin's connection stands while it is being made (for the waiting notice). */
+const connecting = new Map<string, 'connecting' | 'TLS handshake'>();
+
+/**
+ * One agent per timeout: undici's own connect timeout (10 s) must not outlast --timeout, and the
+ * handshake gets at most HANDSHAKE_TIMEOUT_MS of it. Its connector notes each connection's phase.
+ */
 function defaultDispatcher(undici: UndiciCore, timeoutMs: number): Dispatcher {
   let agent = agents.get(timeoutMs);
-  if (!agent) agents.set(timeoutMs, (agent = new undici.Agent({ connect: { timeout: timeoutMs } })));
+  if (!agent) {
+    const connect = undici.buildConnector({ timeout: Math.min(timeoutMs, HANDSHAKE_TIMEOUT_MS) });
+    const tracked: typeof connect = (opts, callback) => {
+      const origin = `${opts.protocol}//${opts.host}`;
+      connecting.set(origin, 'connecting');
+      const socket = connect(opts, (err, s) => {
+        connecting.delete(origin);
+        callback(err, s as never);
+      }) as unknown as import('node:net').Socket | undefined;
+      if (opts.protocol === 'https:') socket?.once?.('connect', () => connecting.has(origin) && connecting.set(origin, 'TLS handshake'));
+      return socket as never;
+    };
+    agents.set(timeoutMs, (agent = new undici.Agent({ connect: tracked })));
+  }
   return agent;
+}
+
+/** `Waiting for https://host/ (TLS handshake)…` once an exchange has waited a while (deps.onWaiting). */
+function waitingNotice(deps: HttpDeps, url: string): () => void {
+  if (!deps.onWaiting) return () => {};
+  const { origin } = new URL(url);
+  let clear: (() => void) | undefined;
+  const timer = setTimeout(() => (clear = deps.onWaiting!(`Waiting for ${origin}/ (${connecting.get(origin) ?? 'the answer'})…`)), WAITING_NOTICE_MS);
+  return () => {
+    clearTimeout(timer);
+    clear?.();
+  };
 }
 
 async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): Promise<HttpResponse> {
@@ -137,6 +178,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
   }, deps.timeoutMs);
   const sentAt = deps.now();
   let status = 0;
+  const waited = waitingNotice(deps, req.url);
   try {
     const res = await request(deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs), req.url, {
       method: req.method as Dispatcher.HttpMethod,
@@ -161,7 +203,9 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     if (err instanceof MxsError) throw err;
     throwIfCancelled(deps);
     const tls = TLS_CODES.test(errorCode(err));
-    if ((timedOut || tls) && req.url.startsWith('https:') && (await speaksPlainHttp(req.url, Math.min(1000, deps.timeoutMs)))) {
+    const handshake = errorCode(err) === 'UND_ERR_CONNECT_TIMEOUT';
+    const port = (timedOut || tls || handshake) && req.url.startsWith('https:') ? await probePort(req.url, Math.min(1000, deps.timeoutMs)) : 'closed';
+    if (port === 'http') {
       const u = new URL(req.url);
       // Not retryable: the same request cannot get past a port that does not speak TLS.
       throw new MxsError({
@@ -170,6 +214,18 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
         hint: `Use http://${u.host} (allowed to loopback; elsewhere only with --insecure), or the server's HTTPS port.`,
         kind: 'network',
         detail: 'the port does not speak TLS',
+        cause: err,
+      });
+    }
+    if (handshake && port === 'open') {
+      const u = new URL(req.url);
+      // Not retryable: a port that took the connection and never answered the TLS greeting does so again.
+      throw new MxsError({
+        code: 'network',
+        message: `The TLS handshake with ${host} did not finish within ${durationText(Math.min(deps.timeoutMs, HANDSHAKE_TIMEOUT_MS))}.`,
+        hint: `Check that the URL names the server's HTTPS port; if that port serves plain HTTP, use http://${u.host} (allowed to loopback; elsewhere only with --insecure).`,
+        kind: 'network',
+        detail: 'the TLS handshake did not finish',
         cause: err,
       });
     }
@@ -185,6 +241,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     throw networkError(err, host);
   } finally {
     clearTimeout(timer);
+    waited();
     deps.trace?.(`${req.method} ${redactUrl(req.url)} → ${status || 'no answer'} (${deps.now() - sentAt} ms)`);
   }
 }
@@ -197,25 +254,33 @@ export function errorCode(err: unknown): string {
   return e?.code ?? e?.cause?.code ?? '';
 }
 
-/** Whether the port behind an https:// URL answers a plain HTTP request (then TLS cannot work there). */
-async function speaksPlainHttp(url: string, timeoutMs: number): Promise<boolean> {
+/**
+ * What listens behind an https:// URL that failed: a plain HTTP server (`http`: TLS cannot work
+ * there), something that takes the connection and stays silent (`open`), or nothing (`closed`).
+ */
+async function probePort(url: string, timeoutMs: number): Promise<'http' | 'open' | 'closed'> {
   const { connect } = await import('node:net');
   const u = new URL(url);
   return new Promise((resolve) => {
     const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) });
     let answer = '';
-    const done = (result: boolean) => {
+    let connected = false;
+    const done = (result: 'http' | 'open' | 'closed') => {
       socket.destroy();
       resolve(result);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write(`HEAD / HTTP/1.0\r\nHost: ${u.host}\r\n\r\n`));
+    const verdict = () => (answer.startsWith('HTTP/') ? 'http' : connected ? 'open' : 'closed');
+    socket.setTimeout(timeoutMs, () => done(verdict()));
+    socket.on('error', () => done(verdict()));
+    socket.on('connect', () => {
+      connected = true;
+      socket.write(`HEAD / HTTP/1.0\r\nHost: ${u.host}\r\n\r\n`);
+    });
     socket.on('data', (d) => {
       answer += d.toString('latin1');
-      if (answer.length >= 5) done(answer.startsWith('HTTP/'));
+      if (answer.length >= 5) done(verdict());
     });
-    socket.on('end', () => done(answer.startsWith('HTTP/')));
+    socket.on('end', () => done(verdict()));
   });
 }
 
