@@ -170,11 +170,12 @@ describe('completion scripts', () => {
     expect(fish).toContain(`set dir '/home/o\\'neil/.config/mxs'`);
   });
 
-  it('bash: a wrapper that completes profiles after -p/--profile and for switch, else calls the plugin', () => {
+  it('bash: a wrapper that completes profiles after -p/--profile and for switch, flags and their values itself, else calls the plugin', () => {
     const bash = bashProfileCompletion('mxs', commands, dir);
     expect(bash).toContain(`dir='/home/o'\\''neil/.config/mxs'`);
     expect(bash).toContain('" switch " == *" ${COMP_WORDS[1]} "*');
-    expect(bash).toMatch(/_mxs_autocomplete\n\}\n\ncomplete -F _mxs_complete mxs\n$/);
+    expect(bash).toMatch(/\n {2}_mxs_autocomplete\n\}\n/);
+    expect(bash.endsWith('\ncomplete -F _mxs_complete mxs\n')).toBe(true);
   });
 
   it('zsh: wraps the plugin function and calls the wrapper where the plugin called its own; leaves an unexpected file alone', () => {
