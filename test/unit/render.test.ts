@@ -54,6 +54,19 @@ describe('status lines (issue 10 item 20)', () => {
   });
   const refreshLine = (r: StatusReport) => statusLines(r, expiresMs - 10_000, plain, { defaultProfile: 'default' }).find((l) => l.startsWith('Refresh:'));
 
+  it.each([
+    ['valid', {}, expiresMs - 3_600_000],
+    ['expiring soon', {}, expiresMs - 10_000],
+    ['expired, refreshable', { expired: true }, expiresMs + 10_000],
+    ['expired for good', { expired: true, refreshable: false }, expiresMs + 10_000],
+    ['not logged in', { loggedIn: false }, expiresMs],
+  ] as const)('%s: every colour is reset on its own line, before the newline', (_case, over, now) => {
+    const lines = statusLines(report(over), now, color, { defaultProfile: 'default' });
+    expect(lines.join('\n')).toMatch(/\u001b\[3[123]m/);
+    for (const line of lines) expect(line.split('\u001b[39m').length - 1).toBe((line.match(/\u001b\[3[123]m/g) ?? []).length);
+    expect(lines.join('\n')).not.toMatch(/\n\u001b\[39m/);
+  });
+
   it('says what renews a valid token instead of promising an automatic refresh', () => {
     expect(refreshLine(report({}))).toBe('Refresh:   on use: mxs token, whoami and refresh renew it (refresh token stored)');
   });
