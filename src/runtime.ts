@@ -12,6 +12,8 @@ export interface RuntimeOptions {
   out: Output;
   /** 'in-process': keytar in this process where that is safe (see src/store/keytar-direct.ts); default: a helper process. */
   keychain?: 'in-process' | undefined;
+  /** The user's cancellation (Ctrl-C) for the whole run: every network exchange and wait ends with it. */
+  signal?: AbortSignal;
 }
 
 const DEFAULT_KEYCHAIN_TIMEOUT_MS = 3000;
@@ -41,12 +43,20 @@ export function buildDeps(opts: RuntimeOptions): Deps {
   const now = () => Date.now();
   return {
     now,
-    sleep: abortableSleep,
+    sleep: (ms, signal) => abortableSleep(ms, signal ?? opts.signal),
     clock,
     http: {
       timeoutMs: opts.timeoutMs,
       now,
-      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      sleep: (ms) => abortableSleep(ms, opts.signal),
+      ...(opts.signal && { signal: opts.signal }),
+      // On a terminal, a wait of more than a moment is said (and cleared): silence looks like a hang.
+      ...(opts.out.errorsInteractive && {
+        onWaiting: (what: string) => {
+          opts.out.infoRaw(what);
+          return () => opts.out.infoRaw('\r\x1b[K');
+        },
+      }),
       trace: opts.verbose ? (line) => opts.out.info(opts.out.color.dim(line)) : undefined,
       onClockSample: (skew) => {
         clock.skewMs = skew;

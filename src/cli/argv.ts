@@ -7,7 +7,7 @@ const INLINE_VALUE = /^(?:--(?:profile|storage|timeout)=|-p.)/;
 const BOOLEAN = new Set(['--json', '--verbose']);
 
 export function normalizeArgv(argv: string[]): string[] {
-  if (argv.length === 1 && argv[0] === '-h') return ['--help'];
+  if (argv.length === 1 && (argv[0] === '-h' || argv[0] === 'help')) return ['--help'];
   if (argv[0] === 'help' && argv.length > 1) return [...argv.slice(1).filter((a) => a !== '-h' && a !== '--help'), '--help'];
   const leading: string[] = [];
   let i = 0;

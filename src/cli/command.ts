@@ -34,6 +34,10 @@ export interface FlagSpec {
  */
 export interface ArgSpec {
   description: string;
+  /** Its name in messages (`Missing PATH`); default: the key in capitals. */
+  name?: string;
+  /** Its part of the usage line in messages (`[METHOD] PATH`); default: NAME, or [NAME] when optional. */
+  usage?: string;
   required?: boolean;
   /** Takes the rest of the positionals (only the last arg). */
   multiple?: boolean;
@@ -89,6 +93,14 @@ export interface CommandDefinition<F = any, A = any, R = any> {
    * time (see src/store/keytar-direct.ts); others keep the helper process.
    */
   keychain?: 'in-process';
+  /**
+   * Ctrl-C: by default the run is cancelled (exit 130, `cancelled` as the one line; every network
+   * exchange and wait ends at once). 'own': the command handles SIGINT itself (exec passes it on,
+   * the proxy drains, status --watch stops its countdown).
+   */
+  sigint?: 'own';
+  /** The line a Ctrl-C ends the run with (default "Cancelled."): what was left undone. */
+  cancelled?: string;
   /** The behaviour: stderr chatter and streams as it goes, the result returned. */
   run(ctx: CommandContext, input: CommandInput<F, A>): Promise<Outcome<R>>;
   /** What a person reads on stdout (not under --json), after run. */

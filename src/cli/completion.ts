@@ -4,6 +4,8 @@
 // gets a script generated from the same command list, and bash and zsh get the plugin's function
 // wrapped by one that offers the stored profile names after -p/--profile and for `mxs switch PROFILE`
 // (the names of the files in the sessions directory, listed by the shell itself: no mxs process per Tab).
+// The plugin's bash function also loses its way after a flag (`mxs status --json --<Tab>`) and offers
+// no flag values, so the bash wrapper answers flags, their values and subcommands from tables of its own.
 
 export type Shell = 'bash' | 'zsh' | 'fish';
 export const SHELLS: readonly Shell[] = ['bash', 'zsh', 'fish'];
@@ -42,6 +44,7 @@ function profileArgCommands(commands: CompletableCommand[]): string[] {
  */
 export function bashProfileCompletion(bin: string, commands: CompletableCommand[], defaultConfigDir: string): string {
   const switchers = profileArgCommands(commands).filter((id) => !id.includes(':'));
+  const { ids, valueFlags, optionValues, flagTable, childTable } = bashTables(commands);
   return `
 # ${bin}: profile names after -p/--profile and for: ${switchers.join(', ') || '-'} (added by ${bin} autocomplete)
 _${bin}_profiles() {
@@ -62,11 +65,93 @@ _${bin}_complete() {
     COMPREPLY=($(compgen -W "$(_${bin}_profiles)" -- "$cur"))
     return 0
   fi
+  # A flag's value: its options (--storage auto|keychain|file, --method ...).
+  local values
+  values=$(_${bin}_flag_values "$prev")
+  if [[ -n $values ]]; then
+    COMPREPLY=($(compgen -W "$values" -- "$cur"))
+    return 0
+  fi
+  # The command typed so far (topic:command), earlier flags and their values skipped.
+  local id='' w next i skip=0
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=\${COMP_WORDS[i]}
+    if ((skip)); then skip=0; continue; fi
+    if [[ $w == = ]]; then skip=1; continue; fi
+    if [[ $w == -* ]]; then
+      [[ " ${valueFlags.join(' ')} " == *" $w "* && \${COMP_WORDS[i+1]} != = ]] && skip=1
+      continue
+    fi
+    next=\${id:+$id:}$w
+    [[ " ${ids.join(' ')} " == *" $next "* ]] || break
+    id=$next
+  done
+  if [[ $cur == -* ]]; then
+    COMPREPLY=($(compgen -W "$(_${bin}_flags "$id")" -- "$cur"))
+    return 0
+  fi
+  local children
+  children=$(_${bin}_children "$id")
+  if [[ -n $children ]]; then
+    COMPREPLY=($(compgen -W "$children" -- "$cur"))
+    return 0
+  fi
   _${bin}_autocomplete
+}
+
+_${bin}_flag_values() {
+  case $1 in
+${Object.entries(optionValues).map(([flag, values]) => `    ${flag}) echo ${quote(values.join(' '))} ;;`).join('\n')}
+  esac
+}
+
+_${bin}_flags() {
+  case $1 in
+${flagTable.map(([id, flags]) => `    ${quote(id)}) echo ${quote(flags.join(' '))} ;;`).join('\n')}
+  esac
+}
+
+_${bin}_children() {
+  case $1 in
+${childTable.map(([id, children]) => `    ${quote(id)}) echo ${quote(children.join(' '))} ;;`).join('\n')}
+  esac
 }
 
 complete -F _${bin}_complete ${bin}
 `;
+}
+
+/** The tables the bash completion needs: value flags, each flag's options, each command's flags, each topic's children. */
+function bashTables(all: CompletableCommand[]) {
+  const commands = all.filter((c) => !c.hidden);
+  const idSet = new Set<string>();
+  for (const c of commands) {
+    const parts = c.id.split(':');
+    for (let i = 1; i <= parts.length; i++) idSet.add(parts.slice(0, i).join(':'));
+  }
+  const ids = [...idSet].sort();
+  const valueFlags = new Set<string>();
+  const optionValues: Record<string, string[]> = {};
+  const flagsOf = (c: CompletableCommand) =>
+    Object.values(c.flags)
+      .filter((f) => !f.hidden)
+      .flatMap((f) => {
+        if (f.type === 'option') {
+          valueFlags.add(`--${f.name}`);
+          if (f.char) valueFlags.add(`-${f.char}`);
+          if (f.options) for (const n of [`--${f.name}`, ...(f.char ? [`-${f.char}`] : [])]) optionValues[n] = [...new Set([...(optionValues[n] ?? []), ...f.options])];
+        }
+        return [`--${f.name}`, ...(f.char ? [`-${f.char}`] : [])];
+      })
+      .sort();
+  const flagTable: [string, string[]][] = commands.map((c) => [c.id, flagsOf(c)]);
+  // Before the command: the global flags (those every command has).
+  const global = (flagTable[0]?.[1] ?? []).filter((f) => flagTable.every(([, flags]) => flags.includes(f)));
+  flagTable.push(['', global]);
+  const childTable: [string, string[]][] = ['', ...ids]
+    .map((parent): [string, string[]] => [parent, ids.filter((id) => (parent === '' ? !id.includes(':') : id.startsWith(`${parent}:`) && !id.slice(parent.length + 1).includes(':'))).map((id) => id.split(':').pop()!)])
+    .filter(([, children]) => children.length > 0);
+  return { ids, valueFlags: [...valueFlags].sort(), optionValues, flagTable, childTable };
 }
 
 /**

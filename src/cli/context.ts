@@ -24,6 +24,8 @@ export interface CommandContext {
   /** Standard input, opened on first use (process.stdin costs the fast path a few ms). */
   stdin(): Stdin;
   host: Host;
+  /** Aborted when the user cancels the run (Ctrl-C), with the command's cancellation as its reason; never aborts in tests that do not. */
+  signal: AbortSignal;
   /** The profile used without --profile or MXS_PROFILE: the one chosen with `mxs switch`, else `default` (exit 6 when the config file is unreadable). */
   defaultProfile(): string;
   /** A hint as this invocation shows it (src/ui/hints.ts). */
@@ -40,12 +42,14 @@ export interface ContextIO {
 export interface ContextOptions {
   /** 'in-process': keytar may run in this process (see src/store/keytar-direct.ts); else in a helper process. */
   keychain?: 'in-process' | undefined;
+  /** The run's cancellation (src/cli/run.ts): the network layer and the command's own waits end with it. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Wires the services' dependencies for one invocation (shared by every front end). */
 export function commandContext(invocation: Invocation, io: ContextIO, opts: ContextOptions = {}): CommandContext {
   const { out, env } = io;
-  const deps = buildDeps({ env, timeoutMs: invocation.timeoutMs, verbose: invocation.verbose, out, keychain: opts.keychain });
+  const deps = buildDeps({ env, timeoutMs: invocation.timeoutMs, verbose: invocation.verbose, out, keychain: opts.keychain, signal: opts.signal });
   return {
     invocation,
     profile: invocation.profile,
@@ -56,6 +60,7 @@ export function commandContext(invocation: Invocation, io: ContextIO, opts: Cont
     env,
     stdin: io.stdin,
     host: io.host ?? {},
+    signal: opts.signal ?? new AbortController().signal,
     defaultProfile: () => invocation.config.defaultProfile() ?? 'default',
     hint: (hint) => renderHint(hint, invocation),
   };

@@ -34,7 +34,7 @@ export async function tryFastPath(argv: string[], env: NodeJS.ProcessEnv = proce
   const flags = parseFlags({ ...GLOBAL_FLAGS, ...(command.flags as Record<string, FlagSpec>) }, rest, env);
   if (!flags) return undefined;
   const out = await Output.create(fdStream(1), fdStream(2), env);
-  return runDefinition(command, { flags, args: {} }, { out, env, stdin: () => process.stdin });
+  return runDefinition(command, { flags, args: {} }, { out, env, stdin: () => process.stdin, interrupts: true });
 }
 
 /** The flags as oclif would parse them, or undefined when oclif should look at this argv itself. */

@@ -15,6 +15,13 @@ export interface TerminalState {
   now: () => number;
 }
 
+/** A user name as typed at the prompt or given with --user, trimmed; blank is refused (it can never log in). */
+export function userName(typed: string): string {
+  const name = typed.trim();
+  if (name === '') throw usageError('The user name is blank.', 'Pass --user alice (or @alice:example.org).');
+  return name;
+}
+
 /** The terminal side of a login: prompts, the device-code countdown, the browser. */
 export function terminalInteraction(out: Output, term: TerminalState, signal: AbortSignal): LoginInteraction {
   return {
@@ -27,8 +34,7 @@ export function terminalInteraction(out: Output, term: TerminalState, signal: Ab
         );
       }
       if (kind === 'token') return { type: 'm.login.token', token: await promptSecret('Login token', { signal }) };
-      const name = user ?? (await promptText('User', { signal }));
-      if (!name) throw usageError('No user given.', 'Pass --user alice (or @alice:example.org).');
+      const name = user ?? userName(await promptText('User', { signal }));
       return { type: 'm.login.password', user: name, password: await promptSecret(`Password for ${printable(name)}`, { signal }) };
     },
     showDeviceCode(code: DeviceAuthorization) {

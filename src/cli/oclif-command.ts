@@ -18,10 +18,11 @@ export function oclifCommand(command: CommandDefinition): typeof Command {
     static override flags = oclifFlags(command.flags as Record<string, FlagSpec>);
     static override args = oclifArgs((command.args ?? {}) as Record<string, ArgSpec>);
     static override strict = command.passThrough === undefined;
+    static definition: CommandDefinition = command;
 
     async run(): Promise<void> {
       const parsed = await parseCommandLine(command, [...this.argv], (argv) => this.parse(undefined, argv));
-      process.exitCode = await runDefinition(command, parsed, { out: this.out, env: process.env, stdin: () => process.stdin, host: { oclif: this.config } });
+      process.exitCode = await runDefinition(command, parsed, { out: this.out, env: process.env, stdin: () => process.stdin, host: { oclif: this.config }, interrupts: true });
     }
   };
 }
@@ -57,7 +58,8 @@ abstract class MxsCommand extends Command {
 
   /** runDefinition reports every error of a run; what reaches here failed before it (the command line). */
   override async catch(err: Error): Promise<void> {
-    const e = isParseError(err) ? parseError(err, this.argv) : err;
+    const { definition } = this.constructor as unknown as { definition?: CommandDefinition };
+    const e = isParseError(err) ? parseError(err, this.argv, definition) : err;
     process.exitCode = reportError(e, this.out, { json: this.jsonEnabled(), verbose: this.argv.includes('--verbose'), hints: { defaultProfile: null } });
   }
 }

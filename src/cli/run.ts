@@ -4,6 +4,7 @@ import type { CommandDefinition, GlobalFlags, Host } from './command.js';
 import { commandContext, type CommandContext, type Stdin } from './context.js';
 import { resolveInvocation } from './invocation.js';
 import { reportAfterResult, reportError } from './report-error.js';
+import { cancelOnSigint } from './terminal.js';
 
 /** A command line as a front end parsed it from a definition's flags and args. */
 export interface ParsedInput {
@@ -17,6 +18,8 @@ export interface RunIO {
   env: NodeJS.ProcessEnv;
   stdin: () => Stdin;
   host?: Host;
+  /** A real process (oclif, the fast path): Ctrl-C cancels the run (CommandDefinition.sigint). */
+  interrupts?: boolean;
 }
 
 /**
@@ -27,16 +30,21 @@ export async function runDefinition(command: CommandDefinition, parsed: ParsedIn
   const flags = parsed.flags as unknown as GlobalFlags;
   const json = flags.json === true;
   let hints: HintView = { defaultProfile: null };
+  const sigint = io.interrupts && command.sigint !== 'own' ? cancelOnSigint(command.cancelled ?? 'Cancelled.') : undefined;
   try {
     const given = command.profileArg !== undefined ? (parsed.args[command.profileArg] as string) : flags.profile;
     const invocation = resolveInvocation({ ...flags, profile: given }, io.env);
     hints = invocation;
-    const ctx = commandContext(invocation, io, { keychain: command.keychain });
+    const ctx = commandContext(invocation, io, { keychain: command.keychain, signal: sigint?.signal });
     const outcome = await command.run(ctx, { flags: parsed.flags, args: parsed.args, json, rest: parsed.rest ?? [] });
     present(command, ctx, outcome.result, json);
     return outcome.error ? reportAfterResult(outcome.error, io.out, hints) : outcome.exitCode;
   } catch (err) {
-    return reportError(err, io.out, { json, verbose: flags.verbose === true, hints });
+    // After Ctrl-C, whatever a layer made of the aborted exchange (a fallback, a wrapped message), the run was cancelled.
+    const failure: unknown = sigint?.signal.aborted ? sigint.signal.reason : err;
+    return reportError(failure, io.out, { json, verbose: flags.verbose === true, hints });
+  } finally {
+    sigint?.dispose();
   }
 }
 

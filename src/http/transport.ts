@@ -1,6 +1,8 @@
 import type { Dispatcher } from 'undici';
+import { defaultDispatcher, HANDSHAKE_TIMEOUT_MS, probePort, waitingNotice } from './connect.js';
 import { request, undiciCore, type UndiciCore } from './undici.js';
-import { MxsError, badResponse } from '../errors.js';
+import { MxsError, badResponse, cancelled } from '../errors.js';
+import { durationText } from '../duration.js';
 import { redactUrl } from '../redact.js';
 
 // The one transport of mxs: any method; JSON, form or raw bodies; bounded in time (connect to last
@@ -22,7 +24,15 @@ export interface HttpDeps {
   trace?: (line: string) => void;
   /** Called with (server Date - local clock) when a response carries a Date header. */
   onClockSample?: (skewMs: number) => void;
+  /** The user cancelled (Ctrl-C): every exchange and retry wait ends at once with the signal's reason. */
+  signal?: AbortSignal;
+  /**
+   * An exchange still unanswered after WAITING_NOTICE_MS: `what` says for what it waits (on a terminal,
+   * shown on stderr); the returned function clears it when the exchange ends.
+   */
+  onWaiting?: (what: string) => () => void;
 }
+
 
 export interface HttpRequest {
   method: string;
@@ -91,20 +101,20 @@ export async function send(deps: HttpDeps, req: HttpRequest, decode: ErrorDecode
     if (wait === undefined) throw failure;
     deps.trace?.(`  retrying in ${Math.round(wait)} ms (${failure.code})`);
     await deps.sleep(wait);
+    throwIfCancelled(deps);
   }
+}
+
+/** The user's cancellation as the error to end with (a cancelled MxsError, exit 130). */
+function throwIfCancelled(deps: HttpDeps): void {
+  if (!deps.signal?.aborted) return;
+  const reason: unknown = deps.signal.reason;
+  throw reason instanceof MxsError ? reason : cancelled();
 }
 
 function backoff(attempt: number): number {
   const cap = 250 * 2 ** (attempt - 1);
   return cap / 2 + Math.random() * (cap / 2);
-}
-
-/** One agent per timeout: undici's own connect timeout (10 s) must not outlast --timeout. */
-const agents = new Map<number, Dispatcher>();
-function defaultDispatcher(undici: UndiciCore, timeoutMs: number): Dispatcher {
-  let agent = agents.get(timeoutMs);
-  if (!agent) agents.set(timeoutMs, (agent = new undici.Agent({ connect: { timeout: timeoutMs } })));
-  return agent;
 }
 
 async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): Promise<HttpResponse> {
@@ -123,6 +133,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     payload = new URLSearchParams(req.form).toString();
   }
   const host = hostOf(req.url);
+  throwIfCancelled(deps);
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -131,12 +142,13 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
   }, deps.timeoutMs);
   const sentAt = deps.now();
   let status = 0;
+  const waited = waitingNotice(deps, req.url);
   try {
     const res = await request(deps.dispatcher ?? defaultDispatcher(undici, deps.timeoutMs), req.url, {
       method: req.method as Dispatcher.HttpMethod,
       headers,
       body: payload,
-      signal: controller.signal,
+      signal: deps.signal ? AbortSignal.any([controller.signal, deps.signal]) : controller.signal,
     });
     status = res.statusCode;
     if (status >= 300 && status < 400) {
@@ -153,8 +165,11 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     return { status, headers: res.headers, contentType, text, json: parseJsonObject(contentType, text), sentAt, host };
   } catch (err) {
     if (err instanceof MxsError) throw err;
+    throwIfCancelled(deps);
     const tls = TLS_CODES.test(errorCode(err));
-    if ((timedOut || tls) && req.url.startsWith('https:') && (await speaksPlainHttp(req.url, Math.min(1000, deps.timeoutMs)))) {
+    const handshake = errorCode(err) === 'UND_ERR_CONNECT_TIMEOUT';
+    const port = (timedOut || tls || handshake) && req.url.startsWith('https:') ? await probePort(req.url, Math.min(1000, deps.timeoutMs)) : 'closed';
+    if (port === 'http') {
       const u = new URL(req.url);
       // Not retryable: the same request cannot get past a port that does not speak TLS.
       throw new MxsError({
@@ -166,10 +181,22 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
         cause: err,
       });
     }
+    if (handshake && port === 'open') {
+      const u = new URL(req.url);
+      // Not retryable: a port that took the connection and never answered the TLS greeting does so again.
+      throw new MxsError({
+        code: 'network',
+        message: `The TLS handshake with ${host} did not finish within ${durationText(Math.min(deps.timeoutMs, HANDSHAKE_TIMEOUT_MS))}.`,
+        hint: `Check that the URL names the server's HTTPS port; if that port serves plain HTTP, use http://${u.host} (allowed to loopback; elsewhere only with --insecure).`,
+        kind: 'network',
+        detail: 'the TLS handshake did not finish',
+        cause: err,
+      });
+    }
     if (timedOut) {
       throw new MxsError({
         code: 'timeout',
-        message: `${host} did not answer within ${deps.timeoutMs} ms.`,
+        message: `${host} did not answer within ${durationText(deps.timeoutMs)}.`,
         hint: 'Check the network and the server, or allow more time with --timeout.',
         kind: 'network',
         cause: err,
@@ -178,6 +205,7 @@ async function exchange(deps: HttpDeps, req: HttpRequest, undici: UndiciCore): P
     throw networkError(err, host);
   } finally {
     clearTimeout(timer);
+    waited();
     deps.trace?.(`${req.method} ${redactUrl(req.url)} → ${status || 'no answer'} (${deps.now() - sentAt} ms)`);
   }
 }
@@ -188,28 +216,6 @@ const TLS_CODES = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
 export function errorCode(err: unknown): string {
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
   return e?.code ?? e?.cause?.code ?? '';
-}
-
-/** Whether the port behind an https:// URL answers a plain HTTP request (then TLS cannot work there). */
-async function speaksPlainHttp(url: string, timeoutMs: number): Promise<boolean> {
-  const { connect } = await import('node:net');
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) });
-    let answer = '';
-    const done = (result: boolean) => {
-      socket.destroy();
-      resolve(result);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write(`HEAD / HTTP/1.0\r\nHost: ${u.host}\r\n\r\n`));
-    socket.on('data', (d) => {
-      answer += d.toString('latin1');
-      if (answer.length >= 5) done(answer.startsWith('HTTP/'));
-    });
-    socket.on('end', () => done(answer.startsWith('HTTP/')));
-  });
 }
 
 function networkError(err: unknown, host: string): MxsError {
@@ -341,6 +347,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
   const undici = undiciCore();
   const host = hostOf(req.url);
   for (let attempt = 1; ; attempt++) {
+    throwIfCancelled(deps);
     const sentAt = deps.now();
     let status = 0;
     try {
@@ -350,6 +357,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
         body: typeof req.body === 'function' ? (req.body() as unknown as import('node:stream').Readable) : req.body,
         headersTimeout: deps.timeoutMs,
         bodyTimeout: deps.timeoutMs,
+        ...(deps.signal && { signal: deps.signal }),
       });
       status = res.statusCode;
       // The body is the caller's, so only the headers speak for a retry (Retry-After on a 429).
@@ -362,6 +370,7 @@ export async function openStream(deps: HttpDeps, req: StreamRequest): Promise<St
       deps.trace?.(`  retrying in ${Math.round(wait)} ms (HTTP ${status})`);
       await deps.sleep(wait);
     } catch (err) {
+      throwIfCancelled(deps);
       const e = timeoutOrNetwork(err, host, deps.timeoutMs);
       const wait = retryWait(e, attempt, req.retry);
       if (wait === undefined) throw e;
@@ -377,7 +386,7 @@ function timeoutOrNetwork(err: unknown, host: string, timeoutMs: number): MxsErr
   if (err instanceof MxsError) return err;
   const code = errorCode(err);
   if (/TIMEOUT/.test(code)) {
-    return new MxsError({ code: 'timeout', message: `${host} went silent for ${timeoutMs} ms.`, hint: 'Check the network and the server, or allow more time with --timeout.', kind: 'network', cause: err });
+    return new MxsError({ code: 'timeout', message: `${host} went silent for ${durationText(timeoutMs)}.`, hint: 'Check the network and the server, or allow more time with --timeout.', kind: 'network', cause: err });
   }
   return networkError(err, host);
 }

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Agent, Dispatcher, Pool } from 'undici';
+import type { Agent, buildConnector, Dispatcher, Pool } from 'undici';
 
 // undici's index loads all of undici: fetch, WebSocket, EventSource, caches, mocks, interceptors.
 // That took 95 ms on Node 24 (80 ms on Node 20), against 33 ms for the parts mxs uses: the
@@ -11,6 +11,7 @@ import type { Agent, Dispatcher, Pool } from 'undici';
 export interface UndiciCore {
   Agent: typeof Agent;
   Pool: typeof Pool;
+  buildConnector: typeof buildConnector;
 }
 
 let core: UndiciCore | undefined;
@@ -22,7 +23,11 @@ export function undiciCore(): UndiciCore {
   const dispatcher = load('undici/lib/dispatcher/dispatcher.js') as { prototype: object };
   // What undici's index does: every dispatcher gets request(), stream(), pipeline()…
   Object.assign(dispatcher.prototype, load('undici/lib/api/index.js'));
-  core = { Agent: load('undici/lib/dispatcher/agent.js') as typeof Agent, Pool: load('undici/lib/dispatcher/pool.js') as typeof Pool };
+  core = {
+    Agent: load('undici/lib/dispatcher/agent.js') as typeof Agent,
+    Pool: load('undici/lib/dispatcher/pool.js') as typeof Pool,
+    buildConnector: load('undici/lib/core/connect.js') as typeof buildConnector,
+  };
   return core;
 }
 

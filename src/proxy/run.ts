@@ -158,8 +158,8 @@ function oauthPathsOf(record: { homeserver: string; auth: { type: string } & Par
 }
 
 /**
- * The token file: 0600 from creation, replaced atomically, so a bot never reads half a token. The
- * directory is the user's and is left as it is.
+ * The token file: 0600 from creation, replaced atomically, so a bot never reads half a token. Missing
+ * directories are created 0700; an existing one is the user's and is left as it is.
  */
 async function writeTokenFile(path: string, token: string): Promise<void> {
   try {

@@ -160,10 +160,16 @@ export function nextPage(path: string, page: unknown): { param: string; token: s
   if (typeof page !== 'object' || page === null) return undefined;
   const p = page as Record<string, unknown>;
   // /messages pages with `end` (omitted on the last page), the other listings with next_batch/next_token.
-  const messages = /\/messages(\?|$)/.test(path);
+  const messages = endsWithSegment(path, 'messages');
   const token = typeof p.next_batch === 'string' ? p.next_batch : typeof p.next_token === 'string' ? p.next_token : messages && typeof p.end === 'string' ? p.end : undefined;
   if (!token) return undefined;
-  return { param: /\/publicRooms(\?|$)/.test(path) ? 'since' : 'from', token };
+  return { param: endsWithSegment(path, 'publicRooms') ? 'since' : 'from', token };
+}
+
+/** Whether PATH (as typed: relative or not, with a query or not) names an endpoint whose last segment is `segment`. */
+function endsWithSegment(path: string, segment: string): boolean {
+  const bare = path.split('?', 1)[0]!.replace(/\/+$/, '');
+  return bare === segment || bare.endsWith(`/${segment}`);
 }
 
 /** Pages are parsed, so they are bounded (a single page of a Matrix listing is far smaller). */

@@ -1,5 +1,5 @@
 import { formatDuration } from '../duration.js';
-import { MxsError, badResponse, cancelled, notLoggedIn, usageError } from '../errors.js';
+import { MxsError, badResponse, notLoggedIn, usageError } from '../errors.js';
 import { setDeviceDisplayName } from '../matrix/client.js';
 import { deleteDevices, listDevices, type DeletionOutcome, type Device, type UiaChallenge } from '../matrix/devices.js';
 import type { SessionRecord } from '../model.js';
@@ -86,6 +86,8 @@ export interface DeleteInteraction {
 export interface DeleteDevicesResult {
   profile: string;
   deleted: string[];
+  /** The user answered no at the confirmation: a choice, not a failure. */
+  declined?: true;
 }
 
 /** Without a terminal, how often the deletion is retried (or the device list checked) while the user approves it on the account page, and for how long. */
@@ -140,7 +142,7 @@ export async function deleteDevicesService(
   const { devices } = listed.result;
   const targets = input.olderThanMs === undefined ? named(devices, ids, profile) : inactive(devices, input.olderThanMs, deps);
   if (targets.length === 0) return { profile, deleted: [] };
-  if (!input.yes && !(await io.confirm(targets, listed.userId))) throw cancelled('Nothing was deleted.');
+  if (!input.yes && !(await io.confirm(targets, listed.userId))) return { profile, deleted: [], declined: true };
 
   const targetIds = targets.map((d) => d.deviceId);
   const attempt = async (auth: Record<string, unknown> | undefined, retry: boolean): Promise<DeletionOutcome> => {

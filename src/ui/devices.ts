@@ -53,7 +53,7 @@ export function deviceList(devices: DeviceEntry[], now: number): string[] {
 
 export function deletedLine(r: DeleteDevicesResult, olderThanMs: number | undefined): string {
   if (r.deleted.length === 0) {
-    return olderThanMs === undefined ? 'Nothing was deleted.' : `No device was last seen more than ${formatDuration(olderThanMs)} ago; nothing was deleted.`;
+    return olderThanMs === undefined || r.declined ? 'Nothing was deleted.' : `No device was last seen more than ${formatDuration(olderThanMs)} ago; nothing was deleted.`;
   }
   return `Deleted ${r.deleted.length === 1 ? 'device' : `${r.deleted.length} devices`}: ${r.deleted.map((id) => printable(id)).join(', ')}.`;
 }

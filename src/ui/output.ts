@@ -34,7 +34,8 @@ export class Output {
 
   /** chalk is loaded only when colour will be shown: scripts piping `mxs token` do not pay for it. */
   static async create(stdout: Stream, stderr: Stream, env: NodeJS.ProcessEnv): Promise<Output> {
-    const colorful = Boolean(stdout.isTTY) && env.NO_COLOR === undefined && env.TERM !== 'dumb';
+    // FORCE_COLOR=0 (and false) is the other common way to say no colour (chalk's, Node's).
+    const colorful = Boolean(stdout.isTTY) && env.NO_COLOR === undefined && env.TERM !== 'dumb' && env.FORCE_COLOR !== '0' && env.FORCE_COLOR !== 'false';
     if (!colorful) return new Output(stdout, stderr);
     const { Chalk } = await import('chalk');
     return new Output(stdout, stderr, new Chalk({ level: 1 }));

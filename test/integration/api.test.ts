@@ -37,6 +37,21 @@ describe('against the homeserver double', () => {
     expect(q!.path).not.toContain('access_token');
   });
 
+  it('on a terminal, a JSON answer is pretty-printed and ends with a newline (as gh api does); piped, it is the bytes as received', async () => {
+    const tty = await mxsInProcess(['api', 'account/whoami'], { env: home.env, tty: true });
+    expect(tty.code).toBe(0);
+    expect(tty.stdout).toBe(JSON.stringify(JSON.parse(tty.stdout), null, 2) + '\n');
+    const piped = await run(['api', 'account/whoami']);
+    expect(piped.stdout).toBe(JSON.stringify(JSON.parse(piped.stdout)));
+  });
+
+  it('on a terminal, a JSON error answer is pretty-printed too, then the error on stderr', async () => {
+    const r = await mxsInProcess(['api', 'rooms/!nope:localhost/state'], { env: home.env, tty: true });
+    expect(r.code).toBe(7);
+    expect(r.stdout).toMatch(/^\{\n {2}"errcode"/);
+    expect(r.stdout.endsWith('}\n')).toBe(true);
+  });
+
   it('/_matrix/ paths are used as given, and {userId}/{deviceId} are filled in URL-encoded', async () => {
     const r = await run(['api', '/_matrix/client/v3/account/whoami?x={userId}']);
     expect(r.code).toBe(0);

@@ -25,3 +25,11 @@ it.each([
   // The config dir may have been checked (created) before the prompt; no session is in it.
   expect(await readdir(join(home.env.MXS_CONFIG_DIR!, 'sessions')).catch(() => [])).toEqual([]);
 });
+
+it('a user name of spaces at the user prompt is refused (exit 2) before the password is asked or anything sent', async () => {
+  const { screen, code } = await onTerminal(home.env, [['User', '   \r']], ['login', hs.url]);
+  expect(code).toBe(2);
+  expect(screen).toMatch(/Error: The user name is blank\./);
+  expect(screen).not.toContain('Password');
+  expect(hs.requests.filter((q) => q.method === 'POST')).toEqual([]);
+});

@@ -163,6 +163,21 @@ describe('mxs switch', () => {
 });
 
 describe('mxs autocomplete', () => {
+  /** Writes the bash script, and completes COMP_WORDS with it as bash would (what COMPREPLY holds, sorted). */
+  async function bashCompletion(): Promise<(...words: string[]) => string[]> {
+    expect((await mxs(['autocomplete', 'bash', '--refresh-cache'])).stdout).toBe('');
+    const script = join(home.dir, 'cache', 'autocomplete', 'functions', 'bash', 'mxs.bash');
+    const complete = (...words: string[]) =>
+      execFileSync(
+        'bash',
+        ['--norc', '-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _mxs_complete; printf '%s\\n' "\${COMPREPLY[@]}" | sort -u`, 'bash', script, ...words],
+        { env: { PATH: process.env.PATH, MXS_CONFIG_DIR: home.env.MXS_CONFIG_DIR }, encoding: 'utf8' },
+      )
+        .split('\n')
+        .filter(Boolean);
+    return complete;
+  }
+
   it('prints the setup for bash and writes a script that lists the commands', async () => {
     const r = await mxs(['autocomplete', 'bash']);
     expect(r.code).toBe(0);
@@ -180,22 +195,25 @@ describe('mxs autocomplete', () => {
   it('bash completes commands, flags, and stored profile names after --profile and for switch', async () => {
     await login('default');
     await login('work');
-    expect((await mxs(['autocomplete', 'bash', '--refresh-cache'])).stdout).toBe('');
-    const script = join(home.dir, 'cache', 'autocomplete', 'functions', 'bash', 'mxs.bash');
-    const complete = (...words: string[]) =>
-      execFileSync(
-        'bash',
-        ['--norc', '-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _mxs_complete; printf '%s\\n' "\${COMPREPLY[@]}" | sort -u`, 'bash', script, ...words],
-        { env: { PATH: process.env.PATH, MXS_CONFIG_DIR: home.env.MXS_CONFIG_DIR }, encoding: 'utf8' },
-      )
-        .split('\n')
-        .filter(Boolean);
+    const complete = await bashCompletion();
     expect(complete('mxs', 'sw')).toEqual(['switch']);
     expect(complete('mxs', 'status', '--a')).toEqual(['--all']);
     expect(complete('mxs', 'switch', '')).toEqual(['default', 'work']);
     expect(complete('mxs', 'status', '--profile', 'w')).toEqual(['work']);
     expect(complete('mxs', 'token', '-p', '')).toEqual(['default', 'work']);
     expect(complete('mxs', 'status', '--profile', '=', '')).toEqual(['default', 'work']);
+  });
+
+  it('bash completes flag values, and flags after earlier flags', async () => {
+    const complete = await bashCompletion();
+    expect(complete('mxs', 'login', '--method', '')).toEqual(['auto', 'oauth', 'password', 'token']);
+    expect(complete('mxs', 'status', '--storage', '')).toEqual(['auto', 'file', 'keychain']);
+    expect(complete('mxs', 'status', '--storage', '=', 'k')).toEqual(['keychain']);
+    expect(complete('mxs', 'status', '--json', '--a')).toEqual(['--all']);
+    expect(complete('mxs', 'status', '--json', '--')).toContain('--watch');
+    expect(complete('mxs', 'devices', 'delete', '--yes', '--ol')).toEqual(['--older-than']);
+    expect(complete('mxs', 'login', '-u', 'alice', '--dev')).toEqual(['--device-id', '--device-name']);
+    expect(complete('mxs', '--json', 'sta')).toEqual(['status']);
   });
 
   it.each([['zsh', '_mxs'], ['fish', 'mxs.fish']])('writes a %s script that the shell parses, with profile completion', async (shell, file) => {

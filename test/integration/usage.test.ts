@@ -88,3 +88,45 @@ describe('unknown commands and stray arguments', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(2);
   });
 });
+
+describe('help everywhere: -h after the command, help alone, unknown subjects in mxs style', () => {
+  it.each([[['login', '-h']], [['token', '-h']], [['devices', 'delete', '-h']], [['devices', '-h']], [['exec', '-h']], [['status', '--json', '-h']], [['help']], [['exec', '--help']]])(
+    'mxs %j shows help, exit 0',
+    async (args) => {
+      const r = await mxs(args);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/USAGE|COMMANDS/);
+    },
+  );
+
+  it('-h after -- belongs to the command exec runs, not to mxs', async () => {
+    const r = await mxs(['exec', '--', 'true', '-h']);
+    expect(r.stdout).not.toMatch(/USAGE/);
+    expect(r.code).toBe(4); // not logged in: exec got as far as the session
+  });
+
+  it.each([[['help', 'foo']], [['foo', '--help']], [['foo', '-h']]])('mxs %j: an unknown command in mxs style, with the commands as typed', async (args) => {
+    const r = await mxs(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).not.toContain('›');
+    const [line, hint] = r.stderr.trim().split('\n');
+    expect(line).toBe('Error: Unknown command "foo".');
+    expect(hint).toContain('devices delete');
+    expect(hint).not.toContain('devices:delete');
+  });
+});
+
+describe('suggestions for mistyped commands and flags', () => {
+  it('mxs devices delet: did you mean devices delete', async () => {
+    const r = await mxs(['devices', 'delet']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Did you mean: mxs devices delete\?/);
+  });
+
+  it('an unknown command lists the commands as typed (spaces, not colons)', async () => {
+    const r = await mxs(['zzzzzzz']);
+    expect(r.stderr).toContain('devices rename');
+    expect(r.stderr).not.toMatch(/\w:\w/);
+  });
+});

@@ -52,11 +52,14 @@ export interface CommandRunOptions {
   env?: Record<string, string | undefined>;
   /** Standard input's text (default: empty). */
   stdin?: string;
+  /** stdout is a terminal (default: a pipe). */
+  tty?: boolean;
 }
 
 /** `mxs ARGV…` for one definition: argv as typed after the command id (global flags may stand first, as bin/run.js allows). */
 export async function runCommand(command: CommandDefinition, argv: string[], opts: CommandRunOptions = {}): Promise<CommandRun> {
   const stdout = new Capture();
+  stdout.isTTY = opts.tty === true;
   const stderr = new Capture();
   const out = new Output(stdout, stderr);
   const env = { ...opts.env } as NodeJS.ProcessEnv;
@@ -68,7 +71,7 @@ export async function runCommand(command: CommandDefinition, argv: string[], opt
     exitCode = await runDefinition(command, parsed, { out, env, stdin: () => stdin });
   } catch (err) {
     // What oclif's front end reports from its catch: the command line did not parse.
-    const e = isParseError(err) ? parseError(err as Error, args) : err;
+    const e = isParseError(err) ? parseError(err as Error, args, command) : err;
     exitCode = reportError(e, out, { json: args.includes('--json'), verbose: args.includes('--verbose'), hints: { defaultProfile: null } });
   }
   return {

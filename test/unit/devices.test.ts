@@ -10,7 +10,8 @@ import {
   type DeleteInteraction,
   type DeviceEntry,
 } from '../../src/services/devices.js';
-import { ago, deviceTable, lastSeen } from '../../src/ui/devices.js';
+import { devicesDeleteCommand } from '../../src/cli/commands/devices.js';
+import { ago, deletedLine, deviceTable, lastSeen } from '../../src/ui/devices.js';
 import { NO_COLORS } from '../../src/ui/output.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { HS, ISSUER, T0, rejectionOf, replyJson, replyJsonWith, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
@@ -164,12 +165,16 @@ describe('deleteDevicesService: what it refuses before anything is deleted', () 
     expect(trail()).toEqual([`GET ${DEVICES}`]);
   });
 
-  it('the user says no at the confirmation: exit 130, nothing deleted', async () => {
+  it('the user says no at the confirmation: not an error, the result says nothing was deleted', async () => {
     await w.seed();
     replyJson(w.agent, HS, 'GET', DEVICES, 200, { devices: ACCOUNT });
     const { io, log } = scriptedUser({ interactive: true, confirm: false });
-    const err = await rejectionOf(() => deleteDevicesService({ profile: 'default', deviceIds: ['LAPTOP', 'OLDPHONE'], yes: false }, w.deps, io));
-    expect(err).toMatchObject({ code: 'cancelled', exitCode: 130, message: 'Nothing was deleted.' });
+    const result = await deleteDevicesService({ profile: 'default', deviceIds: ['LAPTOP', 'OLDPHONE'], yes: false }, w.deps, io);
+    expect(result).toEqual({ profile: 'default', deleted: [], declined: true });
+    expect(deletedLine(result, undefined)).toBe('Nothing was deleted.');
+    expect(deletedLine(result, 30 * 24 * 3600_000)).toBe('Nothing was deleted.');
+    // --json: the normal document, with nothing deleted.
+    expect(devicesDeleteCommand.jsonShape!(result)).toEqual({ profile: 'default', deleted: [] });
     expect(log).toEqual([`confirm ${ME}: LAPTOP OLDPHONE`]);
     expect(trail()).toEqual([`GET ${DEVICES}`]);
   });

@@ -1,5 +1,6 @@
 // The HTTP layer (src/matrix/http.ts), exercised through the client functions that use it.
-import { describe, expect, it } from '@jest/globals';
+import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { openStream, retryWait } from '../../src/http/transport.js';
 import { login, whoami } from '../../src/matrix/client.js';
 import { errcodeOf, matrixErrorFields } from '../../src/matrix/http.js';
@@ -203,14 +204,14 @@ describe('transport failures', () => {
     expect(err).toMatchObject({ code: 'network', exitCode: 3 });
   });
 
-  it('turns a slow answer into code "timeout" (exit 3) after deps.http.timeoutMs', async () => {
-    w.deps.http.timeoutMs = 50;
-    pool().intercept({ method: 'GET', path: WHOAMI }).reply(200, JSON.stringify(ME), { headers: { 'content-type': 'application/json' } }).delay(2000);
+  it('turns a slow answer into code "timeout" (exit 3) after deps.http.timeoutMs, said the way --timeout takes it', async () => {
+    w.deps.http.timeoutMs = 1500;
+    pool().intercept({ method: 'GET', path: WHOAMI }).reply(200, JSON.stringify(ME), { headers: { 'content-type': 'application/json' } }).delay(3000);
     const started = Date.now();
     const err = await rejectionOf(callWhoami);
     expect(err).toMatchObject({ code: 'timeout', exitCode: 3 });
-    expect(err.message).toContain('50 ms');
-    expect(Date.now() - started).toBeLessThan(1500);
+    expect(err.message).toContain('did not answer within 1s500ms.');
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 });
 
@@ -324,5 +325,43 @@ describe('one Matrix error decoder', () => {
     [429, '{"errcode":"M_LIMIT_EXCEEDED"}', 'M_LIMIT_EXCEEDED', 3],
   ])('`mxs api`: HTTP %i becomes code and exit code from the same decoder', (status, text, code, exitCode) => {
     expect(httpError(status, text, 'matrix.example.org')).toMatchObject({ code, exitCode, status });
+  });
+});
+
+describe('https:// to a port that never answers the TLS greeting (a wrong scheme)', () => {
+  let silent: Server;
+  let port: number;
+  const sockets: Socket[] = [];
+  beforeEach(async () => {
+    silent = createServer((s) => {
+      sockets.push(s);
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    port = (silent.address() as AddressInfo).port;
+  });
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    await new Promise((r) => silent.close(r));
+  });
+
+  it('the TLS handshake is bounded on its own (5s, within --timeout): a clear message, the http:// URL suggested, not retried; on a terminal mxs says what it waits for, then clears it', async () => {
+    const waits: string[] = [];
+    const http = { ...w.deps.http, dispatcher: undefined, timeoutMs: 30_000, onWaiting: (what: string) => (waits.push(what), () => waits.push('cleared')) };
+    const started = Date.now();
+    const err = await rejectionOf(() => whoami(`https://127.0.0.1:${port}`, TOKEN, http));
+    expect(Date.now() - started).toBeLessThan(7000);
+    expect(err).toMatchObject({ code: 'network', exitCode: 3, retryable: false });
+    expect(err.message).toBe(`The TLS handshake with 127.0.0.1:${port} did not finish within 5s.`);
+    expect(err.hint).toContain(`http://127.0.0.1:${port}`);
+    expect(waits).toEqual([`Waiting for https://127.0.0.1:${port}/ (TLS handshake)…`, 'cleared']);
+  }, 15_000);
+
+  it('a --timeout shorter than 5s bounds the handshake too', async () => {
+    const http = { ...w.deps.http, dispatcher: undefined, timeoutMs: 1000 };
+    const started = Date.now();
+    const err = await rejectionOf(() => whoami(`https://127.0.0.1:${port}`, TOKEN, http));
+    expect(Date.now() - started).toBeLessThan(3000); // the 1s bound, then a look at what listens there
+    expect(err.message).toBe(`The TLS handshake with 127.0.0.1:${port} did not finish within 1s.`);
   });
 });

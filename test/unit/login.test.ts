@@ -3,6 +3,8 @@ import { stat } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import type { LoginInput } from '../../src/services/login.js';
 import { loginService } from '../../src/services/login.js';
+import { loginCommand } from '../../src/cli/commands/login.js';
+import { runCommand } from '../support/run-command.js';
 import { HS, T0, UnusableKeychain, makeDeps, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld } from '../support/unit-deps.js';
 
 const LOGIN = '/_matrix/client/v3/login';
@@ -255,5 +257,14 @@ describe('secret storage choice', () => {
     await expect(loginService(input({ storage: 'file' }), w.deps)).resolves.toMatchObject({ storage: 'file' });
     expect(keychain.calls).toBe(0);
     expect(w.notices).toEqual([]);
+  });
+});
+
+describe('mxs login --user', () => {
+  it.each(['', '   ', '\t'])('a blank user name (%j) is a usage error before anything is read or sent', async (user) => {
+    const r = await runCommand(loginCommand, ['http://127.0.0.1:9', '--user', user, '--password-stdin'], { env: { MXS_CONFIG_DIR: w.dir }, stdin: 'pw\n' });
+    expect(r.exitCode).toBe(2);
+    // Exit 2, not 3: nothing was sent to the (closed) port.
+    expect(r.stderr.split('\n')[0]).toBe('Error: The user name is blank.');
   });
 });

@@ -3,7 +3,9 @@
 // log line and the bounded redactor, and runProxy itself against an undici MockAgent standing in for the
 // homeserver. The spawned CLI against real servers is test/integration/proxy.test.ts.
 import { describe, expect, it } from '@jest/globals';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
 import { Pool, request, type Dispatcher } from 'undici';
 import { MxsError } from '../../src/errors.js';
 import { parseListen, urlOf } from '../../src/proxy/listen.js';
@@ -11,6 +13,8 @@ import { RecentSecrets, requestLine, startLines } from '../../src/proxy/present.
 import { Redactor } from '../../src/redact.js';
 import { downstreamHeaders, headersTimeoutFor, hostGuard, isTargetProblem, parseTarget, ProxyToken, route, upstreamHeaders, type Target } from '../../src/proxy/rules.js';
 import { checkProxyToken, newProxyToken, runProxy, type ProxyStartInfo } from '../../src/proxy/run.js';
+import { proxyCommand } from '../../src/cli/commands/proxy.js';
+import { runCommand } from '../support/run-command.js';
 import { HS, hintText, rejectionOf, replyJson, replyJsonWith, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const V3_REFRESH = '/_matrix/client/v3/refresh';
@@ -289,13 +293,13 @@ function rawExchange(url: string, bytes: Buffer): Promise<Buffer> {
 const text = (body: unknown) => (Buffer.isBuffer(body) ? body.toString('utf8') : String(body));
 
 describe('runProxy in process, the homeserver played by a MockAgent', () => {
-  async function started(opts: { drainMs?: number; upstream?: Dispatcher } = {}) {
+  async function started(opts: { drainMs?: number; upstream?: Dispatcher; tokenFile?: string } = {}) {
     let info: (ProxyStartInfo & { homeserver: string }) | undefined;
     let stop: (signal: string) => void = () => {};
     const notices: string[] = [];
     const log: string[] = [];
     const done = runProxy(
-      { profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: null, drainMs: opts.drainMs ?? 1000, upstream: opts.upstream ?? w.agent.get(HS) },
+      { profile: 'default', listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, proxyToken: 'proxy-token-for-tests', tokenFile: opts.tokenFile ?? null, drainMs: opts.drainMs ?? 1000, upstream: opts.upstream ?? w.agent.get(HS) },
       w.deps,
       {
         onStart: (i) => (info = i),
@@ -327,6 +331,19 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
     p.stop('SIGINT');
     expect(await p.done).toEqual({ signal: 'SIGINT', cut: 0, refreshes: 0 });
     expect(p.log).toEqual([expect.stringMatching(/ GET \/_matrix\/client\/v3\/account\/whoami 200 \d+ms$/)]);
+  });
+
+  it('--token-file in directories that do not exist yet: they are created private (0700), the file 0600, removed at exit', async () => {
+    await w.seed({ lifetimeMs: 300 * SEC });
+    const file = join(w.dir, 'home', '.config', 'mybot', 'proxy-token');
+    const p = await started({ tokenFile: file });
+    expect(readFileSync(file, 'utf8')).toBe('proxy-token-for-tests');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(dirname(file)).mode & 0o777).toBe(0o700);
+    expect(statSync(join(w.dir, 'home')).mode & 0o777).toBe(0o700);
+    p.stop('SIGTERM');
+    await p.done;
+    expect(existsSync(file)).toBe(false);
   });
 
   it('an upstream 401 M_UNKNOWN_TOKEN: refresh once, replay once with the same body', async () => {
@@ -475,3 +492,13 @@ describe('runProxy in process, the homeserver played by a MockAgent', () => {
   });
 });
 
+
+describe('mxs proxy --token-file', () => {
+  it.each(['~/.config/mybot/proxy-token', '~'])('%s with the ~ unexpanded (quoted, or after =) is a usage error that says so, before anything is written', async (path) => {
+    const r = await runCommand(proxyCommand, [`--token-file=${path}`], { env: { MXS_CONFIG_DIR: w.dir } });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/^Error: --token-file .*~.* the shell did not expand ~/m);
+    expect(r.stderr).toContain('$HOME/');
+    expect(existsSync(join(process.cwd(), '~'))).toBe(false);
+  });
+});

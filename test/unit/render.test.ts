@@ -2,6 +2,8 @@ import { describe, expect, it } from '@jest/globals';
 import { Chalk } from 'chalk';
 import type { StatusReport } from '../../src/services/status.js';
 import { countdown, statusLines } from '../../src/ui/render.js';
+import { Output } from '../../src/ui/output.js';
+import { usageError } from '../../src/errors.js';
 
 const color = new Chalk({ level: 1 });
 const plain = new Chalk({ level: 0 });
@@ -58,6 +60,19 @@ describe('status lines (issue 10 item 20)', () => {
     expect(statusLines(report({}), expiresMs - 10_000, plain, { defaultProfile: 'default' }).some((l) => l.startsWith('Scopes:'))).toBe(false);
   });
 
+  it.each([
+    ['valid', {}, expiresMs - 3_600_000],
+    ['expiring soon', {}, expiresMs - 10_000],
+    ['expired, refreshable', { expired: true }, expiresMs + 10_000],
+    ['expired for good', { expired: true, refreshable: false }, expiresMs + 10_000],
+    ['not logged in', { loggedIn: false }, expiresMs],
+  ] as const)('%s: every colour is reset on its own line, before the newline', (_case, over, now) => {
+    const lines = statusLines(report(over), now, color, { defaultProfile: 'default' });
+    expect(lines.join('\n')).toMatch(/\u001b\[3[123]m/);
+    for (const line of lines) expect(line.split('\u001b[39m').length - 1).toBe((line.match(/\u001b\[3[123]m/g) ?? []).length);
+    expect(lines.join('\n')).not.toMatch(/\n\u001b\[39m/);
+  });
+
   it('says what renews a valid token instead of promising an automatic refresh', () => {
     expect(refreshLine(report({}))).toBe('Refresh:   on use: mxs token, whoami and refresh renew it (refresh token stored)');
   });
@@ -73,5 +88,22 @@ describe('status lines (issue 10 item 20)', () => {
     const lines = statusLines(report({ userId: '@a\x1b]0;pwned\x07:hs', deviceId: 'D\nFake: line' }), expiresMs, plain, { defaultProfile: 'default' });
     expect(lines.join('\n')).not.toMatch(/\x1b|\x07/);
     expect(lines.find((l) => l.startsWith('User:'))).toBe('User:      @a\\x1b]0;pwned\\x07:hs (device D\\nFake: line)');
+  });
+});
+
+describe('colour', () => {
+  const tty = () => Object.assign(new (class { text = ''; write(t: string) { this.text += t; return true; } })(), { isTTY: true });
+  it.each([[{ FORCE_COLOR: '0' }], [{ NO_COLOR: '1' }], [{ TERM: 'dumb' }]])('none on a terminal with %j, also not on Error:', async (env) => {
+    const err = tty();
+    const out = await Output.create(tty(), err, env);
+    out.error(usageError('Bad.', 'Do this.'), false, 'Do this.');
+    expect(err.text).toBe('Error: Bad.\nDo this.\n');
+  });
+
+  it('on a terminal otherwise', async () => {
+    const err = tty();
+    const out = await Output.create(tty(), err, {});
+    out.error(usageError('Bad.', 'Do this.'), false, 'Do this.');
+    expect(err.text).toContain('\x1b[31mError:\x1b[39m');
   });
 });

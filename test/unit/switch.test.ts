@@ -10,6 +10,8 @@ import { switchService } from '../../src/services/switch.js';
 import { ConfigStore, configFile } from '../../src/store/config.js';
 import { renderHint } from '../../src/ui/hints.js';
 import { makeDeps, rejectionOf, type UnitWorld } from '../support/unit-deps.js';
+import { statusCommand } from '../../src/cli/commands/status.js';
+import { runCommand } from '../support/run-command.js';
 
 let w: UnitWorld;
 let config: ConfigStore;
@@ -168,11 +170,12 @@ describe('completion scripts', () => {
     expect(fish).toContain(`set dir '/home/o\\'neil/.config/mxs'`);
   });
 
-  it('bash: a wrapper that completes profiles after -p/--profile and for switch, else calls the plugin', () => {
+  it('bash: a wrapper that completes profiles after -p/--profile and for switch, flags and their values itself, else calls the plugin', () => {
     const bash = bashProfileCompletion('mxs', commands, dir);
     expect(bash).toContain(`dir='/home/o'\\''neil/.config/mxs'`);
     expect(bash).toContain('" switch " == *" ${COMP_WORDS[1]} "*');
-    expect(bash).toMatch(/_mxs_autocomplete\n\}\n\ncomplete -F _mxs_complete mxs\n$/);
+    expect(bash).toMatch(/\n {2}_mxs_autocomplete\n\}\n/);
+    expect(bash.endsWith('\ncomplete -F _mxs_complete mxs\n')).toBe(true);
   });
 
   it('zsh: wraps the plugin function and calls the wrapper where the plugin called its own; leaves an unexpected file alone', () => {
@@ -183,5 +186,21 @@ describe('completion scripts', () => {
     expect(zsh.trimEnd().endsWith('_mxs "$@"')).toBe(true);
     expect(zsh.match(/^_mxs$/m)).toBeNull();
     expect(zshWithProfiles('#compdef mxs\nsomething else\n', 'mxs', commands, dir)).toBeUndefined();
+  });
+});
+
+describe('status --all', () => {
+  it('marks the default profile once: a profile named default that is the default needs no "(default)"; a blank line between profiles', async () => {
+    const w = await makeDeps();
+    try {
+      await w.seed({ profile: 'default', storage: 'file' });
+      await w.seed({ profile: 'work', storage: 'file' });
+      const r = await runCommand(statusCommand, ['--all'], { env: { MXS_CONFIG_DIR: w.dir } });
+      const profileLines = r.stdout.split('\n').filter((l) => l.startsWith('Profile:'));
+      expect(profileLines).toEqual(['Profile:   default', 'Profile:   work']);
+      expect(r.stdout).toMatch(/\n\nProfile: {3}work/);
+    } finally {
+      await w.cleanup();
+    }
   });
 });

@@ -38,8 +38,8 @@ export const apiCommand: CommandDefinition<ApiFlags, { first: string; second?: s
     '<%= config.bin %> api POST /_matrix/media/v3/upload --input photo.png -H "Content-Type: image/png"',
   ],
   args: {
-    first: { description: 'METHOD (optional) or PATH.', required: true },
-    second: { description: 'PATH, when METHOD was given first.' },
+    first: { description: 'METHOD (optional) or PATH.', required: true, name: 'PATH', usage: '[METHOD] PATH' },
+    second: { description: 'PATH, when METHOD was given first.', usage: '' },
   },
   flags: {
     method: { type: 'option', char: 'X', summary: 'HTTP method (default GET, or POST with fields or --input).' },
@@ -105,15 +105,27 @@ export const apiCommand: CommandDefinition<ApiFlags, { first: string; second?: s
       const head = [`HTTP/1.1 ${res.status} ${res.statusText}`.trimEnd(), ...Object.entries(res.headers).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}: ${x}`))];
       out.rawData(head.join('\r\n') + '\r\n\r\n');
     }
-    if (res.status >= 400) {
+    // On a terminal a JSON answer is for reading: indented and ending with a newline, as gh api does.
+    const forReading = out.interactive && /json/i.test(String(res.headers['content-type'] ?? ''));
+    if (res.status >= 400 || forReading) {
       const text = await readCappedText(res.body);
-      out.rawData(text);
-      throw httpError(res.status, text, host);
+      out.rawData(forReading ? prettyJson(text) : text);
+      if (res.status >= 400) throw httpError(res.status, text, host);
+      return { result: undefined, exitCode: 0 };
     }
     await out.pipeData(res.body);
     return { result: undefined, exitCode: 0 };
   },
 };
+
+/** JSON indented by two spaces with a final newline; text that does not parse, as it is (with the newline). */
+function prettyJson(text: string): string {
+  try {
+    return `${JSON.stringify(JSON.parse(text), null, 2)}\n`;
+  } catch {
+    return text.endsWith('\n') ? text : `${text}\n`;
+  }
+}
 
 async function readFieldFile(path: string): Promise<string> {
   try {

@@ -4,7 +4,7 @@ import { DELETION_TIMING, deleteDevicesService, listDevicesService, renameDevice
 import { deletedLine, deviceTable, renamedLine, terminalDeleteInteraction } from '../../ui/devices.js';
 import type { CommandDefinition, CommandInput } from '../command.js';
 import type { CommandContext } from '../context.js';
-import { cancelOnSigint, openInBrowser } from '../terminal.js';
+import { openInBrowser } from '../terminal.js';
 
 export const devicesCommand: CommandDefinition<object, object, DevicesReport> = {
   id: 'devices',
@@ -29,6 +29,7 @@ interface DeleteFlags {
 
 export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string[] }, DeleteDevicesResult> = {
   id: 'devices:delete',
+  cancelled: 'Cancelled; nothing was deleted.',
   summary: "Delete devices (sessions) of the account; never this session's own.",
   description:
     'Deletes the devices named, or with --older-than every device last seen longer ago than DURATION (devices with no recorded activity are left alone). The server asks you to confirm who you are: password accounts give the password (prompted for, or piped in with --password-stdin); OAuth 2.0 accounts approve the deletion on the account page whose URL mxs prints (and opens with --browser). On a terminal mxs lists the devices and asks before deleting; elsewhere --yes is required. The device of this session is never deleted: use mxs logout.',
@@ -47,6 +48,7 @@ export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string
     browser: { type: 'boolean', summary: 'OAuth accounts: open the account page in a browser.' },
   },
   run: (ctx, input) => runDelete(ctx, input, REAL_WORLD),
+  jsonShape: ({ profile, deleted }) => ({ profile, deleted }),
 };
 
 /** What `devices delete` waits with and opens pages with: the real clock and browser, or a test's. */
@@ -65,29 +67,24 @@ export function devicesDeleteDefinition(world: DeleteWorld): typeof devicesDelet
 async function runDelete(ctx: CommandContext, { flags, args }: CommandInput<DeleteFlags, { ids?: string[] }>, world: DeleteWorld) {
   const { profile, deps, out, env } = ctx;
   const olderThanMs = flags['older-than'] === undefined ? undefined : parseDuration(flags['older-than'], '--older-than');
-  const sigint = cancelOnSigint('Cancelled; nothing was deleted.');
-  try {
-    const stdin = ctx.stdin();
-    const io = terminalDeleteInteraction(
-      out,
-      {
-        stdin,
-        stdinIsTTY: Boolean(stdin.isTTY),
-        now: Date.now,
-        passwordStdin: flags['password-stdin'],
-        browser: flags.browser,
-        open: (url) => world.open(url, env),
-        timing: world.timing,
-      },
-      sigint.signal,
-    );
-    // The admin seam (DeleteDevicesOptions.admin) stays unset until mxs admin's back end can say whether this session is an admin one.
-    const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io, { timing: world.timing });
-    out.info(deletedLine(result, olderThanMs));
-    return { result, exitCode: 0 };
-  } finally {
-    sigint.dispose();
-  }
+  const stdin = ctx.stdin();
+  const io = terminalDeleteInteraction(
+    out,
+    {
+      stdin,
+      stdinIsTTY: Boolean(stdin.isTTY),
+      now: Date.now,
+      passwordStdin: flags['password-stdin'],
+      browser: flags.browser,
+      open: (url) => world.open(url, env),
+      timing: world.timing,
+    },
+    ctx.signal,
+  );
+  // The admin seam (DeleteDevicesOptions.admin) stays unset until mxs admin's back end can say whether this session is an admin one.
+  const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io, { timing: world.timing });
+  out.info(deletedLine(result, olderThanMs));
+  return { result, exitCode: 0 };
 }
 
 export const devicesRenameCommand: CommandDefinition<object, { id: string; name: string }, RenameDeviceResult> = {

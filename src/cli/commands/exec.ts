@@ -20,6 +20,8 @@ export interface ExecNotStarted {
 
 export const execCommand: CommandDefinition<{ 'min-valid': string; 'keep-fresh': boolean; signal?: string }, object, ExecNotStarted | undefined> = {
   id: 'exec',
+  // exec passes SIGINT on to the command it runs.
+  sigint: 'own',
   summary: 'Run a command with a fresh access token and the session in its environment.',
   description: [
     "The command gets MATRIX_HOMESERVER, MATRIX_USER_ID, MATRIX_DEVICE_ID, MATRIX_ACCESS_TOKEN, MXS_PROFILE and MXS_EXPIRES_AT (empty when the token never expires), and inherits stdin, stdout and stderr. The token has at least --min-valid left when the command starts. SIGINT, SIGTERM and SIGHUP sent to mxs are passed on. mxs exits with the command's exit code (128+N when signal N ended it), and with its own codes only when it fails before the command starts.",

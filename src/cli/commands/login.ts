@@ -5,8 +5,7 @@ import { checkTokenShape, readStdinLine } from '../../ui/input.js';
 import { loginLine } from '../../ui/render.js';
 import type { CommandDefinition } from '../command.js';
 import type { CommandContext } from '../context.js';
-import { terminalInteraction } from '../login-interaction.js';
-import { cancelOnSigint } from '../terminal.js';
+import { terminalInteraction, userName } from '../login-interaction.js';
 
 interface LoginFlags {
   method: 'auto' | 'oauth' | 'password' | 'token';
@@ -25,6 +24,7 @@ interface LoginFlags {
 
 export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, LoginResult> = {
   id: 'login',
+  cancelled: 'Login cancelled; nothing was stored.',
   summary: 'Log in to a Matrix homeserver and store the session.',
   description:
     'SERVER is a server name (resolved through /.well-known/matrix/client) or a base URL. On servers that use OAuth 2.0 (such as those running the Matrix Authentication Service), mxs shows a code to approve in any browser (also over SSH and in CI logs), or with --browser opens one here. Elsewhere it logs in with a password, read from standard input with --password-stdin or prompted for without echo on a terminal; it is never accepted as a flag. Asks for a refresh token unless --no-refresh.',
@@ -64,38 +64,34 @@ export const loginCommand: CommandDefinition<LoginFlags, { server?: string }, Lo
     if (Boolean(flags['client-credentials']) !== (flags['client-id'] !== undefined)) {
       throw usageError('--client-credentials and --client-id go together.', 'Run: mxs login SERVER --client-credentials --client-id ID (the client secret on standard input).');
     }
+    if (flags.user !== undefined) flags = { ...flags, user: userName(flags.user) };
     const credentials = await givenCredentials(ctx, flags);
     // The secret comes only from standard input, never argv (one line, like --password-stdin).
     const clientCredentials = flags['client-credentials'] ? { clientId: flags['client-id']!, clientSecret: await readStdinLine(ctx.stdin(), 'client secret', '--client-credentials') } : undefined;
-    const sigint = cancelOnSigint('Login cancelled; nothing was stored.');
-    try {
-      const io = terminalInteraction(out, { stdinIsTTY: Boolean(ctx.stdin().isTTY), stderrIsTTY: out.errorsInteractive, env, now: Date.now }, sigint.signal);
-      const result = await loginService(
-        {
-          profile,
-          server,
-          method: flags['token-stdin'] ? 'token' : flags.method,
-          credentials,
-          user: flags.user,
-          browser: flags.browser,
-          admin: flags.admin,
-          clientCredentials,
-          // For deployments that register mxs under their own page (MSC2966: https, not localhost).
-          clientUri: env.MXS_OAUTH_CLIENT_URI || undefined,
-          deviceId: flags['device-id'],
-          deviceName: flags['device-name'],
-          refresh: flags.refresh,
-          insecure: flags.insecure,
-          storage,
-        },
-        deps,
-        io,
-      );
-      out.info(loginLine(result, Date.now(), out.color));
-      return { result, exitCode: 0 };
-    } finally {
-      sigint.dispose();
-    }
+    const io = terminalInteraction(out, { stdinIsTTY: Boolean(ctx.stdin().isTTY), stderrIsTTY: out.errorsInteractive, env, now: Date.now }, ctx.signal);
+    const result = await loginService(
+      {
+        profile,
+        server,
+        method: flags['token-stdin'] ? 'token' : flags.method,
+        credentials,
+        user: flags.user,
+        browser: flags.browser,
+        admin: flags.admin,
+        clientCredentials,
+        // For deployments that register mxs under their own page (MSC2966: https, not localhost).
+        clientUri: env.MXS_OAUTH_CLIENT_URI || undefined,
+        deviceId: flags['device-id'],
+        deviceName: flags['device-name'],
+        refresh: flags.refresh,
+        insecure: flags.insecure,
+        storage,
+      },
+      deps,
+      io,
+    );
+    out.info(loginLine(result, Date.now(), out.color));
+    return { result, exitCode: 0 };
   },
 };
 

@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
 import { parseDuration } from '../../duration.js';
+import { usageError } from '../../errors.js';
+import { printable } from '../../printable.js';
 import { parseListen, type ListenSpec } from '../../proxy/listen.js';
 import { RecentSecrets, requestLine, startLines, type ProxyTokenSource } from '../../proxy/present.js';
 import { checkProxyToken, newProxyToken, runProxy } from '../../proxy/run.js';
@@ -16,6 +18,8 @@ interface ProxyFlags {
 
 export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
   id: 'proxy',
+  // SIGINT stops accepting and drains in-flight requests.
+  sigint: 'own',
   summary: 'Run a local proxy that lets unmodified clients and bots use the session.',
   description: [
     "Give the client the printed URL as its homeserver and the printed proxy token as its access token. Each request carrying the proxy token goes to the homeserver with the session's current access token instead, refreshed ahead of expiry under the profile's lock (so mxs token and the proxy never race); a request the homeserver refuses with M_UNKNOWN_TOKEN is refreshed for and replayed once. Requests without a token are forwarded without one; any other token is answered 401 and never forwarded. Login, logout, refresh and OAuth endpoints (and the Synapse admin API\'s login as another user) are answered 403: the proxy owns the session. A request whose Host header names anything but the address the proxy listens on (or localhost with its port) is answered 421 and not forwarded, against DNS rebinding; on a --socket any Host is answered.",
@@ -40,6 +44,7 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
   async run(ctx, { flags, json }) {
     const { out, env } = ctx;
     const listen: ListenSpec = flags.socket !== undefined ? { kind: 'socket', path: resolve(flags.socket) } : parseListen(flags.listen, flags.insecure);
+    const tokenFile = flags['token-file'] === undefined ? null : resolve(expandedPath(flags['token-file'], '--token-file'));
     const drainMs = parseDuration(flags.drain, '--drain');
     const fromEnv = env.MXS_PROXY_TOKEN;
     const proxyToken = fromEnv !== undefined ? checkProxyToken(fromEnv) : newProxyToken();
@@ -48,7 +53,7 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
     const deps = { ...ctx.deps, rememberSecret: (...values: (string | null | undefined)[]) => secrets.add(...values) };
     const shown: ProxyTokenSource = fromEnv !== undefined ? { kind: 'env' } : { kind: 'shown', token: proxyToken };
     await runProxy(
-      { profile: ctx.profile, listen, proxyToken, tokenFile: flags['token-file'] === undefined ? null : resolve(flags['token-file']), drainMs },
+      { profile: ctx.profile, listen, proxyToken, tokenFile, drainMs },
       deps,
       {
         onStart: (info) => {
@@ -73,3 +78,9 @@ export const proxyCommand: CommandDefinition<ProxyFlags, object, undefined> = {
     return { result: undefined, exitCode: 0 };
   },
 };
+
+/** A path whose `~` the shell left alone (quoted, or after `=`) would make a directory named `~` here. */
+function expandedPath(path: string, flag: string): string {
+  if (path !== '~' && !path.startsWith('~/')) return path;
+  throw usageError(`${flag} ${printable(path)}: the shell did not expand ~ (it does not in quotes or after =).`, `Write it as ${flag} "$HOME/${printable(path.slice(2))}", or ${flag} ~/… unquoted.`);
+}

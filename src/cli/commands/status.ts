@@ -15,6 +15,8 @@ export type StatusOutput = StatusResult | { defaultProfile: string; profiles: St
 /** `mxs status`: the stored session and its countdown, from local state only. */
 export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput> = {
   id: 'status',
+  // Local only; --watch stops its countdown on SIGINT itself.
+  sigint: 'own',
   summary: 'Show the stored session and how long its access token has left.',
   description:
     'Reads local state only: no network, no keychain. Exit 0 when the token is valid, 5 when it has expired but can be refreshed (run mxs refresh), 4 when not logged in or expired for good.',
@@ -38,7 +40,8 @@ export const statusCommand: CommandDefinition<StatusFlags, object, StatusOutput>
         if (reports.length === 0 && unreadable.length === 0) out.info(`No stored sessions. ${ctx.hint(loginHint(defaultProfile))}`);
         reports.forEach((r, i) => {
           const lines = statusLines(r, deps.now(), out.color, view);
-          if (r.status.profile === defaultProfile) lines[0] += ' (default)';
+          // A profile named default that is the default says so by its name.
+          if (r.status.profile === defaultProfile && defaultProfile !== 'default') lines[0] += ' (default)';
           out.data((i ? '\n' : '') + lines.join('\n'));
         });
         if (reports.length > 0 && ![...reports.map((r) => r.status.profile), ...unreadable.map((u) => u.profile)].includes(defaultProfile)) {
