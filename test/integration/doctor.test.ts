@@ -1,7 +1,8 @@
 // `mxs doctor` against the homeserver double, with each failure staged for real: a lock held by a
 // live process and one left by a SIGKILLed process, a secrets file made 0644, a server that is down,
 // a server name whose .well-known now points elsewhere (real TLS), a revoked token, a keychain that
-// hangs (gnome-keyring SIGSTOPped). Real Synapse: test/integration/doctor-synapse.test.ts.
+// hangs (gnome-keyring SIGSTOPped), an OAuth issuer that changed or stopped answering, a refresh
+// token the server refused, a device gone while its token still works. Real Synapse: test/integration/doctor-synapse.test.ts.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
@@ -10,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { doctorCommand } from '../../src/cli/commands/doctor.js';
-import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
+import { startHomeserverDouble, type Answer, type DoubleOptions, type HomeserverDouble, type RequestContext } from '../support/homeserver-double.js';
 import { makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { watchStderr } from '../support/fault-kit.js';
 import { haveFaketime, holdLock, runFaketime, schemaErrors } from '../support/doctor-kit.js';
@@ -177,6 +178,100 @@ describe('mxs doctor against the homeserver double', () => {
       await oauth.close();
     }
   }, 30_000);
+
+  /** What a staged double answers instead of its own answer (null: its own), changeable at any point of a test. */
+  type Stage = { answer: ((req: RequestContext, own: () => Answer) => Answer | null) | null };
+  async function stagedDouble(opts: DoubleOptions, stage: Stage): Promise<HomeserverDouble> {
+    return startHomeserverDouble({ ...opts, intercept: (req, next) => stage.answer?.(req, next) ?? next() });
+  }
+  const isDeviceGet = (req: RequestContext, deviceId: string) => req.method === 'GET' && req.pathname.endsWith(`/devices/${encodeURIComponent(deviceId)}`);
+  /** The device-code login to an OAuth double, approved as alice as soon as the code is issued. */
+  async function loginOAuth(oauth: HomeserverDouble): Promise<void> {
+    const run = mxsInProcess(['login', oauth.url, '--json'], { env: home.env });
+    let pending;
+    for (let i = 0; !(pending = oauth.deviceAuthorizations().find((d) => d.status === 'pending')); i++) {
+      if (i > 500) throw new Error('the login never asked for a device code');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    oauth.approveDevice(pending.userCode, 'alice');
+    expect((await run).code).toBe(0);
+  }
+
+  it('an OAuth issuer that changed after login: auth fails (exit 4) with the login hint; one whose metadata stops answering: auth fails (exit 3)', async () => {
+    const stage: Stage = { answer: null };
+    const oauth = await stagedDouble({ oauth: { deviceIntervalSec: 1 } }, stage);
+    try {
+      await loginOAuth(oauth);
+      // The homeserver now delegates to another issuer (its auth_metadata says so).
+      stage.answer = (req, own) => (req.pathname.endsWith('/auth_metadata') ? { status: 200, json: { ...(own().json as object), issuer: 'https://auth.elsewhere.example/' } } : null);
+      const moved = await doctor(['--json']);
+      expect(check(moved.json(), 'auth')).toMatchObject({
+        status: 'failure',
+        detail: `${oauth.url} now names https://auth.elsewhere.example/ as its OAuth issuer, not the stored ${oauth.issuer}.`,
+        fix: `Log in again: mxs login ${oauth.url}`,
+      });
+      expect(check(moved.json(), 'token').status).toBe('ok');
+      expect(moved.exitCode).toBe(4);
+      // The stored issuer is still named, but its own metadata does not answer (a proxy in front of a stopped MAS).
+      stage.answer = (req) => (req.pathname === '/.well-known/openid-configuration' ? { status: 502, json: { error: 'bad gateway' } } : null);
+      const down = await doctor(['--json']);
+      expect(await schemaErrors('doctor.schema.json', down.json())).toEqual([]);
+      expect(check(down.json(), 'auth')).toMatchObject({ status: 'failure', detail: `${new URL(oauth.url).host}: bad gateway (HTTP 502).`, fix: 'Retry later; --verbose shows the exchange.' });
+      expect(oauth.count('/.well-known/openid-configuration')).toBeGreaterThan(0);
+      expect(down.exitCode).toBe(3);
+    } finally {
+      await oauth.close();
+    }
+  }, 30_000);
+
+  it('a session logged in with --no-refresh: refresh is ok while the token never expires; a warning with the login hint (exit 0) once the server gives it a lifetime', async () => {
+    expect((await mxsInProcess(['login', hs.url, '-u', 'alice', '--password-stdin', '--no-refresh', '-p', 'forever'], { env: home.env, stdin: 'alice-pw\n' })).code).toBe(0);
+    expect(check((await doctor(['--json', '-p', 'forever'])).json(), 'refresh')).toMatchObject({ status: 'ok', detail: 'None stored, none needed: the access token does not expire.' });
+    // Synapse's nonrefreshable_access_token_lifetime: a login without a refresh token still gets an expiring access token.
+    const stage: Stage = { answer: (req, own) => (req.method === 'POST' && req.pathname.endsWith('/login') ? { status: 200, json: { ...(own().json as object), expires_in_ms: 300_000 } } : null) };
+    const lifetime = await stagedDouble({ accessTokenLifetimeMs: 600_000 }, stage);
+    try {
+      const logged = await mxsInProcess(['login', lifetime.url, '-u', 'alice', '--password-stdin', '--no-refresh'], { env: home.env, stdin: 'alice-pw\n' });
+      expect(logged.code).toBe(0);
+      const r = await doctor(['--json']);
+      expect(check(r.json(), 'refresh')).toMatchObject({
+        status: 'warning',
+        detail: expect.stringMatching(/^No refresh token: the session ends when the access token does \((4m 5\ds|5m) left\)\.$/),
+        fix: `Log in again for a refreshable session: mxs login ${lifetime.url}`,
+      });
+      expect(r.exitCode).toBe(0);
+    } finally {
+      await lifetime.close();
+    }
+  });
+
+  it('a refresh token the server refused (mxs refresh, exit 4): refresh fails with the login hint, exit 4, while the access token still works', async () => {
+    await login();
+    hs.expireRefreshTokens();
+    const refused = await mxsInProcess(['refresh'], { env: home.env });
+    expect(refused.code).toBe(4);
+    const r = await doctor(['--json']);
+    expect(check(r.json(), 'token').status).toBe('ok');
+    expect(check(r.json(), 'refresh')).toMatchObject({ status: 'failure', detail: 'Stored, but the server refused it earlier: the session has ended.', fix: `Run: mxs login ${hs.url}` });
+    expect(r.exitCode).toBe(4);
+  });
+
+  it('a device deleted while its access token is still accepted: device fails with the login hint, exit 4', async () => {
+    const stage: Stage = { answer: null };
+    const gone = await stagedDouble({ accessTokenLifetimeMs: 600_000 }, stage);
+    try {
+      const logged = await mxsInProcess(['login', gone.url, '-u', 'alice', '--password-stdin', '--json'], { env: home.env, stdin: 'alice-pw\n' });
+      const deviceId: string = logged.json().deviceId;
+      // The double keeps a device while it has a token; a server whose device row went first answers as Synapse does for an unknown device.
+      stage.answer = (req) => (isDeviceGet(req, deviceId) ? { status: 404, json: { errcode: 'M_NOT_FOUND', error: 'No device found' } } : null);
+      const r = await doctor(['--json']);
+      expect(check(r.json(), 'token').status).toBe('ok');
+      expect(check(r.json(), 'device')).toMatchObject({ status: 'failure', detail: `Device ${deviceId} no longer exists on the server (deleted from another session).`, fix: `Run: mxs login ${gone.url}` });
+      expect(r.exitCode).toBe(4);
+    } finally {
+      await gone.close();
+    }
+  });
 
   describe('a server name whose .well-known now points elsewhere (real TLS)', () => {
     let tls: https.Server;
