@@ -19,7 +19,6 @@ import { confirmEnd, createdLine, endedLine, sessionsText, tokensText } from '..
 import type { CommandContext } from '../context.js';
 import { synapseAdminBackend } from '../../services/admin/synapse.js';
 import type { CommandDefinition, FlagSpec } from '../command.js';
-import { cancelOnSigint } from '../terminal.js';
 
 // `mxs admin …`: one command surface over two back ends (src/services/admin/). The definitions are
 // made by adminCommands(synapse) so that tests can give the Synapse back end; the CLI's come from
@@ -80,6 +79,7 @@ export function adminCommands(synapse: SynapseBackendFactory): AdminCommands {
 
     sessionsEnd: {
       id: 'admin:sessions:end',
+      cancelled: 'Cancelled; nothing was ended.',
       summary: "End sessions of a user on the server (needs an admin session).",
       description:
         'Ends the sessions named by ID (see: mxs admin sessions USER), or with --user USER --all every active session of USER. All or nothing: an ID that names no active session is named and nothing is ended. On a terminal mxs lists the sessions and asks; elsewhere --yes is required.',
@@ -92,23 +92,18 @@ export function adminCommands(synapse: SynapseBackendFactory): AdminCommands {
         'admin-api': ADMIN_API,
       },
       async run(ctx, { flags, args }) {
-        const sigint = cancelOnSigint('Cancelled; nothing was ended.');
-        try {
-          const interactive = Boolean(ctx.stdin().isTTY);
-          const backend = await open(ctx, flags);
-          const input = {
-            profile: ctx.profile,
-            ids: args.ids ?? [],
-            user: flags.user,
-            all: flags.all,
-            yes: flags.yes,
-            interactive,
-            confirm: (sessions: Parameters<typeof confirmEnd>[1]) => confirmEnd(ctx.out, sessions, { signal: sigint.signal, cancelled: 'Cancelled at the prompt; nothing was ended.' }),
-          };
-          return { result: await adminEndService(input, backend), exitCode: 0 };
-        } finally {
-          sigint.dispose();
-        }
+        const interactive = Boolean(ctx.stdin().isTTY);
+        const backend = await open(ctx, flags);
+        const input = {
+          profile: ctx.profile,
+          ids: args.ids ?? [],
+          user: flags.user,
+          all: flags.all,
+          yes: flags.yes,
+          interactive,
+          confirm: (sessions: Parameters<typeof confirmEnd>[1]) => confirmEnd(ctx.out, sessions, { signal: ctx.signal, cancelled: 'Cancelled at the prompt; nothing was ended.' }),
+        };
+        return { result: await adminEndService(input, backend), exitCode: 0 };
       },
       text: ({ out }, r) => out.info(endedLine(r)),
     },
