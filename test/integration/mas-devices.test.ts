@@ -25,7 +25,7 @@ afterEach(async () => {
 const run = (args: string[], input?: string) => mxsInProcess(args, { stdin: input, env: home.env });
 
 /** `mxs devices delete ARGS…` with the test's interval and a browser that records what it was given (and may act as the user). */
-function deleteDevices(args: string[], browser: (url: string) => void = () => {}) {
+function deleteDevices(args: string[], browser: (url: string) => void = () => {}, interrupts = false) {
   const opened: string[] = [];
   const command = devicesDeleteDefinition({
     timing: TIMING,
@@ -35,7 +35,7 @@ function deleteDevices(args: string[], browser: (url: string) => void = () => {}
       return true;
     },
   });
-  return { opened, done: runCommand(command, args, { env: home.env }) };
+  return { opened, done: runCommand(command, args, { env: home.env, interrupts }) };
 }
 
 async function masDouble(opts: Parameters<typeof startMasDevicesDouble>[0] = {}): Promise<MasDevicesDouble> {
@@ -124,7 +124,7 @@ describe('devices delete on Synapse with the Matrix Authentication Service', () 
     await oauthLogin(hs, 'default');
     const other = await oauthLogin(hs, 'other');
     const before = process.listeners('SIGINT');
-    const { done } = deleteDevices([other, '--yes']);
+    const { done } = deleteDevices([other, '--yes'], undefined, true);
     await waitFor('the wait', () => checksAfterDelete(hs) >= 2, 5000, 5);
     const added = process.listeners('SIGINT').filter((l) => !before.includes(l));
     expect(added).toHaveLength(1);

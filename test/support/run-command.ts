@@ -54,6 +54,8 @@ export interface CommandRunOptions {
   stdin?: string;
   /** stdout is a terminal (default: a pipe). */
   tty?: boolean;
+  /** Ctrl-C cancels the run, as in a real process (a SIGINT listener is added while it runs). */
+  interrupts?: boolean;
 }
 
 /** `mxs ARGV…` for one definition: argv as typed after the command id (global flags may stand first, as bin/run.js allows). */
@@ -68,7 +70,7 @@ export async function runCommand(command: CommandDefinition, argv: string[], opt
   try {
     const parsed = await withEnv(env, () => parseCommandLine(command, args, (a) => parse(command, a)));
     const stdin = Readable.from([Buffer.from(opts.stdin ?? '')]) as unknown as NodeJS.ReadStream;
-    exitCode = await runDefinition(command, parsed, { out, env, stdin: () => stdin });
+    exitCode = await runDefinition(command, parsed, { out, env, stdin: () => stdin, interrupts: opts.interrupts });
   } catch (err) {
     // What oclif's front end reports from its catch: the command line did not parse.
     const e = isParseError(err) ? parseError(err as Error, args, command) : err;
