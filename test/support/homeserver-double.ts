@@ -2,7 +2,7 @@
  * An in-process Matrix homeserver double for tests: plain `node:http` on 127.0.0.1, no dependencies.
  * This comment is the double's spec; test/unit/homeserver-double.test.ts checks every rule in it.
  *
- * LEGACY AUTH (the default). It follows what Synapse does (see /work/shared/MATRIX-NOTES.md), not only
+ * LEGACY AUTH (the default). It follows what Synapse does, not only
  * what the spec says:
  * - `POST /login` (password and `m.login.token`), `GET /login`, `GET /versions`, `/.well-known` (404).
  *   `GET /_matrix/client/v1/auth_metadata` (and the unstable MSC2965 path) answer 404 M_UNRECOGNIZED.

@@ -1,6 +1,6 @@
 /**
  * The homeserver double's MAS ADMIN MODE: the Matrix Authentication Service admin API at the issuer's
- * `/api/admin/v1`, following MAS's own OpenAPI description (/work/shared/mas-admin-api.json; its
+ * `/api/admin/v1`, following MAS's own OpenAPI description (test/fixtures/mas-admin-api.json; its
  * answers and mxs's requests are checked against it in test/unit/mas-admin-double.test.ts, and by
  * `checkExchanges` in any test that uses this mode). It plugs into test/support/homeserver-double.ts
  * through the `extend` option (OAuth mode only).

@@ -1,5 +1,5 @@
 // Exchanges with the MAS admin API held against MAS's own OpenAPI 3.1 description
-// (/work/shared/mas-admin-api.json, copied to test/fixtures/mas-admin-api.json): the request's path
+// (test/fixtures/mas-admin-api.json, as MAS publishes it): the request's path
 // and method must be an operation of the description, its query parameters declared there and
 // valid, its JSON body valid against the requestBody schema; the answer's status must be one the
 // operation declares, and its body valid against that response's schema. Schemas are compiled by ajv

@@ -1,6 +1,6 @@
 /**
  * The homeserver double as Synapse delegating to the Matrix Authentication Service deletes devices
- * (checked against Synapse 1.163 with MAS v1.22, /work/shared/MATRIX-NOTES.md): the double's OAuth
+ * (as a real Synapse 1.163 with MAS v1.22 answered): the double's OAuth
  * mode plus these rules, plugged in through its `intercept` option.
  * - `POST /_matrix/client/{r0,v3}/delete_devices` and `DELETE /_matrix/client/{r0,v3}/devices/{id}`
  *   answer 404 M_UNRECOGNIZED "Unrecognized request", whatever the token (Synapse registers no

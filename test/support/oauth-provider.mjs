@@ -8,7 +8,7 @@
 // issuer in its config before it starts, so its URL comes second) and gets {configured: true}. It exits when the
 // channel closes (the parent is gone, however it went).
 //
-// What Synapse needs from it (shared/MATRIX-NOTES.md, "A real OAuth homeserver for tests"):
+// What Synapse needs from it (found when this harness was first run against Synapse 1.156):
 // - introspection (RFC 7662) for Synapse's confidential client only, access tokens only, with the Matrix scopes,
 //   `username` (the localpart) and a relative `expires_in`, the only expiry Synapse honours;
 // - the user and the device to exist in Synapse before the token is used: provisioned through Synapse's admin API
