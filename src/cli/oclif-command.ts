@@ -58,6 +58,9 @@ abstract class MxsCommand extends Command {
 
   /** runDefinition reports every error of a run; what reaches here failed before it (the command line). */
   override async catch(err: Error): Promise<void> {
+    // The command line was read and refused: oclif would otherwise warn (under NODE_ENV=development or
+    // test) that the command "did not parse its arguments", a third line after the error and its hint.
+    this.parsed = true;
     const { definition } = this.constructor as unknown as { definition?: CommandDefinition };
     const e = isParseError(err) ? parseError(err, this.argv, definition) : err;
     process.exitCode = reportError(e, this.out, { json: this.jsonEnabled(), verbose: this.argv.includes('--verbose'), hints: { defaultProfile: null } });

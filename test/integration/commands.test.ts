@@ -169,6 +169,7 @@ describe('status', () => {
       userId: '@alice:localhost',
       method: 'password',
       issuer: null,
+      scopes: null,
       deviceId: expect.any(String),
       issuedAt: expect.any(String),
       expiresAt: expect.any(String),

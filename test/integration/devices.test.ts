@@ -308,7 +308,8 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
     const err = watchStderr(deleting);
     const [, url] = await err.match(/account page:\n {2}(\S+)\n/);
     expect(url).toBe(`${hs.url}/account/?action=org.matrix.device_delete&device_id=${other}`);
-    expect(err.text()).toMatch(/Waiting for the approval \(checking every 3s, for up to 10m; Ctrl-C gives up\)/);
+    // Said after the browser was tried (it may come a moment after the URL): wait for it.
+    await err.match(/Waiting for the approval \(checking every 3s, for up to 10m; Ctrl-C gives up\)/);
     await waitFor('a retry with the UIA session', () => hs.requests.filter((q) => q.path === DELETE).length >= 2, 10_000, 20);
     hs.endSession(other); // the user deletes the device on the account page
     const r = await deleting.done;

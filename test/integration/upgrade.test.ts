@@ -5,6 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HomeserverDouble } from '../support/homeserver-double.js';
 import { doublePerTest, homePerTest, REPO, runMxs, type Home } from '../support/cli.js';
+import { FORMAT } from '../../src/store/sessions.js';
 
 let hs: HomeserverDouble;
 let home: Home;
@@ -59,7 +60,8 @@ describe('a sessions file written by a newer mxs', () => {
     expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin'], 'alice-pw\n')).code).toBe(0);
     expect((await mxs(['login', hs.url, '-u', 'alice', '--password-stdin', '--profile', 'work'], 'alice-pw\n')).code).toBe(0);
     const current = JSON.parse(await readFile(sessionFile(), 'utf8'));
-    const newer = JSON.stringify({ ...current, format: current.format + 1 }, null, 2) + '\n';
+    // One past the newest format this mxs reads (it writes older ones where they suffice).
+    const newer = JSON.stringify({ ...current, format: FORMAT + 1 }, null, 2) + '\n';
     await writeFile(sessionFile(), newer);
     return newer;
   }
