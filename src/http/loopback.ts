@@ -1,5 +1,3 @@
-import { isIP } from 'node:net';
-
 /**
  * Whether `host` is this machine's loopback: `localhost`, 127.0.0.0/8, `::1`, or a loopback IPv4
  * address written as IPv4-mapped IPv6 (`::ffff:127.0.0.1`, which WHATWG URL spells `::ffff:7f00:1`).
@@ -8,6 +6,9 @@ import { isIP } from 'node:net';
  * place that allows plain http:// or a listener only on loopback.
  */
 export function isLoopbackHost(host: string): boolean {
+  // node:net loads node:stream with it: the start-up of `mxs status`/`token` (which check the stored
+  // homeserver) would pay for both, so it is asked for only here, when a host is judged.
+  const { isIP } = process.getBuiltinModule('node:net') as typeof import('node:net');
   const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
   if (h === 'localhost') return true;
   if (isIP(h) === 4) return h.split('.')[0] === '127';
