@@ -5,7 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { doctorCommand } from '../../src/cli/commands/doctor.js';
 import { makeHome } from '../support/cli.js';
-import { haveFaketime, runFaketime, schemaErrors } from '../support/doctor-kit.js';
+import { schemaErrors } from '../support/doctor-kit.js';
+import { haveFaketime, runFaketime } from '../support/cli.js';
 import { mxsInProcess, runCommand } from '../support/run-command.js';
 import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 

@@ -14,7 +14,8 @@ import { doctorCommand } from '../../src/cli/commands/doctor.js';
 import { startHomeserverDouble, type Answer, type DoubleOptions, type HomeserverDouble, type RequestContext } from '../support/homeserver-double.js';
 import { makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { watchStderr } from '../support/fault-kit.js';
-import { haveFaketime, holdLock, runFaketime, schemaErrors } from '../support/doctor-kit.js';
+import { holdLock, schemaErrors } from '../support/doctor-kit.js';
+import { haveFaketime, runFaketime } from '../support/cli.js';
 import { mxsInProcess, runCommand } from '../support/run-command.js';
 import { describeWithSecretService } from '../support/secret-service.js';
 

@@ -1,7 +1,7 @@
 // Runs the built CLI (bin/run.js) as a real child process. Always async: the homeserver double
 // lives in the test's event loop and must keep answering while the CLI runs. Also the set-up most
 // suites share: a config dir and a homeserver double per test, config dirs for a whole suite.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -25,6 +25,8 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   input?: string;
   timeoutMs?: number;
+  /** Run mxs under `faketime -f OFFSET` (libfaketime): its clock moved, e.g. '+1h'. */
+  faketime?: string;
 }
 
 export type Storage = 'file' | 'keychain' | 'auto';
@@ -89,7 +91,7 @@ export function startMxs(args: string[], opts: RunOptions & { bin?: string } = {
   const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', ...opts.env };
   // Keep the child off any D-Bus session unless the test gives it one.
   if (!opts.env || !('DBUS_SESSION_BUS_ADDRESS' in opts.env)) env.DBUS_SESSION_BUS_ADDRESS = 'unix:path=/nonexistent/mxs-test-bus';
-  const argv = [process.execPath, opts.bin ?? BIN, ...args];
+  const argv = [...(opts.faketime !== undefined ? ['faketime', '-f', opts.faketime] : []), process.execPath, opts.bin ?? BIN, ...args];
   const child = spawn(argv[0]!, argv.slice(1), { env: env as NodeJS.ProcessEnv, stdio: ['pipe', 'pipe', 'pipe'] });
   const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = '';
@@ -119,6 +121,18 @@ export function startMxs(args: string[], opts: RunOptions & { bin?: string } = {
 
 export function runMxs(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return startMxs(args, opts).done;
+}
+
+/** `faketime -f OFFSET node bin/run.js ARGS`: mxs with its clock moved (libfaketime), the rest as runMxs gives it. */
+export function runFaketime(offset: string, args: string[], env: Record<string, string>): Promise<RunResult> {
+  return runMxs(args, { env: { ...env, MXS_PROFILE: undefined }, faketime: offset, timeoutMs: 40_000 });
+}
+
+/** Whether faketime can run here; CI=true makes its absence a failure, elsewhere the caller reports a skip. */
+export function haveFaketime(): boolean {
+  if (spawnSync('faketime', ['-f', '+0', 'true']).status === 0) return true;
+  if (process.env.CI === 'true') throw new Error('faketime is not installed (Debian: apt-get install faketime); CI=true: a missing tool fails the run');
+  return false;
 }
 
 /** [text to wait for, keys to type, seconds to pause first (default 0.2)]. */
