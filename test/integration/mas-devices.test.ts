@@ -5,7 +5,12 @@ import { devicesDeleteDefinition } from '../../src/cli/commands/devices.js';
 import { makeHome } from '../support/cli.js';
 import { waitFor } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
-import { startMasDevicesDouble, type MasDevicesDouble } from '../support/mas-devices.js';
+import { startMasAdminDouble } from '../support/mas-admin-double.js';
+import { exchangeProblems } from '../support/mas-admin-openapi.js';
+import { masDevicesRules, startMasDevicesDouble, type MasDevicesDouble } from '../support/mas-devices.js';
+import { statePaths } from '../../src/store/paths.js';
+import { FileSecretStore } from '../../src/store/secrets.js';
+import { SessionStore } from '../../src/store/sessions.js';
 import { mxsInProcess, runCommand } from '../support/run-command.js';
 
 const DELETE = '/_matrix/client/v3/delete_devices';
@@ -155,6 +160,76 @@ describe('devices delete on Synapse with the Matrix Authentication Service', () 
     expect(r.exitCode).toBe(2);
     expect(r.json().error).toMatchObject({ code: 'M_UNRECOGNIZED', exitCode: 2 });
     expect(liveDevices(hs)).toContain(other);
+  });
+});
+
+describe('devices delete with an admin session, on Synapse with the Matrix Authentication Service', () => {
+  /** The MAS devices rules and the MAS admin mode together; alice may request admin. */
+  async function adminDouble() {
+    const rules = masDevicesRules();
+    const hs = rules.attach(await startMasAdminDouble({ users: { alice: 'alice-pw' }, oauth: { deviceIntervalSec: 0 }, masAdmin: { admins: ['alice'] }, intercept: rules.intercept }));
+    closers.push(() => hs.close());
+    return hs;
+  }
+
+  /** Stores alice's session as `mxs login --admin` would after the grant gave these tokens and scopes. */
+  async function storeAlice(hs: Awaited<ReturnType<typeof adminDouble>>, tokens: { accessToken: string; refreshToken: string; expiresAt: number; deviceId: string }, scopes: string[]) {
+    const paths = statePaths(home.env.MXS_CONFIG_DIR!);
+    const issuedAt = new Date().toISOString();
+    const expiresAt = new Date(tokens.expiresAt).toISOString();
+    await new FileSecretStore(paths).set('default', { accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, issuedAt, expiresAt });
+    const auth = { type: 'oauth' as const, issuer: hs.issuer!, clientId: 'CLIENT', tokenEndpoint: `${hs.url}/oauth2/token`, revocationEndpoint: `${hs.url}/oauth2/revoke`, scopes: [...scopes, `urn:matrix:client:device:${tokens.deviceId}`] };
+    await new SessionStore(paths).write({ profile: 'default', homeserver: hs.url, userId: ALICE, deviceId: tokens.deviceId, issuedAt, expiresAt, refreshable: true, storage: 'file', method: 'oauth', auth });
+  }
+
+  /** A second session of alice's (a phone), listed by the admin API: its device ID. */
+  function phoneOf(hs: Awaited<ReturnType<typeof adminDouble>>): string {
+    const id = hs.admin.addSession({ kind: 'oauth2', user: 'alice', clientName: 'Phone' });
+    return /urn:matrix:client:device:(\S+)/.exec(String(hs.admin.row(id)!.attributes.scope))![1]!;
+  }
+
+  it('ends the devices through the admin API: no account page, the device gone, every exchange as MAS documents it', async () => {
+    const hs = await adminDouble();
+    const mine = hs.admin.adminSession('alice');
+    await storeAlice(hs, mine, ['urn:matrix:client:api:*', 'urn:mas:admin', 'urn:synapse:admin:*']);
+    const phone = phoneOf(hs);
+    expect(liveDevices(hs)).toEqual(expect.arrayContaining([mine.deviceId, phone]));
+    const { opened, done } = deleteDevices([phone, '--yes', '--json']);
+    const r = await done;
+    expect(r.exitCode).toBe(0);
+    expect(r.json()).toEqual({ profile: 'default', deleted: [phone] });
+    expect(r.stderr).toContain(`mxs: Using the Matrix Authentication Service admin API at ${hs.issuer!.replace(/\/$/, '')}/api/admin/v1.`);
+    expect(r.stderr).not.toMatch(/account page/);
+    expect(opened).toEqual([]);
+    expect(hs.accountPageVisits).toEqual([]);
+    expect(liveDevices(hs)).toEqual([mine.deviceId]);
+    expect(hs.admin.exchanges.filter((x) => x.method === 'POST').map((x) => x.path)).toEqual([expect.stringMatching(/^\/api\/admin\/v1\/oauth2-sessions\/[0-9A-Z]{26}\/finish$/)]);
+    expect(exchangeProblems(hs.admin.exchanges)).toEqual([]);
+  });
+
+  it('a session without the admin scopes: the account page, and the admin API never asked', async () => {
+    const hs = await adminDouble();
+    const mine = hs.admin.userSession('alice');
+    await storeAlice(hs, mine, ['urn:matrix:client:api:*']);
+    const phone = phoneOf(hs);
+    const r = await deleteDevices([phone, '--yes', '--browser'], (url) => void fetch(url).then(() => hs.approveDeletion(phone))).done;
+    expect(r.exitCode).toBe(0);
+    expect(hs.accountPageVisits).toEqual([{ action: 'org.matrix.device_delete', deviceId: phone }]);
+    expect(hs.admin.exchanges).toEqual([]);
+    expect(liveDevices(hs)).toEqual([mine.deviceId]);
+  });
+
+  it('the admin API not exposed: mxs says so and the account page takes over; nothing lost', async () => {
+    const hs = await adminDouble();
+    hs.admin.disable();
+    const mine = hs.admin.adminSession('alice');
+    await storeAlice(hs, mine, ['urn:matrix:client:api:*', 'urn:mas:admin', 'urn:synapse:admin:*']);
+    const phone = phoneOf(hs);
+    const r = await deleteDevices([phone, '--yes', '--browser'], (url) => void fetch(url).then(() => hs.approveDeletion(phone))).done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr).toMatch(/^mxs: The admin API did not delete the devices \(.+\); using the account page instead\.$/m);
+    expect(hs.accountPageVisits).toEqual([{ action: 'org.matrix.device_delete', deviceId: phone }]);
+    expect(liveDevices(hs)).toEqual([mine.deviceId]);
   });
 });
 

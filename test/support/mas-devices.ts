@@ -38,8 +38,9 @@ const DELETION_ROUTES = [/^\/_matrix\/client\/(?:r0|v3)\/delete_devices$/, /^\/_
 const METADATA = /^\/_matrix\/client\/(?:v1|unstable\/org\.matrix\.msc2965)\/auth_metadata$|^\/\.well-known\/openid-configuration$/;
 const DELETE_ACTIONS = ['org.matrix.device_delete', 'org.matrix.session_end'];
 
-export async function startMasDevicesDouble(opts: MasDevicesOptions = {}): Promise<MasDevicesDouble> {
-  const { accountActions, approveOnVisit = false, ...doubleOptions } = opts;
+/** The rules above as an `intercept` for any double in OAuth mode (`attach` it once started), e.g. beside the MAS admin mode. */
+export function masDevicesRules(opts: Pick<MasDevicesOptions, 'accountActions' | 'approveOnVisit'> = {}) {
+  const { accountActions, approveOnVisit = false } = opts;
   const accountPageVisits: AccountPageVisit[] = [];
   let double: HomeserverDouble | null = null;
 
@@ -68,6 +69,17 @@ export async function startMasDevicesDouble(opts: MasDevicesOptions = {}): Promi
     return next();
   }
 
-  double = await startHomeserverDouble({ ...doubleOptions, oauth: doubleOptions.oauth ?? {}, intercept });
-  return Object.assign(double, { accountPageVisits, approveDeletion: approve });
+  return {
+    intercept,
+    attach<D extends HomeserverDouble>(started: D): D & Pick<MasDevicesDouble, 'accountPageVisits' | 'approveDeletion'> {
+      double = started;
+      return Object.assign(started, { accountPageVisits, approveDeletion: approve });
+    },
+  };
+}
+
+export async function startMasDevicesDouble(opts: MasDevicesOptions = {}): Promise<MasDevicesDouble> {
+  const { accountActions, approveOnVisit, ...doubleOptions } = opts;
+  const rules = masDevicesRules({ accountActions, approveOnVisit });
+  return rules.attach(await startHomeserverDouble({ ...doubleOptions, oauth: doubleOptions.oauth ?? {}, intercept: rules.intercept }));
 }

@@ -1,10 +1,12 @@
 import { parseDuration } from '../../duration.js';
+import { adminDeviceDeletionFor } from '../../services/admin/admin.js';
 import type { DeletionTiming } from '../../services/devices-account-page.js';
 import { DELETION_TIMING, deleteDevicesService, listDevicesService, renameDeviceService, type DeleteDevicesResult, type DevicesReport, type RenameDeviceResult } from '../../services/devices.js';
 import { deletedLine, deviceTable, renamedLine, terminalDeleteInteraction } from '../../ui/devices.js';
 import type { CommandDefinition, CommandInput } from '../command.js';
 import type { CommandContext } from '../context.js';
 import { openInBrowser } from '../terminal.js';
+import { loadSynapseBackend } from './admin.js';
 
 export const devicesCommand: CommandDefinition<object, object, DevicesReport> = {
   id: 'devices',
@@ -32,7 +34,7 @@ export const devicesDeleteCommand: CommandDefinition<DeleteFlags, { ids?: string
   cancelled: 'Cancelled; nothing was deleted.',
   summary: "Delete devices (sessions) of the account; never this session's own.",
   description:
-    'Deletes the devices named, or with --older-than every device last seen longer ago than DURATION (devices with no recorded activity are left alone). The server asks you to confirm who you are: password accounts give the password (prompted for, or piped in with --password-stdin); OAuth 2.0 accounts approve the deletion on the account page whose URL mxs prints (and opens with --browser). On a terminal mxs lists the devices and asks before deleting; elsewhere --yes is required. The device of this session is never deleted: use mxs logout.',
+    'Deletes the devices named, or with --older-than every device last seen longer ago than DURATION (devices with no recorded activity are left alone). The server asks you to confirm who you are: password accounts give the password (prompted for, or piped in with --password-stdin); OAuth 2.0 accounts approve the deletion on the account page whose URL mxs prints (and opens with --browser); a session logged in with --admin has them ended through the admin API instead. On a terminal mxs lists the devices and asks before deleting; elsewhere --yes is required. The device of this session is never deleted: use mxs logout.',
   examples: [
     '<%= config.bin %> devices delete QWERTYUIOP ASDFGHJKLZ',
     '<%= config.bin %> devices delete --older-than 30d',
@@ -81,8 +83,8 @@ async function runDelete(ctx: CommandContext, { flags, args }: CommandInput<Dele
     },
     ctx.signal,
   );
-  // The admin seam (DeleteDevicesOptions.admin) stays unset until mxs admin's back end can say whether this session is an admin one.
-  const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io, { timing: world.timing });
+  const admin = () => adminDeviceDeletionFor(profile, deps, { adminApi: env.MXS_ADMIN_API, synapse: loadSynapseBackend });
+  const result = await deleteDevicesService({ profile, deviceIds: args.ids ?? [], olderThanMs, yes: flags.yes }, deps, io, { timing: world.timing, admin });
   out.info(deletedLine(result, olderThanMs));
   return { result, exitCode: 0 };
 }

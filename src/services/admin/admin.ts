@@ -1,6 +1,8 @@
-import { cancelled, usageError } from '../../errors.js';
+import { cancelled, MxsError, usageError } from '../../errors.js';
+import { ADMIN_SCOPES } from '../../oauth/client.js';
 import { printable } from '../../printable.js';
 import type { Deps } from '../deps.js';
+import { adminDeviceDeletion, type AdminDeviceDeletion } from '../devices-account-page.js';
 import type { AdminApi, AdminBackend, AdminSession, AdminToken, CreatedToken } from './backend.js';
 import { adminConnection, chooseAdminBackend, type ChooseOptions } from './choose.js';
 
@@ -34,6 +36,26 @@ export interface AdminTokenResult extends CreatedToken {
 
 export async function openAdmin(profile: string, deps: Deps, opts: ChooseOptions): Promise<AdminBackend> {
   return chooseAdminBackend(await adminConnection(profile, deps), deps, opts);
+}
+
+/**
+ * `devices delete`'s admin part on a server without client-API deletion: the admin API, when this is an
+ * OAuth session granted an admin scope (`mxs login --admin`); null otherwise. Where the admin API cannot
+ * do it (not exposed, rights refused), mxs says why and the account page takes over: nothing is lost.
+ */
+export async function adminDeviceDeletionFor(profile: string, deps: Deps, opts: ChooseOptions): Promise<AdminDeviceDeletion | null> {
+  const record = await deps.sessions.read(profile);
+  const scopes = record?.auth.type === 'oauth' ? (record.auth.scopes ?? []) : [];
+  if (!scopes.some((s) => ADMIN_SCOPES.includes(s))) return null;
+  return async (userId, deviceIds) => {
+    try {
+      return await adminDeviceDeletion(await openAdmin(profile, deps, opts))(userId, deviceIds);
+    } catch (err) {
+      if (!(err instanceof MxsError) || err.kind === 'cancelled' || err.kind === 'bug') throw err;
+      deps.notice(`The admin API did not delete the devices (${printable(err.message, { maxChars: 200 })}); using the account page instead.`);
+      return [];
+    }
+  };
 }
 
 export async function adminSessionsService(profile: string, user: string, active: boolean, backend: AdminBackend): Promise<AdminSessionsResult> {
