@@ -4,7 +4,7 @@
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { homePerTest, onTerminal, runMxs, startMxs, type Home, type RunResult } from '../support/cli.js';
 import { waitFor, watchStderr } from '../support/fault-kit.js';
-import { mxsInProcess } from '../support/run-command.js';
+import { deviceCodeLogin, mxsInProcess } from '../support/run-command.js';
 import { describeWithSynapse, freshSynapseUser, testSynapseUrl } from '../support/synapse.js';
 
 const DAY = 86_400_000;
@@ -281,16 +281,7 @@ describe('against the homeserver double (OAuth account: the m.oauth stage)', () 
 
   /** A device-code login approved as alice on `profile`; its device ID. */
   async function oauthLogin(profile: string): Promise<string> {
-    const run = startMxs(['login', hs.url, '--json', '-p', profile], { env: home.env });
-    const err = watchStderr(run);
-    // If the login ends before it shows a code, fail with what it said rather than after a timeout.
-    const early = run.done.then((r) => {
-      throw new Error(`login ended early (exit ${r.code}): ${r.stderr}`);
-    });
-    early.catch(() => {});
-    const [, code] = await Promise.race([err.match(/enter the code: ([A-Z0-9-]+)/), early]);
-    hs.approveDevice(code!, 'alice');
-    const r = await run.done;
+    const r = await deviceCodeLogin(hs, [hs.url, '--json', '-p', profile], { env: home.env });
     expect(r.code).toBe(0);
     return r.json().deviceId;
   }

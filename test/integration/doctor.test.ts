@@ -16,7 +16,7 @@ import { makeHome, runMxs, startMxs, type RunResult } from '../support/cli.js';
 import { watchStderr } from '../support/fault-kit.js';
 import { holdLock, schemaErrors } from '../support/doctor-kit.js';
 import { haveFaketime, runFaketime } from '../support/cli.js';
-import { mxsInProcess, runCommand } from '../support/run-command.js';
+import { deviceCodeLogin, mxsInProcess, runCommand } from '../support/run-command.js';
 import { describeWithSecretService } from '../support/secret-service.js';
 
 type Home = Awaited<ReturnType<typeof makeHome>>;
@@ -188,14 +188,7 @@ describe('mxs doctor against the homeserver double', () => {
   const isDeviceGet = (req: RequestContext, deviceId: string) => req.method === 'GET' && req.pathname.endsWith(`/devices/${encodeURIComponent(deviceId)}`);
   /** The device-code login to an OAuth double, approved as alice as soon as the code is issued. */
   async function loginOAuth(oauth: HomeserverDouble): Promise<void> {
-    const run = mxsInProcess(['login', oauth.url, '--json'], { env: home.env });
-    let pending;
-    for (let i = 0; !(pending = oauth.deviceAuthorizations().find((d) => d.status === 'pending')); i++) {
-      if (i > 500) throw new Error('the login never asked for a device code');
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    oauth.approveDevice(pending.userCode, 'alice');
-    expect((await run).code).toBe(0);
+    expect((await deviceCodeLogin(oauth, [oauth.url, '--json'], { env: home.env })).code).toBe(0);
   }
 
   it('an OAuth issuer that changed after login: auth fails (exit 4) with the login hint; one whose metadata stops answering: auth fails (exit 3)', async () => {

@@ -11,7 +11,8 @@ import _Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
 import _addFormats from 'ajv-formats';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { makeHome, REPO, runMxs, startMxs, type RunResult } from '../support/cli.js';
-import { waitFor, watchStderr } from '../support/fault-kit.js';
+import { waitFor } from '../support/fault-kit.js';
+import { deviceCodeLogin } from '../support/run-command.js';
 
 const Ajv2020 = _Ajv2020.default;
 const addFormats = _addFormats.default;
@@ -242,10 +243,7 @@ describe('an OAuth 2.0 session against the double', () => {
   });
 
   it('login (device code), status, refresh and logout', async () => {
-    const run = startMxs(['login', hs.url, '--json'], { env: home.env });
-    const [, code] = await watchStderr(run).match(/enter the code: ([A-Z0-9-]+)/);
-    hs.approveDevice(code!, 'alice');
-    const login = outcome(await run.done);
+    const login = outcome(await deviceCodeLogin(hs, [hs.url, '--json'], { env: home.env }));
     expectShape('login.schema.json', login.json);
     expect(login).toMatchObject({ code: 0, json: { method: 'oauth', issuer: hs.issuer } });
     for (const [args, file] of [[['status'], 'status.schema.json'], [['refresh'], 'refresh.schema.json'], [['logout'], 'logout.schema.json']] as const) {

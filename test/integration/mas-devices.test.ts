@@ -11,7 +11,7 @@ import { masDevicesRules, startMasDevicesDouble, type MasDevicesDouble } from '.
 import { statePaths } from '../../src/store/paths.js';
 import { FileSecretStore } from '../../src/store/secrets.js';
 import { SessionStore } from '../../src/store/sessions.js';
-import { mxsInProcess, runCommand } from '../support/run-command.js';
+import { deviceCodeLogin, mxsInProcess, runCommand } from '../support/run-command.js';
 
 const DELETE = '/_matrix/client/v3/delete_devices';
 const ALICE = '@alice:localhost';
@@ -51,11 +51,7 @@ async function masDouble(opts: Parameters<typeof startMasDevicesDouble>[0] = {})
 
 /** A device-code login approved as alice, in this process; its device ID. */
 async function oauthLogin(hs: HomeserverDouble, profile: string): Promise<string> {
-  const before = hs.deviceAuthorizations().length;
-  const login = run(['login', hs.url, '--json', '-p', profile]);
-  await waitFor('a device code', () => hs.deviceAuthorizations().length > before, 5000, 5);
-  hs.approveDevice(hs.deviceAuthorizations()[before]!.userCode, 'alice');
-  const r = await login;
+  const r = await deviceCodeLogin(hs, [hs.url, '--json', '-p', profile], { env: home.env });
   expect(r.code).toBe(0);
   return r.json().deviceId;
 }

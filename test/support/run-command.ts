@@ -120,3 +120,25 @@ class Capture extends Writable {
     done();
   }
 }
+
+/** What a device-code login needs of a double: its authorizations, and approving one as a user. */
+interface DeviceCodeServer {
+  deviceAuthorizations(): { userCode: string; status: string }[];
+  approveDevice(userCode: string, localpart?: string): void;
+}
+
+/**
+ * `mxs login ARGV…` in this process on a device-code server (the double), approved as `localpart` as soon
+ * as the code is issued; the finished run, whatever its exit code. Fails at once if the login ends first.
+ */
+export async function deviceCodeLogin(hs: DeviceCodeServer, argv: string[], opts: CommandRunOptions & { as?: string } = {}): Promise<RunResult> {
+  const before = hs.deviceAuthorizations().length;
+  let ended = false;
+  const run = mxsInProcess(['login', ...argv], opts).finally(() => (ended = true));
+  while (hs.deviceAuthorizations().length === before) {
+    if (ended) throw new Error(`the login ended before it asked for a device code: ${(await run).stderr}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  hs.approveDevice(hs.deviceAuthorizations()[before]!.userCode, opts.as ?? 'alice');
+  return run;
+}
