@@ -43,8 +43,8 @@
  * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
  *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
  *   else is `invalid_scope`. The device ID becomes the session's device. The `extend` hook (MAS admin
- *   mode, test/support/mas-admin-double.ts) may add scope tokens, metadata and a policy (`mayGrant`):
- *   a device code it refuses stays pending when approved; /authorize answers it access_denied.
+ *   mode, test/support/mas-admin-double.ts, whose tests check it) may add scope tokens, metadata and a
+ *   policy (`mayGrant`): a device code it refuses stays pending when approved; /authorize access_denied.
  * - Form endpoints (device, token, revoke) need `application/x-www-form-urlencoded` (else 400
  *   invalid_request); a repeated parameter is invalid_request (RFC 6749 §3.2). Client: `client_id` in
  *   the form; unknown or missing → 401 invalid_client; a grant the client did not register → 400
@@ -280,7 +280,7 @@ export interface HomeserverDouble {
   issuer: string | null;
   clients(): RegisteredClient[];
   deviceAuthorizations(): DeviceAuthorization[];
-  /** The user enters `userCode` at `verification_uri` and approves as `localpart` (default: the first user). Throws for an unknown or non-pending code. */
+  /** The user enters `userCode` at `verification_uri` and approves as `localpart` (default: the first user); a code the `extend` policy refuses stays pending. Throws for an unknown or non-pending code. */
   approveDevice(userCode: string, localpart?: string): void;
   /** The user denies `userCode`. Throws for an unknown or non-pending code. */
   denyDevice(userCode: string): void;
