@@ -380,13 +380,9 @@ function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOpti
     adminSession(localpart) {
       const scope = ['urn:matrix:client:api:*', ...ADMIN_SCOPES].join(' ');
       if (!mayRequestAdminScopes(scope, admins.has(localpart))) throw new Error(`mas admin double: ${localpart} may not request admin`);
-      const g = grant(localpart, scope);
-      return { accessToken: g.accessToken, refreshToken: g.refreshToken, expiresAt: g.expiresAt, deviceId: g.deviceId };
+      return grant(localpart, scope);
     },
-    userSession(localpart) {
-      const g = grant(localpart, 'urn:matrix:client:api:*');
-      return { accessToken: g.accessToken, refreshToken: g.refreshToken, expiresAt: g.expiresAt, deviceId: g.deviceId };
-    },
+    userSession: (localpart) => grant(localpart, 'urn:matrix:client:api:*'),
     row: (id) => rows.get(id),
     disable() {
       enabled = false;
