@@ -31,7 +31,8 @@ export interface AuthMetadata {
 export const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 export const API_SCOPE = 'urn:matrix:client:api:*';
 /** The Matrix Authentication Service's admin API, and Synapse's admin API behind it (MAS docs, scopes.md). */
-export const ADMIN_SCOPES = ['urn:mas:admin', 'urn:synapse:admin:*'];
+export const SYNAPSE_ADMIN_SCOPE = 'urn:synapse:admin:*';
+export const ADMIN_SCOPES = ['urn:mas:admin', SYNAPSE_ADMIN_SCOPE];
 export const deviceScope = (deviceId: string) => `urn:matrix:client:device:${deviceId}`;
 
 /** A new device ID for the device scope (MSC2967: 10+ characters of [A-Za-z0-9]). */

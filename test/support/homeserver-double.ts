@@ -42,7 +42,9 @@
  *   `invalid_redirect_uri` (`{error, error_description}`).
  * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
  *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
- *   else is `invalid_scope`. The device ID becomes the session's device.
+ *   else is `invalid_scope`. The device ID becomes the session's device. The `extend` hook (MAS admin
+ *   mode, test/support/mas-admin-double.ts, whose tests check it) may add scope tokens, metadata and a
+ *   policy (`mayGrant`): a device code it refuses stays pending when approved; /authorize access_denied.
  * - Form endpoints (device, token, revoke) need `application/x-www-form-urlencoded` (else 400
  *   invalid_request); a repeated parameter is invalid_request (RFC 6749 §3.2). Client: `client_id` in
  *   the form; unknown or missing → 401 invalid_client; a grant the client did not register → 400
@@ -136,15 +138,21 @@ export interface DoubleOptions {
 export interface DoubleCore {
   serverName: string;
   /** The live MAS session a bearer token authenticates (unexpired, unrevoked), or null. */
-  masTokenSession(token: string): { id: number; kind: 'oauth' | 'compat'; userId: string; deviceId: string; scope: string | null } | null;
+  masTokenSession(token: string): { id: number; kind: 'oauth' | 'compat'; userId: string; deviceId: string; scope: string | null; clientId: string | null } | null;
   /** A new active MAS session with its first tokens, as a grant (or a compat login) would make. */
-  grantMasSession(kind: 'oauth' | 'compat', userId: string, deviceId: string, scope: string | null, displayName: string | null): { id: number; accessToken: string; refreshToken: string; expiresAt: number };
+  grantMasSession(kind: 'oauth' | 'compat', userId: string, deviceId: string, scope: string | null, displayName: string | null, clientId?: string): { id: number; accessToken: string; refreshToken: string; expiresAt: number };
   endMasSession(id: number): void;
 }
 
 export interface DoubleExtension {
   /** An answer for requests it serves; undefined for the rest. */
-  handle(req: { method: string; pathname: string; query: URLSearchParams; headers: http.IncomingHttpHeaders; rawBody: string }): { status: number; json: unknown } | undefined;
+  handle(req: { method: string; pathname: string; query: URLSearchParams; headers: http.IncomingHttpHeaders; rawBody: string }): Answer | undefined;
+  /** Scope tokens MAS knows beyond the API and device scopes. */
+  scopes?: readonly string[];
+  /** MAS's policy on a grant of `scope` to `localpart`: false keeps a device code pending and answers /authorize access_denied. */
+  mayGrant?(scope: string, localpart: string): boolean;
+  /** More of the RFC 8414 metadata. */
+  metadata?: Record<string, unknown>;
 }
 
 export interface OAuthOptions {
@@ -272,7 +280,7 @@ export interface HomeserverDouble {
   issuer: string | null;
   clients(): RegisteredClient[];
   deviceAuthorizations(): DeviceAuthorization[];
-  /** The user enters `userCode` at `verification_uri` and approves as `localpart` (default: the first user). Throws for an unknown or non-pending code. */
+  /** The user enters `userCode` at `verification_uri` and approves as `localpart` (default: the first user); a code the `extend` policy refuses stays pending. Throws for an unknown or non-pending code. */
   approveDevice(userCode: string, localpart?: string): void;
   /** The user denies `userCode`. Throws for an unknown or non-pending code. */
   denyDevice(userCode: string): void;
@@ -453,12 +461,12 @@ const ACCOUNT_ACTIONS = [
 ];
 
 /** MSC2967: `urn:matrix:client:api:*` plus exactly one device scope; returns the device ID. */
-function checkScope(scope: string | null): { scope: string; deviceId: string } {
+function checkScope(scope: string | null, known: readonly string[] = []): { scope: string; deviceId: string } {
   if (scope === null || scope.trim() === '') throw new OAuthError(400, 'invalid_scope', 'A scope is required');
   const tokens = scope.split(' ').filter((t) => t !== '');
   if (new Set(tokens).size !== tokens.length) throw new OAuthError(400, 'invalid_scope', 'Duplicate scope');
   const devices = tokens.filter((t) => t.startsWith(DEVICE_SCOPE_PREFIX));
-  const others = tokens.filter((t) => t !== API_SCOPE && !t.startsWith(DEVICE_SCOPE_PREFIX));
+  const others = tokens.filter((t) => t !== API_SCOPE && !t.startsWith(DEVICE_SCOPE_PREFIX) && !known.includes(t));
   if (!tokens.includes(API_SCOPE)) throw new OAuthError(400, 'invalid_scope', `The scope must include ${API_SCOPE}`);
   if (devices.length !== 1) throw new OAuthError(400, 'invalid_scope', 'The scope must include exactly one device scope');
   if (others.length > 0) throw new OAuthError(400, 'invalid_scope', `Unsupported scope: ${others[0]}`);
@@ -843,6 +851,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       token_endpoint_auth_methods_supported: ['none'],
       revocation_endpoint_auth_methods_supported: ['none'],
       authorization_response_iss_parameter_supported: true,
+      ...extension?.metadata,
     });
 
   /** An `application/x-www-form-urlencoded` body; each parameter at most once (RFC 6749 §3.2). */
@@ -1017,7 +1026,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const form = parseForm(ctx);
     const client = clientFrom(form);
     if (!client.grantTypes.includes(DEVICE_CODE_GRANT)) throw new OAuthError(400, 'unauthorized_client', 'The client did not register the device code grant');
-    const { scope, deviceId } = checkScope(form.get('scope') ?? null);
+    const { scope, deviceId } = checkScope(form.get('scope') ?? null, extension?.scopes);
     let userCode: string;
     do userCode = randomLetters(6, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789');
     while ([...deviceGrants.values()].some((g) => g.userCode === userCode));
@@ -1098,7 +1107,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (!client.grantTypes.includes('authorization_code')) return fail('unauthorized_client', 'The client did not register the authorization_code grant');
     let scoped: { scope: string; deviceId: string };
     try {
-      scoped = checkScope(record.scope);
+      scoped = checkScope(record.scope, extension?.scopes);
     } catch (e) {
       if (e instanceof OAuthError) return fail(e.error, e.description);
       throw e;
@@ -1108,6 +1117,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (get('code_challenge_method') !== 'S256') return fail('invalid_request', 'code_challenge_method must be S256');
     if (!/^[A-Za-z0-9_-]{43}$/.test(challenge)) return fail('invalid_request', 'code_challenge is not an S256 challenge');
     if (authorizeAs === null) return fail('access_denied', 'The user denied the request');
+    if (extension?.mayGrant?.(scoped.scope, authorizeAs) === false) return fail('access_denied', 'The user may not be granted this scope');
 
     const code = randomLetters(32, ALNUM);
     authCodes.set(code, {
@@ -1563,8 +1573,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
         const session = at === undefined ? undefined : masSessions.get(at.sessionId);
         return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
       },
-      grantMasSession(kind, userId, deviceId, scope, displayName) {
-        const session = createMasSession(kind, null, userId, deviceId, scope, displayName);
+      grantMasSession(kind, userId, deviceId, scope, displayName, clientId) {
+        const session = createMasSession(kind, clientId ?? null, userId, deviceId, scope, displayName);
         const expiresAt = now() + oauthAccessLifetimeSec * 1000;
         const { at, rt } = issueMasTokens(session, true, expiresAt);
         return { id: session.id, accessToken: at.token, refreshToken: rt!.token, expiresAt };
@@ -1832,6 +1842,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       const grant = pendingDeviceGrant(userCode, 'approveDevice');
       const who = localpart ?? Object.keys(users)[0];
       checkLocalpart(who);
+      // MAS shows a user its policy refuses a page that approves nothing: the code stays pending.
+      if (extension?.mayGrant?.(grant.scope, who) === false) return;
       grant.state = 'approved';
       grant.approvedAs = who;
     },

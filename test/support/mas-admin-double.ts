@@ -10,9 +10,14 @@
  *   urn:mas:admin scope"}]}`; no or an unknown token → 401 "Invalid access token".
  * - THE SCOPE RULE (MAS's policy, `docs/reference/scopes.md`): `mayRequestAdminScopes` below — the
  *   admin scopes (`urn:mas:admin`, `urn:synapse:admin:*`) are granted only to users marked
- *   `can_request_admin` (through the authorization-code and device grants), and to clients listed as
- *   admin clients (through the client-credentials grant). `adminSession(localpart)` stages a session
- *   as such a grant would, through that rule (it throws for a user who may not).
+ *   `can_request_admin` (`masAdmin.admins`; device and authorization-code grants, through the double's
+ *   `mayGrant` hook) and to clients listed as admin clients (`masAdmin.clients`, client credentials).
+ *   `adminSession(localpart)` stages a session as such a grant would (it throws for a user who may not).
+ * - `POST /oauth2/token` with `grant_type=client_credentials` (RFC 6749 §4.4) for the confidential
+ *   `masAdmin.clients`, each by its own `client_secret_basic` or `client_secret_post`: anything else
+ *   401 invalid_client; admin scopes for a client not listed as admin 400 invalid_scope. Answer: a
+ *   `mat_` token of a session (no user) carrying the scope, `expires_in`, no refresh token, no-store.
+ *   `POST /oauth2/revoke` with client authentication ends that client's token's session (200 always).
  * - Users: every user of the double, with a ULID; `GET users/{id}`, `GET users/by-username/{username}`
  *   (404 `User with username "x" not found`).
  * - Sessions: `oauth2-sessions`, `compat-sessions`, `user-sessions` (browser), `personal-sessions`;
@@ -30,28 +35,30 @@
  */
 import { randomInt } from 'node:crypto';
 import zlib from 'node:zlib';
-import { startHomeserverDouble, type DoubleCore, type DoubleOptions, type HomeserverDouble } from './homeserver-double.js';
+import { startHomeserverDouble, type Answer, type DoubleCore, type DoubleExtension, type DoubleOptions, type HomeserverDouble } from './homeserver-double.js';
 
 export const MAS_ADMIN_SCOPE = 'urn:mas:admin';
-export const SYNAPSE_ADMIN_SCOPE = 'urn:synapse:admin:*';
-const ADMIN_SCOPES = [MAS_ADMIN_SCOPE, SYNAPSE_ADMIN_SCOPE];
+const ADMIN_SCOPES = [MAS_ADMIN_SCOPE, 'urn:synapse:admin:*'];
 const PREFIX = '/api/admin/v1/';
 
-/**
- * MAS's policy for the admin scopes: whether `scopes` may be granted to `who`. Non-admin scopes are
- * not this rule's business (always true for them).
- */
-export function mayRequestAdminScopes(
-  scopes: string[],
-  who: { grant: 'authorization_code' | 'device_code'; canRequestAdmin: boolean } | { grant: 'client_credentials'; clientId: string; adminClients: readonly string[] },
-): boolean {
-  if (!scopes.some((s) => ADMIN_SCOPES.includes(s))) return true;
-  return who.grant === 'client_credentials' ? who.adminClients.includes(who.clientId) : who.canRequestAdmin;
+/** The scope rule: whether `scope` may be granted to a user or client that `mayRequestAdmin` (or not). */
+export function mayRequestAdminScopes(scope: string, mayRequestAdmin: boolean): boolean {
+  return mayRequestAdmin || !scope.split(' ').some((s) => ADMIN_SCOPES.includes(s));
+}
+
+export interface ConfidentialClient {
+  clientId: string;
+  clientSecret: string;
+  authMethod: 'client_secret_basic' | 'client_secret_post';
+  /** Listed in the policy's admin clients. */
+  admin: boolean;
 }
 
 export interface MasAdminOptions {
   /** Localparts marked `can_request_admin`. Default: none. */
   admins?: string[];
+  /** Confidential clients for the client credentials grant. Default: none. */
+  clients?: ConfidentialClient[];
 }
 
 export interface Exchange {
@@ -131,6 +138,8 @@ function masToken(prefix: string): string {
 
 const iso = (ms = Date.now()) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const err = (status: number, title: string) => ({ status, json: { errors: [{ title }] } });
+const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' };
+const oauthError = (status: number, error: string, description: string) => ({ status, json: { error, error_description: description }, headers: NO_STORE });
 
 export async function startMasAdminDouble(opts: DoubleOptions & { masAdmin?: MasAdminOptions } = {}): Promise<HomeserverDouble & { admin: MasAdminControls }> {
   let controls!: MasAdminControls;
@@ -142,7 +151,7 @@ export async function startMasAdminDouble(opts: DoubleOptions & { masAdmin?: Mas
   return Object.assign(double, { admin: controls });
 }
 
-function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOptions): MasAdminControls & { extension: { handle: (r: any) => any } } {
+function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOptions): MasAdminControls & { extension: DoubleExtension } {
   const admins = new Set(opts.admins ?? []);
   const users = new Map(localparts.map((l) => [l, { id: ulid(), username: l, created_at: iso() }]));
   const rows = new Map<string, Row>();
@@ -307,9 +316,42 @@ function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOpti
     return err(404, 'Not found');
   }
 
-  const extension = {
-    handle(req: { method: string; pathname: string; query: URLSearchParams; headers: Record<string, unknown>; rawBody: string }) {
-      if (!req.pathname.startsWith(PREFIX)) return undefined;
+  /** RFC 6749 §2.3.1: the configured client the request authenticates as, by its own method; else null. */
+  function confidentialClient(headers: Record<string, unknown>, form: URLSearchParams): ConfidentialClient | null {
+    const basic = String(headers.authorization ?? '').match(/^Basic (.*)$/)?.[1];
+    const [id, secret = null] = basic === undefined ? [] : Buffer.from(basic, 'base64').toString('utf8').split(':').map((v) => new URLSearchParams(`v=${v}`).get('v'));
+    const [clientId, clientSecret, method] = basic === undefined ? [form.get('client_id'), form.get('client_secret'), 'client_secret_post'] : [id, secret, 'client_secret_basic'];
+    return (opts.clients ?? []).find((c) => c.clientId === clientId && c.clientSecret === clientSecret && c.authMethod === method) ?? null;
+  }
+
+  /** The client credentials grant and confidential clients' revocations; the rest of OAuth is the double's. */
+  function confidentialRequest(req: { method: string; pathname: string; headers: Record<string, unknown>; rawBody: string }): Answer | undefined {
+    const form = new URLSearchParams(req.rawBody);
+    const grant = req.pathname === '/oauth2/token' && form.get('grant_type') === 'client_credentials';
+    const revoke = req.pathname === '/oauth2/revoke' && (String(req.headers.authorization ?? '').startsWith('Basic ') || form.has('client_secret'));
+    if (req.method !== 'POST' || !(grant || revoke)) return undefined;
+    const client = confidentialClient(req.headers, form);
+    if (!client) return oauthError(401, 'invalid_client', 'Client authentication failed');
+    if (revoke) {
+      const session = core.masTokenSession(form.get('token') ?? '');
+      if (session && session.clientId === client.clientId) core.endMasSession(session.id);
+      return { status: 200, json: {}, headers: NO_STORE };
+    }
+    const scope = (form.get('scope') ?? '').split(' ').filter((s) => s !== '').join(' ');
+    if (!mayRequestAdminScopes(scope, client.admin)) return oauthError(400, 'invalid_scope', 'The client may not request the admin scopes');
+    const g = core.grantMasSession('oauth', '', '', scope, null, client.clientId);
+    return { status: 200, json: { access_token: g.accessToken, token_type: 'Bearer', expires_in: Math.round((g.expiresAt - Date.now()) / 1000), scope }, headers: NO_STORE };
+  }
+
+  const extension: DoubleExtension = {
+    scopes: ADMIN_SCOPES,
+    mayGrant: (scope, localpart) => mayRequestAdminScopes(scope, admins.has(localpart)),
+    metadata: {
+      grant_types_supported: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code', 'client_credentials'],
+      token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    },
+    handle(req) {
+      if (!req.pathname.startsWith(PREFIX)) return confidentialRequest(req);
       // Not configured: what answers is not the admin API, so nothing is recorded as its exchange.
       if (!enabled) return { status: 404, json: { errors: [{ title: 'Not found' }] } };
       let body: unknown;
@@ -336,15 +378,11 @@ function masAdminMode(core: DoubleCore, localparts: string[], opts: MasAdminOpti
     ulidOf: (l) => users.get(l)!.id,
     addSession,
     adminSession(localpart) {
-      const scopes = ['urn:matrix:client:api:*', MAS_ADMIN_SCOPE, SYNAPSE_ADMIN_SCOPE];
-      if (!mayRequestAdminScopes(scopes, { grant: 'device_code', canRequestAdmin: admins.has(localpart) })) throw new Error(`mas admin double: ${localpart} may not request admin`);
-      const g = grant(localpart, scopes.join(' '));
-      return { accessToken: g.accessToken, refreshToken: g.refreshToken, expiresAt: g.expiresAt, deviceId: g.deviceId };
+      const scope = ['urn:matrix:client:api:*', ...ADMIN_SCOPES].join(' ');
+      if (!mayRequestAdminScopes(scope, admins.has(localpart))) throw new Error(`mas admin double: ${localpart} may not request admin`);
+      return grant(localpart, scope);
     },
-    userSession(localpart) {
-      const g = grant(localpart, 'urn:matrix:client:api:*');
-      return { accessToken: g.accessToken, refreshToken: g.refreshToken, expiresAt: g.expiresAt, deviceId: g.deviceId };
-    },
+    userSession: (localpart) => grant(localpart, 'urn:matrix:client:api:*'),
     row: (id) => rows.get(id),
     disable() {
       enabled = false;

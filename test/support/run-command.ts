@@ -56,13 +56,15 @@ export interface CommandRunOptions {
   tty?: boolean;
   /** Ctrl-C cancels the run, as in a real process (a SIGINT listener is added while it runs). */
   interrupts?: boolean;
+  /** Sees stderr as it is written, to act as the user on what a waiting command printed. */
+  onStderr?: (text: string) => void;
 }
 
 /** `mxs ARGV…` for one definition: argv as typed after the command id (global flags may stand first, as bin/run.js allows). */
 export async function runCommand(command: CommandDefinition, argv: string[], opts: CommandRunOptions = {}): Promise<CommandRun> {
   const stdout = new Capture();
   stdout.isTTY = opts.tty === true;
-  const stderr = new Capture();
+  const stderr = new Capture(opts.onStderr);
   const out = new Output(stdout, stderr);
   const env = { ...opts.env } as NodeJS.ProcessEnv;
   const [, ...args] = normalizeArgv([command.id, ...argv]);
@@ -115,8 +117,12 @@ async function withEnv<T>(env: NodeJS.ProcessEnv, fn: () => Promise<T>): Promise
 class Capture extends Writable {
   text = '';
   isTTY = false;
+  constructor(private readonly onText?: (text: string) => void) {
+    super();
+  }
   override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: () => void): void {
     this.text += chunk.toString();
+    this.onText?.(this.text);
     done();
   }
 }

@@ -1,9 +1,14 @@
-// mxs admin's use cases over a fake back end (the terminal's answer, all-or-nothing), and the MAS admin
-// API's error decoder: which refusals are about rights (no refresh, the --admin hint) and which about the token.
+// mxs admin's use cases over a fake back end (the terminal's answer, all-or-nothing), the choice of
+// back end when the MAS admin API is not there, and the MAS admin API's error decoder: which refusals
+// are about rights (no refresh, the --admin hint) and which about the token.
+import { MxsError } from '../../src/errors.js';
 import { adminEndService } from '../../src/services/admin/admin.js';
 import type { AdminBackend, AdminSession } from '../../src/services/admin/backend.js';
+import { adminRightsHint, chooseAdminBackend, type AdminConnection } from '../../src/services/admin/choose.js';
 import { decodeMasAdminError } from '../../src/services/admin/mas.js';
+import type { Deps } from '../../src/services/deps.js';
 import type { HttpResponse } from '../../src/http/transport.js';
+import type { SessionRecord } from '../../src/model.js';
 
 const session = (id: string, finishedAt: string | null = null): AdminSession => ({ kind: 'compat', id, deviceId: id, client: null, createdAt: null, lastActiveAt: null, lastActiveIp: null, userAgent: null, finishedAt });
 
@@ -49,6 +54,45 @@ describe('admin sessions end', () => {
     [{}, /No sessions to end/],
   ])('%j is a usage error', async (over, message) => {
     await expect(adminEndService(input(over), fake([session('A')]))).rejects.toMatchObject({ exitCode: 2, message: expect.stringMatching(message) });
+  });
+});
+
+describe('the back end for an OAuth session when the MAS admin API is not exposed', () => {
+  const record = (scopes?: string[]): SessionRecord => ({
+    profile: 'p',
+    homeserver: 'https://hs.example.org',
+    userId: '@root:example.org',
+    deviceId: 'DEV',
+    issuedAt: '2026-01-01T00:00:00Z',
+    expiresAt: null,
+    refreshable: true,
+    storage: 'file',
+    method: 'oauth',
+    auth: { type: 'oauth', issuer: 'https://auth.example.org/', clientId: 'C', tokenEndpoint: 'https://auth.example.org/oauth2/token', revocationEndpoint: 'https://auth.example.org/oauth2/revoke', ...(scopes ? { scopes } : {}) },
+  });
+  async function choose(scopes?: string[]) {
+    const rec = record(scopes);
+    const notices: string[] = [];
+    const synapseUsed: string[] = [];
+    // The MAS admin API answers 404: not exposed.
+    const conn = { profile: 'p', record: rec, serverName: 'example.org', authed: async () => { throw new MxsError({ code: 'M_UNRECOGNIZED', message: 'not found', status: 404, kind: 'http' }); } } as unknown as AdminConnection;
+    const backend = chooseAdminBackend(conn, { notice: (m: string) => notices.push(m) } as unknown as Deps, { synapse: () => (synapseUsed.push('synapse'), fake([])) });
+    return { rec, notices, synapseUsed, backend };
+  }
+
+  it.each([[['urn:matrix:client:api:*', 'urn:mas:admin', 'urn:synapse:admin:*']], [undefined]])('scopes %j: the Synapse admin API, said in one line', async (scopes) => {
+    const { notices, synapseUsed, backend } = await choose(scopes);
+    await backend;
+    expect(synapseUsed).toEqual(['synapse']);
+    expect(notices).toEqual(['The Matrix Authentication Service admin API is not exposed at https://auth.example.org/api/admin/v1 (HTTP 404); using the Synapse admin API.']);
+  });
+
+  it('scopes without urn:synapse:admin:*: exit 4 saying so, the hint to log in with --admin; nothing sent to Synapse', async () => {
+    const { rec, synapseUsed, backend } = await choose(['urn:matrix:client:api:*', 'urn:mas:admin']);
+    const err = (await backend.catch((e: unknown) => e)) as MxsError;
+    expect(err).toMatchObject({ exitCode: 4, message: 'The Matrix Authentication Service admin API is not exposed at https://auth.example.org/api/admin/v1 (HTTP 404), and this session lacks urn:synapse:admin:*, which the Synapse admin API needs.' });
+    expect(err.hint).toEqual(adminRightsHint(rec));
+    expect(synapseUsed).toEqual([]);
   });
 });
 

@@ -9,8 +9,16 @@ type Double = Awaited<ReturnType<typeof startMasAdminDouble>>;
 let double: Double;
 let adminToken: string;
 
+const SECRET = 'the-client-secret';
+const CLIENTS = [
+  { clientId: 'ADMINBASIC', clientSecret: SECRET, authMethod: 'client_secret_basic' as const, admin: true },
+  { clientId: 'ADMINPOST', clientSecret: SECRET, authMethod: 'client_secret_post' as const, admin: true },
+  { clientId: 'PLAIN', clientSecret: SECRET, authMethod: 'client_secret_basic' as const, admin: false },
+];
+const ADMIN_SCOPE = 'urn:matrix:client:api:* urn:mas:admin urn:synapse:admin:*';
+
 beforeEach(async () => {
-  double = await startMasAdminDouble({ users: { root: 'pw', bob: 'pw', carol: 'pw' }, masAdmin: { admins: ['root'] } });
+  double = await startMasAdminDouble({ users: { root: 'pw', bob: 'pw', carol: 'pw' }, oauth: { deviceIntervalSec: 0 }, masAdmin: { admins: ['root'], clients: CLIENTS } });
   adminToken = double.admin.adminSession('root').accessToken;
 });
 
@@ -31,16 +39,58 @@ async function call(method: string, path: string, opts: { token?: string | null;
   return { status: res.status, json: await res.json() };
 }
 
+/** A form POST to the double's OAuth side; `basic` authenticates as that client (RFC 6749 §2.3.1). */
+async function oauthPost(path: string, form: Record<string, string>, basic?: [string, string]): Promise<{ status: number; json: any; headers: Headers }> {
+  const res = await fetch(`${double.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...(basic ? { authorization: `Basic ${Buffer.from(basic.map(encodeURIComponent).join(':')).toString('base64')}` } : {}) },
+    body: new URLSearchParams(form).toString(),
+  });
+  return { status: res.status, json: await res.json(), headers: res.headers };
+}
+
+async function registerClient(metadata: Record<string, unknown>, url = double.url): Promise<string> {
+  const res = await fetch(`${url}/oauth2/registration`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_uri: 'https://mxs.example.org/', token_endpoint_auth_method: 'none', ...metadata }) });
+  return ((await res.json()) as { client_id: string }).client_id;
+}
+
 describe('the scope rule', () => {
   it.each([
-    [['urn:matrix:client:api:*'], { grant: 'device_code' as const, canRequestAdmin: false }, true],
-    [['urn:matrix:client:api:*', MAS_ADMIN_SCOPE], { grant: 'device_code' as const, canRequestAdmin: false }, false],
-    [['urn:synapse:admin:*'], { grant: 'authorization_code' as const, canRequestAdmin: false }, false],
-    [[MAS_ADMIN_SCOPE], { grant: 'authorization_code' as const, canRequestAdmin: true }, true],
-    [[MAS_ADMIN_SCOPE], { grant: 'client_credentials' as const, clientId: 'C1', adminClients: ['C1'] }, true],
-    [[MAS_ADMIN_SCOPE], { grant: 'client_credentials' as const, clientId: 'C2', adminClients: ['C1'] }, false],
-  ])('%j for %j: %s', (scopes, who, allowed) => {
-    expect(mayRequestAdminScopes(scopes, who)).toBe(allowed);
+    ['urn:matrix:client:api:*', false, true],
+    [`urn:matrix:client:api:* ${MAS_ADMIN_SCOPE}`, false, false],
+    ['urn:synapse:admin:*', false, false],
+    [MAS_ADMIN_SCOPE, true, true],
+  ])('%j, may request admin %s: %s', (scope, mayRequestAdmin, allowed) => {
+    expect(mayRequestAdminScopes(scope, mayRequestAdmin)).toBe(allowed);
+  });
+
+  it('device grant: the admin scopes are a valid scope; approved by a user not marked can_request_admin, the code stays pending; by one marked, it gives them', async () => {
+    const clientId = await registerClient({ grant_types: ['urn:ietf:params:oauth:grant-type:device_code'], response_types: [] });
+    const device = await oauthPost('/oauth2/device', { client_id: clientId, scope: `${ADMIN_SCOPE} urn:matrix:client:device:ADMINDEV` });
+    expect(device.status).toBe(200);
+    const poll = () => oauthPost('/oauth2/token', { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.json.device_code, client_id: clientId });
+    double.approveDevice(device.json.user_code, 'bob');
+    expect(double.deviceAuthorizations()[0]).toMatchObject({ status: 'pending', approvedAs: null });
+    expect((await poll()).json.error).toBe('authorization_pending');
+    double.approveDevice(device.json.user_code, 'root');
+    const granted = await poll();
+    expect(granted.json).toMatchObject({ scope: `${ADMIN_SCOPE} urn:matrix:client:device:ADMINDEV` });
+    expect((await call('GET', 'site-config', { token: granted.json.access_token })).status).toBe(200);
+  });
+
+  it('authorization-code grant: a user not marked can_request_admin is sent back with error=access_denied', async () => {
+    const other = await startMasAdminDouble({ users: { root: 'pw', bob: 'pw' }, oauth: { authorizeAs: 'bob' }, masAdmin: { admins: ['root'] } });
+    try {
+      const client_id = await registerClient({ application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'] }, other.url);
+      const q = new URLSearchParams({ response_type: 'code', client_id, redirect_uri: 'http://127.0.0.1:5555/callback', scope: `${ADMIN_SCOPE} urn:matrix:client:device:ADMINDEV`, state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' });
+      const answer = await fetch(`${other.url}/authorize?${q}`, { redirect: 'manual' });
+      expect(answer.status).toBe(302);
+      expect(new URL(answer.headers.get('location')!).searchParams.get('error')).toBe('access_denied');
+      q.set('scope', 'urn:matrix:client:api:* urn:matrix:client:device:PLAINDEV');
+      expect(new URL((await fetch(`${other.url}/authorize?${q}`, { redirect: 'manual' })).headers.get('location')!).searchParams.get('code')).toEqual(expect.any(String));
+    } finally {
+      await other.close();
+    }
   });
 
   it('gives no admin session to a user not marked can_request_admin', () => {
@@ -51,6 +101,43 @@ describe('the scope rule', () => {
     const plain = double.admin.userSession('bob').accessToken;
     expect(await call('GET', 'site-config', { token: plain })).toEqual({ status: 401, json: { errors: [{ title: 'Missing urn:mas:admin scope' }] } });
     expect((await call('GET', 'site-config', { token: null })).status).toBe(401);
+  });
+});
+
+describe('the client credentials grant', () => {
+  it('gives a listed admin client, by its own authentication method, a mat_ token with the admin scope, no refresh token, not stored by caches', async () => {
+    const basic = await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: ADMIN_SCOPE }, ['ADMINBASIC', SECRET]);
+    expect(basic.status).toBe(200);
+    expect(basic.json).toEqual({ access_token: expect.stringMatching(/^mat_/), token_type: 'Bearer', expires_in: 300, scope: ADMIN_SCOPE });
+    expect(basic.headers.get('cache-control')).toBe('no-store');
+    expect((await call('GET', 'site-config', { token: basic.json.access_token })).status).toBe(200);
+    const post = await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: ADMIN_SCOPE, client_id: 'ADMINPOST', client_secret: SECRET });
+    expect(post.status).toBe(200);
+  });
+
+  it.each([
+    ['a wrong secret', ['ADMINBASIC', 'wrong'], {}],
+    ['a method the client is not configured for', ['ADMINPOST', SECRET], {}],
+    ['no authentication', undefined, { client_id: 'ADMINBASIC' }],
+  ])('%s: 401 invalid_client', async (_name, basic, form) => {
+    const r = await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: ADMIN_SCOPE, ...form }, basic as [string, string] | undefined);
+    expect([r.status, r.json.error]).toEqual([401, 'invalid_client']);
+  });
+
+  it('a client not listed as an admin client: the admin scopes 400 invalid_scope, others granted (and refused by the admin API)', async () => {
+    const refused = await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: ADMIN_SCOPE }, ['PLAIN', SECRET]);
+    expect([refused.status, refused.json.error]).toEqual([400, 'invalid_scope']);
+    const plain = await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: 'urn:matrix:client:api:*' }, ['PLAIN', SECRET]);
+    expect(plain.status).toBe(200);
+    expect((await call('GET', 'site-config', { token: plain.json.access_token })).status).toBe(401);
+  });
+
+  it("revocation with the client's authentication ends its own token only; always 200", async () => {
+    const token = (await oauthPost('/oauth2/token', { grant_type: 'client_credentials', scope: ADMIN_SCOPE }, ['ADMINBASIC', SECRET])).json.access_token;
+    expect((await oauthPost('/oauth2/revoke', { token, client_id: 'ADMINPOST', client_secret: SECRET })).status).toBe(200);
+    expect(double.accessTokenStatus(token)).toBe('valid');
+    expect((await oauthPost('/oauth2/revoke', { token }, ['ADMINBASIC', SECRET])).status).toBe(200);
+    expect(double.accessTokenStatus(token)).toBe('unknown');
   });
 });
 

@@ -2,6 +2,7 @@ import { MxsError, notLoggedIn, usageError, type Hint } from '../../errors.js';
 import { isLoopbackHost } from '../../http/loopback.js';
 import { send } from '../../http/transport.js';
 import type { SessionRecord } from '../../model.js';
+import { SYNAPSE_ADMIN_SCOPE } from '../../oauth/client.js';
 import { printable } from '../../printable.js';
 import type { Deps } from '../deps.js';
 import { refreshWhenExpired, withAccessToken } from '../session.js';
@@ -71,7 +72,12 @@ export async function chooseAdminBackend(conn: AdminConnection, deps: Deps, opts
     deps.notice(`Using the Matrix Authentication Service admin API at ${base}.`);
     return masAdminBackend(base, conn);
   }
-  deps.notice(`The Matrix Authentication Service admin API is not exposed at ${base} (${missing}); using the Synapse admin API.`);
+  const notThere = `The Matrix Authentication Service admin API is not exposed at ${base} (${missing})`;
+  // Synapse refuses an OAuth token without its admin scope: say so rather than ask it.
+  if (record.auth.type === 'oauth' && record.auth.scopes !== undefined && !record.auth.scopes.includes(SYNAPSE_ADMIN_SCOPE)) {
+    throw new MxsError({ code: 'insufficient_scope', message: `${notThere}, and this session lacks ${SYNAPSE_ADMIN_SCOPE}, which the Synapse admin API needs.`, hint: adminRightsHint(record), kind: 'auth' });
+  }
+  deps.notice(`${notThere}; using the Synapse admin API.`);
   return await opts.synapse(conn);
 }
 
