@@ -8,9 +8,6 @@ import { startHomeserverDouble, type HomeserverDouble } from '../support/homeser
 import { startMasAdminDouble } from '../support/mas-admin-double.js';
 import { exchangeProblems } from '../support/mas-admin-openapi.js';
 import { masDevicesRules, startMasDevicesDouble, type MasDevicesDouble } from '../support/mas-devices.js';
-import { statePaths } from '../../src/store/paths.js';
-import { FileSecretStore } from '../../src/store/secrets.js';
-import { SessionStore } from '../../src/store/sessions.js';
 import { deviceCodeLogin, mxsInProcess, runCommand } from '../support/run-command.js';
 
 const DELETE = '/_matrix/client/v3/delete_devices';
@@ -168,14 +165,11 @@ describe('devices delete with an admin session, on Synapse with the Matrix Authe
     return hs;
   }
 
-  /** Stores alice's session as `mxs login --admin` would after the grant gave these tokens and scopes. */
-  async function storeAlice(hs: Awaited<ReturnType<typeof adminDouble>>, tokens: { accessToken: string; refreshToken: string; expiresAt: number; deviceId: string }, scopes: string[]) {
-    const paths = statePaths(home.env.MXS_CONFIG_DIR!);
-    const issuedAt = new Date().toISOString();
-    const expiresAt = new Date(tokens.expiresAt).toISOString();
-    await new FileSecretStore(paths).set('default', { accessToken: tokens.accessToken, refreshToken: tokens.refreshToken, issuedAt, expiresAt });
-    const auth = { type: 'oauth' as const, issuer: hs.issuer!, clientId: 'CLIENT', tokenEndpoint: `${hs.url}/oauth2/token`, revocationEndpoint: `${hs.url}/oauth2/revoke`, scopes: [...scopes, `urn:matrix:client:device:${tokens.deviceId}`] };
-    await new SessionStore(paths).write({ profile: 'default', homeserver: hs.url, userId: ALICE, deviceId: tokens.deviceId, issuedAt, expiresAt, refreshable: true, storage: 'file', method: 'oauth', auth });
+  /** alice's own session, by `mxs login` (with `--admin`: the admin scopes granted); its device ID. */
+  async function loginAlice(hs: Awaited<ReturnType<typeof adminDouble>>, ...flags: string[]): Promise<string> {
+    const r = await deviceCodeLogin(hs, [hs.url, '--json', ...flags], { env: home.env });
+    expect(r.code).toBe(0);
+    return r.json().deviceId;
   }
 
   /** A second session of alice's (a phone), listed by the admin API: its device ID. */
@@ -186,10 +180,9 @@ describe('devices delete with an admin session, on Synapse with the Matrix Authe
 
   it('ends the devices through the admin API: no account page, the device gone, every exchange as MAS documents it', async () => {
     const hs = await adminDouble();
-    const mine = hs.admin.adminSession('alice');
-    await storeAlice(hs, mine, ['urn:matrix:client:api:*', 'urn:mas:admin', 'urn:synapse:admin:*']);
+    const mine = await loginAlice(hs, '--admin');
     const phone = phoneOf(hs);
-    expect(liveDevices(hs)).toEqual(expect.arrayContaining([mine.deviceId, phone]));
+    expect(liveDevices(hs)).toEqual(expect.arrayContaining([mine, phone]));
     const { opened, done } = deleteDevices([phone, '--yes', '--json']);
     const r = await done;
     expect(r.exitCode).toBe(0);
@@ -198,34 +191,32 @@ describe('devices delete with an admin session, on Synapse with the Matrix Authe
     expect(r.stderr).not.toMatch(/account page/);
     expect(opened).toEqual([]);
     expect(hs.accountPageVisits).toEqual([]);
-    expect(liveDevices(hs)).toEqual([mine.deviceId]);
+    expect(liveDevices(hs)).toEqual([mine]);
     expect(hs.admin.exchanges.filter((x) => x.method === 'POST').map((x) => x.path)).toEqual([expect.stringMatching(/^\/api\/admin\/v1\/oauth2-sessions\/[0-9A-Z]{26}\/finish$/)]);
     expect(exchangeProblems(hs.admin.exchanges)).toEqual([]);
   });
 
   it('a session without the admin scopes: the account page, and the admin API never asked', async () => {
     const hs = await adminDouble();
-    const mine = hs.admin.userSession('alice');
-    await storeAlice(hs, mine, ['urn:matrix:client:api:*']);
+    const mine = await loginAlice(hs);
     const phone = phoneOf(hs);
     const r = await deleteDevices([phone, '--yes', '--browser'], (url) => void fetch(url).then(() => hs.approveDeletion(phone))).done;
     expect(r.exitCode).toBe(0);
     expect(hs.accountPageVisits).toEqual([{ action: 'org.matrix.device_delete', deviceId: phone }]);
     expect(hs.admin.exchanges).toEqual([]);
-    expect(liveDevices(hs)).toEqual([mine.deviceId]);
+    expect(liveDevices(hs)).toEqual([mine]);
   });
 
   it('the admin API not exposed: mxs says so and the account page takes over; nothing lost', async () => {
     const hs = await adminDouble();
     hs.admin.disable();
-    const mine = hs.admin.adminSession('alice');
-    await storeAlice(hs, mine, ['urn:matrix:client:api:*', 'urn:mas:admin', 'urn:synapse:admin:*']);
+    const mine = await loginAlice(hs, '--admin');
     const phone = phoneOf(hs);
     const r = await deleteDevices([phone, '--yes', '--browser'], (url) => void fetch(url).then(() => hs.approveDeletion(phone))).done;
     expect(r.exitCode).toBe(0);
     expect(r.stderr).toMatch(/^mxs: The admin API did not delete the devices \(.+\); using the account page instead\.$/m);
     expect(hs.accountPageVisits).toEqual([{ action: 'org.matrix.device_delete', deviceId: phone }]);
-    expect(liveDevices(hs)).toEqual([mine.deviceId]);
+    expect(liveDevices(hs)).toEqual([mine]);
   });
 });
 
