@@ -1,7 +1,7 @@
-// Helpers for test/integration/faults.test.ts: a spawn that hands back the child (to SIGKILL it
-// mid-run and to read its /proc entry), a tiny HTTP proxy in front of the homeserver double (to
-// hold a committed response in flight, or to swap the double's tokens for canary values), and
-// byte-exact snapshots of a stored session.
+// Helpers of the suites that spawn mxs and interfere with it (faults, proxy, exec, OAuth): a private copy of the
+// build, a spawn that hands back the child (to SIGKILL it mid-run, to read its /proc entry and its stderr as it
+// comes), a tiny HTTP proxy in front of the homeserver double (to hold a committed response in flight, or to swap
+// the double's tokens for canary values), and byte-exact snapshots of a stored session.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { cp, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
@@ -12,12 +12,11 @@ import { BIN, REPO, startMxs as startCli, type Started as BaseStarted } from './
 let bin = BIN;
 
 /**
- * Runs the suite against a private copy of the build (bin/, dist/, oclif.manifest.json,
- * package.json; node_modules linked). Other engineers rebuild dist/ in place while this long
- * suite runs, and tsc/oclif rewrite files non-atomically: a child that starts mid-rewrite fails
- * with exit 1. The copy is taken when no build file has changed for 2 s.
+ * A private copy of the build (bin/, dist/, oclif.manifest.json, package.json; node_modules linked): others
+ * rebuild dist/ in place while a long suite runs, and tsc/oclif rewrite files non-atomically, so a child that
+ * starts mid-rewrite fails with exit 1. The copy is taken when no build file has changed for 2 s.
  */
-export async function isolateBuild(): Promise<() => Promise<void>> {
+async function isolateBuild(): Promise<() => Promise<void>> {
   const parts = ['bin', 'dist', 'oclif.manifest.json', 'package.json'];
   const newest = async () => {
     let max = 0;

@@ -263,6 +263,11 @@ class Browser {
     }
     return { url, status: res.status, location, body: text };
   }
+
+  /** Submits `form` of `page` with its fields' values and `overrides`. */
+  submit(page: Page, form: Form, overrides?: Record<string, string>): Promise<Page> {
+    return this.request(new URL(form.action || page.url.href, page.url), { method: form.method.toUpperCase(), form: formValues(form, overrides) });
+  }
 }
 
 interface FormField {
@@ -272,13 +277,10 @@ interface FormField {
 }
 
 interface Form {
-  id?: string;
   action: string;
   method: string;
-  /** Fields a submit sends: inputs (not buttons), in document order. */
+  /** What a submit sends: the named inputs (not buttons), in document order. */
   fields: FormField[];
-  /** Submit buttons with a name (sent only when that button is "clicked"). */
-  buttons: FormField[];
 }
 
 interface ParsedPage {
@@ -312,12 +314,11 @@ function parseAttributes(source: string): Record<string, string> {
 
 const stripTags = (html: string): string => decodeEntities(html.replace(/<[^>]*>/g, ' ')).replace(/\s+/g, ' ').trim();
 
-/** Parses what a user would act on: forms (with fields, including ones outside the form via form="id"), links, title. */
+/** Parses what a user would act on: forms and their fields, links, title, messages. */
 function parseHtml(html: string): ParsedPage {
   const clean = html.replace(/<!--[\s\S]*?-->/g, '').replace(/<(script|style)\b[^>]*>[\s\S]*?<\/\1\s*>/gi, '');
   const title = stripTags(/<title\b[^>]*>([\s\S]*?)<\/title>/i.exec(clean)?.[1] ?? '');
   const forms: Form[] = [];
-  const orphans: { field: FormField; isButton: boolean; formId: string }[] = [];
   let current: Form | undefined;
   const tagRe = /<(\/?)([a-z][a-z0-9-]*)\b((?:[^>"']|"[^"]*"|'[^']*')*)>/gi;
   for (let m = tagRe.exec(clean); m; m = tagRe.exec(clean)) {
@@ -327,25 +328,18 @@ function parseHtml(html: string): ParsedPage {
       if (closing) current = undefined;
       else {
         const a = parseAttributes(m[3]);
-        current = { id: a.id, action: a.action ?? '', method: (a.method ?? 'get').toLowerCase(), fields: [], buttons: [] };
+        current = { action: a.action ?? '', method: (a.method ?? 'get').toLowerCase(), fields: [] };
         forms.push(current);
       }
       continue;
     }
-    if (closing || (tag !== 'input' && tag !== 'button')) continue;
+    // Buttons are never "clicked" by name: none of the provider's forms needs a button's value.
+    if (closing || tag !== 'input' || !current) continue;
     const a = parseAttributes(m[3]);
-    const type = (a.type ?? (tag === 'button' ? 'submit' : 'text')).toLowerCase();
-    const isButton = tag === 'button' || type === 'submit' || type === 'image';
-    if (!a.name && !isButton) continue;
+    const type = (a.type ?? 'text').toLowerCase();
+    if (!a.name || type === 'submit' || type === 'image') continue;
     if ((type === 'checkbox' || type === 'radio') && !('checked' in a)) continue;
-    const field: FormField = { name: a.name ?? '', value: a.value ?? '', type };
-    const owner = a.form ? undefined : current;
-    if (owner) (isButton ? owner.buttons : owner.fields).push(field);
-    else if (a.form) orphans.push({ field, isButton, formId: a.form });
-  }
-  for (const { field, isButton, formId } of orphans) {
-    const form = forms.find((f) => f.id === formId);
-    if (form) (isButton ? form.buttons : form.fields).push(field);
+    current.fields.push({ name: a.name, value: a.value ?? '', type });
   }
   const links = [...clean.matchAll(/<a\b((?:[^>"']|"[^"]*"|'[^']*')*)>([\s\S]*?)<\/a\s*>/gi)].map((m) => ({
     href: parseAttributes(m[1]).href ?? '',
@@ -358,11 +352,8 @@ function parseHtml(html: string): ParsedPage {
   return { title, forms, links, messages };
 }
 
-function formValues(form: Form, overrides: Record<string, string> = {}, clicked?: FormField): Record<string, string> {
-  const values: Record<string, string> = {};
-  for (const f of form.fields) if (f.name) values[f.name] = f.value;
-  if (clicked?.name) values[clicked.name] = clicked.value;
-  return { ...values, ...overrides };
+function formValues(form: Form, overrides: Record<string, string> = {}): Record<string, string> {
+  return { ...Object.fromEntries(form.fields.map((f) => [f.name, f.value])), ...overrides };
 }
 
 const hasField = (form: Form, name: string, value?: string): boolean =>
@@ -390,9 +381,6 @@ async function approveDevice(issuer: string, verificationUri: string, userCode: 
       continue;
     }
     const parsed = parseHtml(page.body);
-    const submit = async (form: Form, overrides?: Record<string, string>, clicked?: FormField): Promise<Page> =>
-      browser.request(new URL(form.action || page.url.href, page.url), { method: form.method.toUpperCase(), form: formValues(form, overrides, clicked) });
-
     if (page.status >= 400) throw new Error(`device verification failed: ${describePage(page, parsed)}`);
     if (/sign-in success/i.test(parsed.title)) {
       if (opts.deny) throw new Error(`device verification succeeded although deny was asked: ${describePage(page, parsed)}`);
@@ -403,10 +391,10 @@ async function approveDevice(issuer: string, verificationUri: string, userCode: 
     const login = parsed.forms.find((f) => hasField(f, 'login'));
     const consent = parsed.forms.find((f) => hasField(f, 'prompt', 'consent'));
     if (confirm) {
-      page = await submit(confirm);
+      page = await browser.submit(page, confirm);
     } else if (codeInput && hasField(codeInput, 'xsrf') && codeInput.fields.find((f) => f.name === 'user_code')?.type === 'hidden') {
       // The auto-submitting form_post page ("Submitting Callback"): a browser runs its script.
-      page = await submit(codeInput);
+      page = await browser.submit(page, codeInput);
     } else if (codeInput) {
       if (codeSubmitted) {
         // The code page again: the provider's outcome message (an abort shows "interrupted").
@@ -414,9 +402,9 @@ async function approveDevice(issuer: string, verificationUri: string, userCode: 
         throw new Error(`device verification ended on the code page: ${describePage(page, parsed)}`);
       }
       codeSubmitted = true;
-      page = await submit(codeInput, { user_code: userCode });
+      page = await browser.submit(page, codeInput, { user_code: userCode });
     } else if (login) {
-      page = await submit(login, { login: localpart, password: ANY_PASSWORD });
+      page = await browser.submit(page, login, { login: localpart, password: ANY_PASSWORD });
     } else if (consent) {
       page = await consentStep(browser, page, parsed, consent, opts.deny);
     } else {
@@ -428,7 +416,7 @@ async function approveDevice(issuer: string, verificationUri: string, userCode: 
 
 /** Grants consent (submits the form) or denies it (follows the page's Cancel link, the dev pages' abort). */
 async function consentStep(browser: Browser, page: Page, parsed: ParsedPage, consent: Form, deny?: boolean): Promise<Page> {
-  if (!deny) return browser.request(new URL(consent.action || page.url.href, page.url), { method: consent.method.toUpperCase(), form: formValues(consent) });
+  if (!deny) return browser.submit(page, consent);
   const cancel = parsed.links.find((l) => /\/abort(\?|$)/.test(l.href) || /cancel/i.test(l.text));
   if (!cancel) throw new Error(`consent page has no Cancel link: ${describePage(page, parsed)}`);
   return browser.request(new URL(cancel.href, page.url));
@@ -454,10 +442,7 @@ async function authorize(issuer: string, authorizationUrl: string, localpart: st
     const consent = parsed.forms.find((f) => hasField(f, 'prompt', 'consent'));
     const formPost = parsed.forms.length === 1 && !login && !consent ? parsed.forms[0] : undefined;
     if (login) {
-      page = await browser.request(new URL(login.action || page.url.href, page.url), {
-        method: login.method.toUpperCase(),
-        form: formValues(login, { login: localpart, password: ANY_PASSWORD }),
-      });
+      page = await browser.submit(page, login, { login: localpart, password: ANY_PASSWORD });
     } else if (consent) {
       page = await consentStep(browser, page, parsed, consent, opts.deny);
     } else if (formPost && new URL(formPost.action, page.url).origin !== origin) {
