@@ -21,7 +21,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { makeHome, type RunResult } from '../support/cli.js';
+import { homesForSuite, type RunResult } from '../support/cli.js';
 import { exists, sessionPaths, snapshot, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
@@ -49,14 +49,10 @@ useIsolatedBuild();
 // One config dir per case
 
 type Home = Awaited<ReturnType<typeof newHome>>;
-const homes: { cleanup(): Promise<void> }[] = [];
-afterAll(async () => {
-  await Promise.all(homes.map((h) => h.cleanup()));
-});
+const suiteHome = homesForSuite();
 
 async function newHome() {
-  const home = await makeHome('file');
-  homes.push(home);
+  const home = await suiteHome();
   const configDir = home.env.MXS_CONFIG_DIR!;
   const env = { ...home.env, MXS_NO_BROWSER: '1' };
   const paths = sessionPaths(configDir);

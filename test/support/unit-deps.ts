@@ -22,6 +22,14 @@ export const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
 export const HS = 'https://matrix.example.org';
 /** The OAuth issuer of OAuth unit tests (its endpoints are under it). */
 export const ISSUER = 'https://auth.example.org';
+/** What every OAuth unit test's issuer metadata says (a test adds what its case needs). */
+export const OAUTH_METADATA = {
+  issuer: `${ISSUER}/`,
+  authorization_endpoint: `${ISSUER}/authorize`,
+  token_endpoint: `${ISSUER}/oauth2/token`,
+  revocation_endpoint: `${ISSUER}/oauth2/revoke`,
+  registration_endpoint: `${ISSUER}/oauth2/registration`,
+};
 
 export interface TestClock {
   now(): number;
