@@ -71,7 +71,7 @@ export interface RunResult {
 /** Runs a program to completion; with `progress`, its output lines also go to stderr under that prefix. */
 export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; progress?: string } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? { ...process.env, PIP_NO_INPUT: '1' } });
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
     let error: Error | undefined;
@@ -99,7 +99,7 @@ function pidAlive(pid: number): boolean {
 
 /**
  * Runs `fn` holding `lockDir` (a directory with the owner's pid in it), so parallel jest workers do not install
- * into the same place at once (nio.ts and js-sdk.ts use it too). A lock whose owner is gone, or older than
+ * into the same place at once (js-sdk.ts uses it too). A lock whose owner is gone, or older than
  * 30 minutes, is taken over. `onWait` is called once when another process holds it.
  */
 export async function withInstallLock<T>(lockDir: string, what: string, fn: () => Promise<T>, onWait?: () => void): Promise<T> {
