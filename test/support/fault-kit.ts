@@ -150,8 +150,25 @@ export interface Proxy {
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'host']);
 
-export async function startProxy(target: string, hooks: ProxyHooks = {}): Promise<Proxy> {
+/** Serves `server` on 127.0.0.1 at a free port; close() also ends the connections still open (keep-alive, held requests). */
+export async function listenLocally(server: http.Server): Promise<Proxy> {
   const sockets = new Set<Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
+export function startProxy(target: string, hooks: ProxyHooks = {}): Promise<Proxy> {
   const server = http.createServer((inReq, outRes) => {
     void (async () => {
       const chunks: Buffer[] = [];
@@ -178,21 +195,7 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
       outRes.end(body);
     })().catch(() => outRes.destroy());
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async close() {
-      const done = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      server.closeAllConnections();
-      await done;
-    },
-  };
+  return listenLocally(server);
 }
 
 /**
