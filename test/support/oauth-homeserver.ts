@@ -440,22 +440,10 @@ async function authorize(issuer: string, authorizationUrl: string, localpart: st
     if (page.status >= 400) throw new Error(`authorization failed at the provider: ${describePage(page, parsed)}`);
     const login = parsed.forms.find((f) => hasField(f, 'login'));
     const consent = parsed.forms.find((f) => hasField(f, 'prompt', 'consent'));
-    const formPost = parsed.forms.length === 1 && !login && !consent ? parsed.forms[0] : undefined;
     if (login) {
       page = await browser.submit(page, login, { login: localpart, password: ANY_PASSWORD });
     } else if (consent) {
       page = await consentStep(browser, page, parsed, consent, opts.deny);
-    } else if (formPost && new URL(formPost.action, page.url).origin !== origin) {
-      // response_mode=form_post back to the client.
-      const target = new URL(formPost.action, page.url);
-      const res = await fetch(target, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams(formValues(formPost)).toString(),
-        redirect: 'manual',
-        signal: AbortSignal.timeout(15_000),
-      });
-      return { url: target.href, status: res.status, body: await res.text() };
     } else {
       throw new Error(`authorization: unexpected page ${describePage(page, parsed)}`);
     }
