@@ -19,16 +19,14 @@ const source = path.join(here, '..', 'test', 'support', 'synapse.ts');
 const loadHarness = () => importTs(source);
 
 function parseOptions(args) {
-  const opts = {};
-  const names = {
-    '--access-token-lifetime': 'accessTokenLifetime',
-    '--refresh-token-lifetime': 'refreshTokenLifetime',
-    '--session-lifetime': 'sessionLifetime',
-  };
+  const opts = { extraConfig: {} };
   for (let i = 0; i < args.length; i += 2) {
-    const key = names[args[i]];
-    if (!key || args[i + 1] === undefined) throw new Error(`unknown or incomplete option: ${args[i]}`);
-    opts[key] = args[i + 1] === 'none' ? null : args[i + 1];
+    const [option, value] = [args[i], args[i + 1] === 'none' ? null : args[i + 1]];
+    if (value === undefined) throw new Error(`incomplete option: ${option}`);
+    if (option === '--access-token-lifetime') opts.accessTokenLifetime = value;
+    else if (option === '--refresh-token-lifetime') opts.refreshTokenLifetime = value;
+    else if (option === '--session-lifetime') opts.extraConfig.session_lifetime = value;
+    else throw new Error(`unknown option: ${option}`);
   }
   return opts;
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import _Ajv2020 from 'ajv/dist/2020.js';
 import _addFormats from 'ajv-formats';
 import { inspectCommand } from '../../src/cli/commands/inspect.js';
-import { makeHome, REPO, startMxs } from '../support/cli.js';
+import { homesForSuite, REPO, startMxs } from '../support/cli.js';
 import { sessionPaths, waitFor } from '../support/fault-kit.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv } from '../support/oauth-homeserver.js';
 import { mxsInProcess, runCommand, type CommandRun } from '../support/run-command.js';
@@ -19,14 +19,10 @@ const Ajv2020 = _Ajv2020.default;
 const addFormats = _addFormats.default;
 const fingerprint = (token: string) => createHash('sha256').update(token).digest('hex').slice(0, 12);
 
-const homes: { cleanup(): Promise<void> }[] = [];
-afterAll(async () => {
-  await Promise.all(homes.map((h) => h.cleanup()));
-});
+const suiteHome = homesForSuite();
 
 async function newHome() {
-  const home = await makeHome('file');
-  homes.push(home);
+  const home = await suiteHome();
   const configDir = home.env.MXS_CONFIG_DIR!;
   return {
     env: { ...home.env, MXS_NO_BROWSER: '1' },

@@ -18,11 +18,10 @@
 // The device code's lifetime is fixed when mxs asks for the code, right after registering, so no test can learn
 // the client ID in time through mxs's output: the expiry case puts a registration tap (below) in front of Synapse.
 import { createServer } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { makeHome, type RunResult } from '../support/cli.js';
-import { exists, sessionPaths, snapshot, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
+import { homesForSuite, type RunResult } from '../support/cli.js';
+import { exists, listenLocally, sessionPaths, snapshot, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { describeWithOAuthHomeserver, oauthHomeserverFromEnv, type OAuthHomeserverHandle } from '../support/oauth-homeserver.js';
 import { describeWithSynapse, TEST_USERS, testSynapseUrl } from '../support/synapse.js';
 
@@ -49,14 +48,10 @@ useIsolatedBuild();
 // One config dir per case
 
 type Home = Awaited<ReturnType<typeof newHome>>;
-const homes: { cleanup(): Promise<void> }[] = [];
-afterAll(async () => {
-  await Promise.all(homes.map((h) => h.cleanup()));
-});
+const suiteHome = homesForSuite();
 
 async function newHome() {
-  const home = await makeHome('file');
-  homes.push(home);
+  const home = await suiteHome();
   const configDir = home.env.MXS_CONFIG_DIR!;
   const env = { ...home.env, MXS_NO_BROWSER: '1' };
   const paths = sessionPaths(configDir);
@@ -170,7 +165,6 @@ async function waitForExpiry(hs: OAuthHomeserverHandle, secret: Secret) {
  * registers (and can act on it, e.g. set that client's TTLs) before mxs's next request.
  */
 async function startRegistrationTap(hs: OAuthHomeserverHandle, onRegistered: (clientId: string) => Promise<unknown>) {
-  const sockets = new Set<Socket>();
   const clientIds: string[] = [];
   let base = '';
   const server = createServer((req, res) => {
@@ -200,21 +194,9 @@ async function startRegistrationTap(hs: OAuthHomeserverHandle, onRegistered: (cl
       res.end(text);
     })().catch(() => res.destroy());
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url: base,
-    clientIds,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
+  const served = await listenLocally(server);
+  base = served.url;
+  return { ...served, clientIds };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

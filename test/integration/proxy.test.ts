@@ -8,13 +8,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { homePerTest, makeHome, type Home, type RunResult } from '../support/cli.js';
-import { currentBin, exists, sessionPaths, startCanaryProxy, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
+import { currentBin, exists, listenLocally, sessionPaths, startCanaryProxy, startMxs, useIsolatedBuild, waitFor, type Started } from '../support/fault-kit.js';
 import { startHomeserverDouble, type HomeserverDouble } from '../support/homeserver-double.js';
 import { describeWithJsSdk, jsSdkAvailability, jsSdkClientScript, jsSdkPinnedVersion } from '../support/js-sdk.js';
 import { describeWithNio, nioAvailability, nioClientScript } from '../support/nio.js';
@@ -751,7 +751,6 @@ describe('against the homeserver double', () => {
  */
 async function startTap(target: string) {
   const seen: string[] = [];
-  const sockets = new Set<Socket>();
   const base = new URL(target);
   const server = http.createServer((req, res) => {
     if (req.headers.authorization) seen.push(req.headers.authorization);
@@ -762,20 +761,7 @@ async function startTap(target: string) {
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
+  return { ...(await listenLocally(server)), seen };
 }
 
 // The refusals only read: one double, one login and one proxy serve every case (a refused request must leave the

@@ -1,7 +1,7 @@
-// Helpers for test/integration/faults.test.ts: a spawn that hands back the child (to SIGKILL it
-// mid-run and to read its /proc entry), a tiny HTTP proxy in front of the homeserver double (to
-// hold a committed response in flight, or to swap the double's tokens for canary values), and
-// byte-exact snapshots of a stored session.
+// Helpers of the suites that spawn mxs and interfere with it (faults, proxy, exec, OAuth): a private copy of the
+// build, a spawn that hands back the child (to SIGKILL it mid-run, to read its /proc entry and its stderr as it
+// comes), a tiny HTTP proxy in front of the homeserver double (to hold a committed response in flight, or to swap
+// the double's tokens for canary values), and byte-exact snapshots of a stored session.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { cp, mkdtemp, readdir, readFile, rm, stat, symlink } from 'node:fs/promises';
@@ -12,12 +12,11 @@ import { BIN, REPO, startMxs as startCli, type Started as BaseStarted } from './
 let bin = BIN;
 
 /**
- * Runs the suite against a private copy of the build (bin/, dist/, oclif.manifest.json,
- * package.json; node_modules linked). Other engineers rebuild dist/ in place while this long
- * suite runs, and tsc/oclif rewrite files non-atomically: a child that starts mid-rewrite fails
- * with exit 1. The copy is taken when no build file has changed for 2 s.
+ * A private copy of the build (bin/, dist/, oclif.manifest.json, package.json; node_modules linked): others
+ * rebuild dist/ in place while a long suite runs, and tsc/oclif rewrite files non-atomically, so a child that
+ * starts mid-rewrite fails with exit 1. The copy is taken when no build file has changed for 2 s.
  */
-export async function isolateBuild(): Promise<() => Promise<void>> {
+async function isolateBuild(): Promise<() => Promise<void>> {
   const parts = ['bin', 'dist', 'oclif.manifest.json', 'package.json'];
   const newest = async () => {
     let max = 0;
@@ -151,8 +150,25 @@ export interface Proxy {
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'host']);
 
-export async function startProxy(target: string, hooks: ProxyHooks = {}): Promise<Proxy> {
+/** Serves `server` on 127.0.0.1 at a free port; close() also ends the connections still open (keep-alive, held requests). */
+export async function listenLocally(server: http.Server): Promise<Proxy> {
   const sockets = new Set<Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
+export function startProxy(target: string, hooks: ProxyHooks = {}): Promise<Proxy> {
   const server = http.createServer((inReq, outRes) => {
     void (async () => {
       const chunks: Buffer[] = [];
@@ -179,21 +195,7 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
       outRes.end(body);
     })().catch(() => outRes.destroy());
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async close() {
-      const done = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      server.closeAllConnections();
-      await done;
-    },
-  };
+  return listenLocally(server);
 }
 
 /**

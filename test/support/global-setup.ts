@@ -1,62 +1,40 @@
-// jest globalSetup: one Synapse and one OAuth homeserver for the whole run (see test/support/synapse.ts and
-// test/support/oauth-homeserver.ts), started in parallel.
-//
-// Unless MXS_TEST_SYNAPSE=0:
-// - installs Synapse when needed, starts it, registers alice/alice-pw-1 and bob/bob-pw-1, and hands it to the
-//   test files (jest workers inherit process.env) through MXS_TEST_SYNAPSE_URL, MXS_TEST_SYNAPSE_VERSION and
-//   MXS_TEST_SYNAPSE_SHARED_SECRET;
-// - unless also MXS_TEST_OAUTH=0, installs Synapse 1.156 (.cache/synapse-oauth-venv) when needed, starts it with
-//   oidc-provider as its OAuth server, and hands it over through MXS_TEST_OAUTH_URL, MXS_TEST_OAUTH_ISSUER,
-//   MXS_TEST_OAUTH_SYNAPSE_VERSION, MXS_TEST_OAUTH_ADMIN_TOKEN, MXS_TEST_OAUTH_CONTROL_URL and
-//   MXS_TEST_OAUTH_ACCESS_TOKEN_TTL (which, set beforehand, also chooses the access-token lifetime; default 6 s).
-// When one fails it sets MXS_TEST_SYNAPSE_SKIP_REASON / MXS_TEST_OAUTH_SKIP_REASON (describeWithSynapse /
-// describeWithOAuthHomeserver then skip), except under CI=true, where it throws: a missing homeserver must fail
-// CI, never skip silently.
+// jest globalSetup: one Synapse (with alice/alice-pw-1 and bob/bob-pw-1) and one OAuth homeserver for the whole
+// run, started in parallel (test/support/synapse.ts) and handed to the test files through env vars (jest
+// workers inherit process.env). MXS_TEST_SYNAPSE=0 starts neither, MXS_TEST_OAUTH=0 no OAuth homeserver, and
+// MXS_TEST_OAUTH_ACCESS_TOKEN_TTL sets its access-token lifetime (default 6 s). When one fails to start, its
+// suites skip with the reason (MXS_TEST_SYNAPSE_SKIP_REASON / MXS_TEST_OAUTH_SKIP_REASON), except under
+// CI=true, where the run fails: a missing homeserver must fail CI, never skip silently.
 import { createRequire } from 'node:module';
-import type * as OAuthModule from './oauth-homeserver.js';
-import type * as SynapseModule from './synapse.js';
-
-type Handle = Awaited<ReturnType<typeof SynapseModule.startSynapse>>;
-type OAuthHandle = OAuthModule.OAuthHomeserverHandle;
+import type * as Servers from './synapse.js';
 
 declare global {
   // Read by global-teardown.ts (globalSetup and globalTeardown run in the same process).
-  var __MXS_TEST_SYNAPSE__: Handle | undefined;
-  var __MXS_TEST_OAUTH__: OAuthHandle | undefined;
+  var __MXS_TEST_SYNAPSE__: Servers.SynapseHandle | undefined;
+  var __MXS_TEST_OAUTH__: Servers.OAuthHomeserver | undefined;
 }
 
-// jest loads globalSetup outside its module system: it require()s this file with a hook that runs ts-jest
-// (which emits ESM here; Node >= 20.19 then loads the result as an ES module). moduleNameMapper does not apply
-// and Node's ESM loader cannot load './synapse.ts' (a native import('./synapse.js') fails: no such file), but
-// a CommonJS require of './synapse' goes through the same hook (it registers '.ts'), so use that. For the same
-// reason oauth-homeserver.ts cannot import synapse.ts itself: it is handed the module.
-function loadSupportModule<T>(name: string): T {
-  return createRequire(import.meta.url)(name) as T;
-}
+// jest require()s this file outside its module system, through a hook that runs ts-jest (which emits ESM here;
+// Node >= 20.19 loads the result as an ES module). moduleNameMapper does not apply, so a native
+// import('./synapse.js') fails (no such file), but a CommonJS require of './synapse' goes through the same hook.
+// That is also why synapse.ts imports nothing but node: builtins.
+let servers: typeof Servers;
 
 const say = (text: string): void => {
   process.stderr.write(`\n${text}\n`);
 };
 
-async function startSharedSynapse(synapse: typeof SynapseModule): Promise<Handle> {
-  let handle: Handle | undefined;
+const why = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+async function startSharedSynapse(): Promise<Servers.SynapseHandle> {
+  const handle = await servers.startSynapse();
   try {
-    handle = await synapse.startSynapse();
-    for (const { user, password } of Object.values(synapse.TEST_USERS)) await handle.registerUser(user, password);
+    for (const { user, password } of Object.values(servers.TEST_USERS)) await handle.registerUser(user, password);
     return handle;
   } catch (err) {
-    await handle?.stop().catch(() => undefined);
+    await handle.stop().catch(() => undefined);
     throw err;
   }
 }
-
-async function startSharedOAuth(synapse: typeof SynapseModule): Promise<OAuthHandle> {
-  const oauth = loadSupportModule<typeof OAuthModule>('./oauth-homeserver');
-  const ttl = Number(process.env[oauth.OAUTH_ENV.accessTokenTTL] || 6);
-  return oauth.startOAuthHomeserver({ synapse, accessTokenTTL: ttl });
-}
-
-const why = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export default async function globalSetup(): Promise<void> {
   if (process.env.MXS_TEST_SYNAPSE === '0') {
@@ -65,49 +43,42 @@ export default async function globalSetup(): Promise<void> {
     say(process.env.MXS_TEST_SYNAPSE_SKIP_REASON);
     return;
   }
-  const synapse = loadSupportModule<typeof SynapseModule>('./synapse');
+  servers = createRequire(import.meta.url)('./synapse') as typeof Servers;
   const oauthDisabled = process.env.MXS_TEST_OAUTH === '0';
+  const ttl = Number(process.env[servers.OAUTH_ENV.accessTokenTTL] || 6);
   const [plain, oauth] = await Promise.allSettled([
-    startSharedSynapse(synapse),
-    oauthDisabled ? Promise.reject(new Error('disabled by MXS_TEST_OAUTH=0')) : startSharedOAuth(synapse),
+    startSharedSynapse(),
+    oauthDisabled ? Promise.reject(new Error('disabled by MXS_TEST_OAUTH=0')) : servers.startOAuthHomeserver(ttl),
   ]);
+  const plainMissing = plain.status === 'rejected' ? `No test Synapse: ${why(plain.reason)}` : undefined;
+  const oauthMissing = oauth.status === 'rejected' ? `No test OAuth homeserver: ${why(oauth.reason)}` : undefined;
 
-  const ci = process.env.CI === 'true';
-  if (ci && (plain.status === 'rejected' || (oauth.status === 'rejected' && !oauthDisabled))) {
+  if (process.env.CI === 'true' && (plainMissing || (oauthMissing && !oauthDisabled))) {
     // Stop whatever did start, then fail the run.
     if (plain.status === 'fulfilled') await plain.value.stop().catch(() => undefined);
     if (oauth.status === 'fulfilled') await oauth.value.stop().catch(() => undefined);
-    const reasons = [
-      plain.status === 'rejected' ? `No test Synapse: ${why(plain.reason)}` : '',
-      oauth.status === 'rejected' && !oauthDisabled ? `No test OAuth homeserver: ${why(oauth.reason)}` : '',
-    ].filter(Boolean);
+    const reasons = [plainMissing, oauthDisabled ? undefined : oauthMissing].filter(Boolean);
     throw new Error(`${reasons.join('\n')}\n(CI=true: a missing homeserver fails the run)`);
   }
 
   if (plain.status === 'fulfilled') {
-    const handle = plain.value;
-    globalThis.__MXS_TEST_SYNAPSE__ = handle;
-    process.env.MXS_TEST_SYNAPSE_URL = handle.baseUrl;
-    process.env.MXS_TEST_SYNAPSE_VERSION = handle.version;
-    process.env.MXS_TEST_SYNAPSE_SHARED_SECRET = handle.registrationSharedSecret;
+    globalThis.__MXS_TEST_SYNAPSE__ = plain.value;
+    Object.assign(process.env, servers.synapseEnv(plain.value));
     delete process.env.MXS_TEST_SYNAPSE_SKIP_REASON;
-    say(`Synapse ${handle.version} at ${handle.baseUrl}`);
+    say(`Synapse ${plain.value.version} at ${plain.value.baseUrl}`);
   } else {
-    const reason = `No test Synapse: ${why(plain.reason)}`;
-    process.env.MXS_TEST_SYNAPSE_SKIP_REASON = reason;
-    say(`${reason}\nSuites using describeWithSynapse will be skipped.`);
+    process.env.MXS_TEST_SYNAPSE_SKIP_REASON = plainMissing;
+    say(`${plainMissing}\nSuites using describeWithSynapse will be skipped.`);
   }
 
   if (oauth.status === 'fulfilled') {
     const handle = oauth.value;
     globalThis.__MXS_TEST_OAUTH__ = handle;
-    const oauthModule = loadSupportModule<typeof OAuthModule>('./oauth-homeserver');
-    Object.assign(process.env, oauthModule.oauthEnvFor(handle));
+    Object.assign(process.env, servers.oauthEnv(handle));
     delete process.env.MXS_TEST_OAUTH_SKIP_REASON;
     say(`OAuth homeserver: Synapse ${handle.synapseVersion} at ${handle.baseUrl}, oidc-provider at ${handle.issuer}`);
   } else {
-    const reason = `No test OAuth homeserver: ${why(oauth.reason)}`;
-    process.env.MXS_TEST_OAUTH_SKIP_REASON = reason;
-    say(`${reason}\nSuites using describeWithOAuthHomeserver will be skipped.`);
+    process.env.MXS_TEST_OAUTH_SKIP_REASON = oauthMissing;
+    say(`${oauthMissing}\nSuites using describeWithOAuthHomeserver will be skipped.`);
   }
 }

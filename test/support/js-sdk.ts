@@ -1,22 +1,16 @@
 // An unmodified third-party Matrix client for the proxy tests: matrix-js-sdk (npm), pinned in
 // test/clients/matrix-js-sdk/package.json and package-lock.json (kept out of mxs's own package.json and lock),
-// installed with `npm ci --ignore-scripts` into <repo>/.cache/matrix-js-sdk (a directory lock so parallel jest
-// workers do not install at once; progress on stderr), the way test/support/nio.ts installs matrix-nio. An
-// install is reused while it was made from the same package.json and lock. The SDK needs Node 22+, so its client
-// (test/support/js-sdk-client.mjs) always runs on the Node 24 that scripts/node24.sh fetches (cached in
-// .cache/node24), whichever Node runs jest. No end-to-end encryption: the crypto wasm is installed (a
-// dependency of the SDK) but never loaded.
-//
-// describeWithJsSdk() runs a suite when the client is installed (or can be, a few seconds the first time), skips
-// it with the reason printed otherwise, and under CI=true fails instead of skipping.
-import { spawn } from 'node:child_process';
+// installed with `npm ci --ignore-scripts` into <repo>/.cache/matrix-js-sdk under the install lock of synapse.ts,
+// and reused while made from the same package.json and lock. The SDK needs Node 22+, so its client
+// (test/support/js-sdk-client.mjs) always runs on the Node 24 of scripts/node24.sh, whichever Node runs jest.
+// No end-to-end encryption: the crypto wasm is installed (a dependency of the SDK) but never loaded.
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describeIfAvailable, repoRoot, withInstallLock } from './synapse.js';
+import { describeIfAvailable, repoRoot, run, tail, withInstallLock } from './synapse.js';
 
 /** Where the pinned package.json and package-lock.json live (bump the version there, then `npm install --package-lock-only`). */
-export function jsSdkPackageDir(): string {
+function jsSdkPackageDir(): string {
   return path.join(repoRoot(), 'test', 'clients', 'matrix-js-sdk');
 }
 
@@ -26,37 +20,9 @@ export function jsSdkPinnedVersion(): string {
   return pkg.dependencies['matrix-js-sdk']!;
 }
 
-export function jsSdkInstallDir(): string {
-  return process.env.MXS_JS_SDK_DIR || path.join(repoRoot(), '.cache', 'matrix-js-sdk');
-}
-
 export function jsSdkClientScript(): string {
   return path.join(repoRoot(), 'test', 'support', 'js-sdk-client.mjs');
 }
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; progress?: boolean } = {}): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d;
-      if (opts.progress) process.stderr.write(`[js-sdk] ${d}`);
-    });
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('error', (error) => resolve({ code: null, stdout, stderr, error }));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-const tail = (text: string, lines = 20) => text.trimEnd().split('\n').slice(-lines).join('\n');
 
 /** What an install was made from: the pinned package.json and lock, hashed. */
 function lockStamp(): string {
@@ -85,7 +51,7 @@ async function node24(): Promise<string> {
   return bin;
 }
 
-export interface JsSdkInstall {
+interface JsSdkInstall {
   /** The Node 24 binary to run the client on. */
   node: string;
   /** The directory to hand the client as MXS_JS_SDK_DIR. */
@@ -96,7 +62,7 @@ export interface JsSdkInstall {
 let installing: Promise<JsSdkInstall> | undefined;
 
 /** Makes sure Node 24 and the pinned matrix-js-sdk are there. Throws an Error saying what is missing. */
-export function ensureJsSdkInstalled(): Promise<JsSdkInstall> {
+function ensureJsSdkInstalled(): Promise<JsSdkInstall> {
   installing ??= doInstall().catch((err: unknown) => {
     installing = undefined;
     throw err;
@@ -106,7 +72,7 @@ export function ensureJsSdkInstalled(): Promise<JsSdkInstall> {
 
 async function doInstall(): Promise<JsSdkInstall> {
   const node = await node24();
-  const dir = jsSdkInstallDir();
+  const dir = process.env.MXS_JS_SDK_DIR || path.join(repoRoot(), '.cache', 'matrix-js-sdk');
   const pinned = jsSdkPinnedVersion();
   const stamp = lockStamp();
   if (installedVersion(dir, stamp) === pinned) return { node, dir, version: pinned };
@@ -147,7 +113,7 @@ export async function jsSdkAvailability(): Promise<JsSdkAvailability> {
   }
 }
 
-/** `describe` for suites that need matrix-js-sdk (see describeIfAvailable in synapse.ts). */
+/** `describe` for suites that need matrix-js-sdk (runs, skips with the reason, or under CI=true fails: describeIfAvailable). */
 export function describeWithJsSdk(name: string, availability: JsSdkAvailability, fn: () => void): void {
   describeIfAvailable(name, 'matrix-js-sdk', availability.ok ? null : availability.reason, fn);
 }

@@ -61,6 +61,21 @@ async def main():
         check(first, "sync")
         since = first.next_batch if not isinstance(first, ErrorResponse) else None
 
+        async def sync(timeout_ms):
+            """One long-poll; collects the room's new messages, own and the peer's."""
+            nonlocal since
+            resp = await client.sync(timeout=timeout_ms, since=since)
+            if not check(resp, "sync"):
+                return
+            since = resp.next_batch
+            room = resp.rooms.join.get(room_id)
+            for event in room.timeline.events if room else []:
+                if isinstance(event, RoomMessageText):
+                    if event.sender == user_id:
+                        received_own.add(event.body)
+                    else:
+                        received_peer.append(event.body)
+
         deadline = time.monotonic() + float(duration)
         n = 0
         while time.monotonic() < deadline:
@@ -69,25 +84,10 @@ async def main():
             resp = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": body})
             if check(resp, "room_send"):
                 sent.append(body)
-            resp = await client.sync(timeout=1000, since=since)
-            if check(resp, "sync"):
-                since = resp.next_batch
-                room = resp.rooms.join.get(room_id)
-                for event in room.timeline.events if room else []:
-                    if isinstance(event, RoomMessageText):
-                        if event.sender == user_id:
-                            received_own.add(event.body)
-                        else:
-                            received_peer.append(event.body)
+            await sync(1000)
         # Read back what is still on its way.
         for _ in range(3):
-            resp = await client.sync(timeout=500, since=since)
-            if check(resp, "sync"):
-                since = resp.next_batch
-                room = resp.rooms.join.get(room_id)
-                for event in room.timeline.events if room else []:
-                    if isinstance(event, RoomMessageText):
-                        (received_own.add(event.body) if event.sender == user_id else received_peer.append(event.body))
+            await sync(500)
     except Exception as exc:  # noqa: BLE001 - any exception is a failed request to report
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:

@@ -1,12 +1,11 @@
-// The OAuth 2.0 server of the test OAuth homeserver (see oauth-homeserver.ts): oidc-provider on 127.0.0.1, which
-// Synapse 1.156 (experimental_features.msc3861) delegates auth to. Runs as a child process of the jest process
-// that started it (never inside a jest worker), so jest's workers and this server do not share an event loop.
+// The OAuth 2.0 server of the test OAuth homeserver: oidc-provider on 127.0.0.1 at a free port, which Synapse 1.156
+// (experimental_features.msc3861) delegates auth to. A child process of jest's globalSetup (startOAuthHomeserver
+// in synapse.ts), so it shares no event loop with the test workers.
 //
-// Input: JSON in env MXS_OAUTH_PROVIDER_CONFIG: {port (0 = any free one), adminToken, synapseClientId,
-// synapseClientSecret, accessTokenTTL, refreshTokenTTL, deviceCodeTTL (seconds), logFile}. Protocol on the IPC
-// channel: it sends {ready: true, issuer} once listening; the parent then sends {synapseUrl} (Synapse needs the
-// issuer in its config before it starts, so its URL comes second) and gets {configured: true}. It exits when the
-// channel closes (the parent is gone, however it went).
+// Input: JSON in env MXS_OAUTH_PROVIDER_CONFIG: {adminToken, synapseClientId, synapseClientSecret, accessTokenTTL
+// (seconds), logFile}. On the IPC channel it sends {ready: true, issuer} once listening; the parent then sends
+// {synapseUrl} (Synapse needs the issuer in its config before it starts) and gets {configured: true}. It exits
+// when the channel closes (the parent is gone, however it went).
 //
 // What Synapse needs from it (found when this harness was first run against Synapse 1.156):
 // - introspection (RFC 7662) for Synapse's confidential client only, access tokens only, with the Matrix scopes,
@@ -17,18 +16,13 @@
 //   resource-indicator scopes survive into the token, so Synapse is the (default) resource server and
 //   getResourceServerInfo allows the api scope plus the device scope of the request.
 //
-// Test control, plain JSON under /_test/ (loopback callers only):
-//   GET  /_test/state       {grants, attempts, errors, revocations, introspections, byClient: {<client_id>: {grants,
-//                           attempts, errors, revocations}}, config, faults}. grants/attempts are keyed by short
-//                           grant type (device_code, authorization_code, refresh_token); grants counts 200 answers;
-//                           errors is keyed "<grant>:<error>".
-//   POST /_test/reset       {} zeroes everything, clears faults and TTL overrides; {clientId} that client's counts only
-//   POST /_test/introspect  {token} -> {active, kind?, scope?, exp?, expires_in?, sub?, username?, client_id?}
-//                           (access tokens exactly as Synapse is told; refresh tokens looked up directly)
+// Test control, plain JSON under /_test/ (the server listens on 127.0.0.1 only; oauth-homeserver.ts has the types):
+//   GET  /_test/state       {grants, attempts, errors, revocations, byClient: {<client_id>: {the same}}}: token
+//                           requests by short grant type (device_code, authorization_code, refresh_token), 200
+//                           answers, errors keyed "<grant>:<error>", successful revocations
+//   POST /_test/introspect  {token} -> what Synapse is told of an access token; refresh tokens looked up directly
 //   POST /_test/config      {clientId?, accessTokenTTL?, refreshTokenTTL?, deviceCodeTTL?} (seconds) -> the TTLs
-//   POST /_test/fault       {route: token|device_authorization|revocation|introspection|registration|authorization,
-//                            status?: 500, body?: {...}, hang?: true, hangMs?: n, times?: n, clientId?, grantType?}
-//   POST /_test/fault/clear {route?}  (all routes when omitted); releases hanging requests (they answer 503)
+//   POST /_test/fault       {route: 'token', status?: 500, hang?: true, hangMs?: n, times?: n, clientId?, grantType?}
 // GET /account is a stub account-management page (account_management_uri in the metadata).
 import { appendFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -40,12 +34,7 @@ const config = JSON.parse(process.env.MXS_OAUTH_PROVIDER_CONFIG || '{}');
 const { adminToken, synapseClientId, synapseClientSecret, logFile } = config;
 /** Synapse's base URL (no trailing slash): the resource server, and where users and devices are provisioned. */
 let synapseUrl;
-const startupTtls = {
-  accessTokenTTL: config.accessTokenTTL ?? 6,
-  refreshTokenTTL: config.refreshTokenTTL ?? 14 * 24 * 3600,
-  deviceCodeTTL: config.deviceCodeTTL ?? 600,
-};
-let ttls = { ...startupTtls };
+const ttls = { accessTokenTTL: config.accessTokenTTL ?? 6, refreshTokenTTL: 14 * 24 * 3600, deviceCodeTTL: 600 };
 /** client_id -> partial TTL overrides */
 const clientTtls = new Map();
 const ttlFor = (key, client) => clientTtls.get(client?.clientId)?.[key] ?? ttls[key];
@@ -77,13 +66,8 @@ const deviceIdOf = (scopeToken) => {
 // Counters and faults
 
 const emptyCounts = () => ({ grants: {}, attempts: {}, errors: {}, revocations: 0 });
-let counts;
-let byClient;
-function resetCounts() {
-  counts = { ...emptyCounts(), introspections: 0 };
-  byClient = new Map();
-}
-resetCounts();
+const counts = emptyCounts();
+const byClient = new Map();
 const bump = (obj, key) => {
   obj[key] = (obj[key] ?? 0) + 1;
 };
@@ -93,14 +77,8 @@ const clientCounts = (clientId) => {
   return byClient.get(id);
 };
 
-/** route -> [{status, body, hang, hangMs, times, clientId, grantType}] */
-const faults = new Map();
-/** Pending hangs, released by reset or fault/clear. */
-const hangs = new Set();
-function releaseHangs() {
-  for (const release of hangs) release();
-  hangs.clear();
-}
+/** Faults of the token endpoint: [{status, hangMs, times, clientId, grantType}] */
+const faults = [];
 
 // ------------------------------------------------------------------------------------------------------------
 // Synapse admin API: users and devices must exist before Synapse accepts a delegated token.
@@ -216,16 +194,6 @@ function createProvider(issuer) {
   });
 }
 
-const routePaths = {
-  token: '/token',
-  device_authorization: '/device/auth',
-  revocation: '/token/revocation',
-  introspection: '/token/introspection',
-  registration: '/reg',
-  authorization: '/auth',
-};
-const routeOf = (ctx) => Object.keys(routePaths).find((r) => ctx.path === routePaths[r]);
-
 async function readText(req) {
   const chunks = [];
   for await (const chunk of req) chunks.push(chunk);
@@ -243,9 +211,9 @@ function install(provider, issuer) {
 
   async function introspectForTest(token) {
     // Access tokens: exactly what Synapse would be told.
-    const res = await fetch(`${issuer}${routePaths.introspection}`, {
+    const res = await fetch(`${issuer}/token/introspection`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-mxs-test-control': '1' },
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ token, token_type_hint: 'access_token', client_id: synapseClientId, client_secret: synapseClientSecret }),
     });
     const body = await res.json();
@@ -258,36 +226,11 @@ function install(provider, issuer) {
   }
 
   async function control(ctx) {
-    const remote = ctx.req.socket.remoteAddress ?? '';
-    if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(remote)) {
-      ctx.status = 403;
-      ctx.body = { error: 'loopback only' };
-      return;
-    }
     const route = `${ctx.method} ${ctx.path}`;
     switch (route) {
       case 'GET /_test/state':
-        ctx.body = {
-          ...counts,
-          byClient: Object.fromEntries(byClient),
-          config: ttls,
-          clientConfig: Object.fromEntries(clientTtls),
-          faults: Object.fromEntries([...faults].map(([r, list]) => [r, list.map((f) => ({ ...f, times: Number.isFinite(f.times) ? f.times : null }))])),
-        };
+        ctx.body = { ...counts, byClient: Object.fromEntries(byClient) };
         return;
-      case 'POST /_test/reset': {
-        const { clientId } = await readJson(ctx);
-        if (clientId) byClient.delete(clientId);
-        else {
-          resetCounts();
-          faults.clear();
-          releaseHangs();
-          ttls = { ...startupTtls };
-          clientTtls.clear();
-        }
-        ctx.body = { ok: true };
-        return;
-      }
       case 'POST /_test/introspect': {
         const { token } = await readJson(ctx);
         ctx.body = await introspectForTest(String(token ?? ''));
@@ -296,7 +239,7 @@ function install(provider, issuer) {
       case 'POST /_test/config': {
         const body = await readJson(ctx);
         const target = body.clientId ? { ...(clientTtls.get(body.clientId) ?? {}) } : ttls;
-        for (const key of Object.keys(startupTtls)) {
+        for (const key of Object.keys(ttls)) {
           if (body[key] !== undefined) target[key] = Number(body[key]);
         }
         if (body.clientId) clientTtls.set(body.clientId, target);
@@ -305,30 +248,13 @@ function install(provider, issuer) {
       }
       case 'POST /_test/fault': {
         const body = await readJson(ctx);
-        if (!routePaths[body.route]) {
+        if (body.route !== 'token' || (body.hang && body.hangMs === undefined)) {
           ctx.status = 400;
-          ctx.body = { error: `unknown route ${body.route}; one of ${Object.keys(routePaths).join(', ')}` };
+          ctx.body = { error: 'faults are of the token route, and a hang needs hangMs' };
           return;
         }
-        const list = faults.get(body.route) ?? [];
-        list.push({
-          status: body.status ?? 500,
-          body: body.body,
-          hang: body.hang === true || body.hangMs !== undefined,
-          hangMs: body.hangMs,
-          times: body.times ?? Infinity,
-          clientId: body.clientId,
-          grantType: body.grantType,
-        });
-        faults.set(body.route, list);
-        ctx.body = { ok: true };
-        return;
-      }
-      case 'POST /_test/fault/clear': {
-        const body = await readJson(ctx);
-        if (body.route) faults.delete(body.route);
-        else faults.clear();
-        releaseHangs();
+        const { status = 500, hangMs, times = Infinity, clientId, grantType } = body;
+        faults.push({ status, hangMs, times, clientId, grantType });
         ctx.body = { ok: true };
         return;
       }
@@ -338,13 +264,12 @@ function install(provider, issuer) {
     }
   }
 
-  /** Applies a configured fault to this request; true when it answered instead of the provider. */
-  async function applyFault(ctx, route) {
-    const list = faults.get(route);
-    if (!list?.length) return false;
+  /** Applies a configured fault to a token request; true when it answered instead of the provider. */
+  async function applyFault(ctx) {
+    if (!faults.length) return false;
     let clientId = ctx.query.client_id;
     let grantType;
-    if (ctx.method === 'POST' && list.some((f) => f.clientId || f.grantType)) {
+    if (ctx.method === 'POST' && faults.some((f) => f.clientId || f.grantType)) {
       // Read the form body here and hand it on as a string: oidc-provider's body parser takes ctx.req.body
       // when the stream was already read.
       const raw = await readText(ctx.req);
@@ -353,25 +278,19 @@ function install(provider, issuer) {
       clientId = form.get('client_id') ?? clientId;
       grantType = shortGrant(form.get('grant_type'));
     }
-    const index = list.findIndex((f) => (!f.clientId || f.clientId === clientId) && (!f.grantType || f.grantType === grantType));
+    const index = faults.findIndex((f) => (!f.clientId || f.clientId === clientId) && (!f.grantType || f.grantType === grantType));
     if (index === -1) return false;
-    const fault = list[index];
+    const fault = faults[index];
     fault.times -= 1;
-    if (fault.times <= 0) list.splice(index, 1);
-    if (fault.hang) {
-      await new Promise((resolve) => {
-        const timer = fault.hangMs !== undefined ? setTimeout(resolve, fault.hangMs) : undefined;
-        hangs.add(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+    if (fault.times <= 0) faults.splice(index, 1);
+    if (fault.hangMs !== undefined) {
+      await new Promise((resolve) => setTimeout(resolve, fault.hangMs));
       ctx.status = 503;
       ctx.body = { error: 'temporarily_unavailable', error_description: 'test fault: hang released' };
       return true;
     }
     ctx.status = fault.status;
-    ctx.body = fault.body ?? { error: 'server_error', error_description: 'test fault' };
+    ctx.body = { error: 'server_error', error_description: 'test fault' };
     return true;
   }
 
@@ -382,25 +301,22 @@ function install(provider, issuer) {
       ctx.body = `<!DOCTYPE html><title>Account</title><p>Test account management page: ${ctx.querystring.replace(/[<>&"]/g, '')}</p>`;
       return undefined;
     }
-    const route = routeOf(ctx);
-    const fromControl = ctx.get('x-mxs-test-control') === '1';
-    if (route && !fromControl && (await applyFault(ctx, route))) return undefined;
+    if (ctx.path === '/token' && (await applyFault(ctx))) return undefined;
 
     await next();
 
     const clientId = ctx.oidc?.client?.clientId ?? ctx.oidc?.params?.client_id;
-    if (route === 'token' && ctx.method === 'POST') {
+    if (ctx.path === '/token' && ctx.method === 'POST') {
       const gt = shortGrant(ctx.oidc?.params?.grant_type);
       for (const c of [counts, clientCounts(clientId)]) {
         bump(c.attempts, gt);
         if (ctx.status === 200) bump(c.grants, gt);
         else bump(c.errors, `${gt}:${ctx.body?.error ?? ctx.status}`);
       }
-    } else if (route === 'revocation' && ctx.method === 'POST' && ctx.status === 200) {
+    } else if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) {
       counts.revocations += 1;
       clientCounts(clientId).revocations += 1;
-    } else if (route === 'introspection') {
-      if (!fromControl) counts.introspections += 1;
+    } else if (ctx.path === '/token/introspection') {
       // Synapse ignores `exp` and caches answers for 2 minutes: only a relative expires_in makes it expire tokens.
       if (ctx.body?.active && typeof ctx.body.exp === 'number') {
         ctx.body.expires_in = Math.max(0, Math.floor(ctx.body.exp - Date.now() / 1000));
@@ -420,21 +336,20 @@ let handler = (_req, res) => {
 const server = createServer((req, res) => handler(req, res));
 server.on('error', (err) => {
   log(`listen error: ${err.stack ?? err}`);
-  if (process.send) process.send({ ready: false, error: String(err.message ?? err), code: err.code });
+  process.send({ ready: false, error: String(err.message ?? err) });
   process.exit(1);
 });
-server.listen(config.port ?? 0, '127.0.0.1', () => {
+server.listen(0, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
   try {
     const provider = createProvider(issuer);
     install(provider, issuer);
     handler = provider.callback();
     log(`oidc-provider listening at ${issuer}`);
-    if (process.send) process.send({ ready: true, issuer });
-    else process.stdout.write(`${issuer}\n`);
+    process.send({ ready: true, issuer });
   } catch (err) {
     log(`start-up failed: ${err.stack ?? err}`);
-    if (process.send) process.send({ ready: false, error: String(err.message ?? err) });
+    process.send({ ready: false, error: String(err.message ?? err) });
     process.exit(1);
   }
 });
@@ -443,15 +358,13 @@ process.on('message', (message) => {
   if (message && typeof message.synapseUrl === 'string') {
     synapseUrl = message.synapseUrl.replace(/\/+$/, '');
     log(`Synapse at ${synapseUrl}`);
-    process.send?.({ configured: true });
+    process.send({ configured: true });
   }
 });
 // Exit when the parent goes away (the IPC channel closes), however it went.
 process.on('disconnect', () => process.exit(0));
 process.on('SIGTERM', () => {
-  releaseHangs();
   server.close();
-  server.closeAllConnections?.();
+  server.closeAllConnections();
   process.exit(0);
 });
-if (!process.send && config.synapseUrl) synapseUrl = config.synapseUrl;

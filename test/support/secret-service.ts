@@ -1,72 +1,39 @@
-// A real, private Secret Service (gnome-keyring) for tests, so keytar can run against a real keyring,
-// in-process and in child processes, without ever touching the developer's own keyring.
+// A real, private Secret Service (gnome-keyring) for tests: keytar runs against a real keyring, in-process and in
+// child processes, never against the developer's own.
 //
-// startSecretService() makes a temp dir (mode 0700) holding a throwaway HOME / XDG_* tree, a D-Bus config
-// and the bus socket; starts a private `dbus-daemon --nofork` on `unix:path=<dir>/run/bus` whose service
-// directory is EMPTY (nothing is D-Bus-activatable on it: no real gnome-keyring, no gcr-prompter popping up
-// on a desktop), then `gnome-keyring-daemon --foreground --unlock --components=secrets` with the password on
-// stdin (it creates and unlocks a fresh "login" collection) and a minimal environment (no DISPLAY, no
-// GNOME_KEYRING_CONTROL, …). It waits until org.freedesktop.secrets is owned and the login collection reports
-// Locked=false. Both daemons are direct children of this process (so they get reaped, no zombies); stop()
-// kills them and removes the dir. Leftovers are impossible in practice: a host-process 'exit' hook kills
-// everything still running, and a tiny detached watchdog (`sh`, blocked reading a pipe from this process)
-// kills the daemons and removes the dir when this process dies in any way, even SIGKILL. gnome-keyring also
-// exits by itself when its bus goes away.
+// startSecretService() makes a temp dir (0700) with a throwaway HOME / XDG_* tree and starts, as direct children of
+// this process, a private `dbus-daemon` whose service directory is EMPTY (nothing is D-Bus-activatable: no real
+// gnome-keyring, no gcr-prompter popping up on a desktop), then `gnome-keyring-daemon --unlock` with the password on
+// stdin (a fresh, unlocked "login" collection) and a minimal environment. stop() kills both and removes the dir;
+// should this process die first, an 'exit' hook does, or failing that (SIGKILL) a detached watchdog `sh` blocked
+// on a pipe from this process.
 //
-// Measured facts (keytar 7.9.0, libsecret 0.20.5, GLib 2.74, gnome-keyring 42.1, dbus 1.14.10, Debian 12,
-// Node 20.20; times are of the keytar call itself, node startup excluded). The CLI wraps keychain calls in a
-// timeout because of (b) and (c); note that a timeout cannot help against the findCredentials crash in (c).
+// Measured with keytar 7.9.0, libsecret 0.20.5, gnome-keyring 42.1, dbus 1.14.10 (Debian 12); times of the keytar
+// call itself. The CLI's keychain timeouts exist because of (b) and (c); no timeout helps against the crash in (c).
+// (a) No D-Bus session: every call rejects in 1–4 ms ("Cannot autolaunch D-Bus without X11 $DISPLAY"; with
+//     DBUS_SESSION_BUS_ADDRESS at a missing socket, as test/support/cli.ts gives children: "Could not connect").
+// (b) A session bus, no Secret Service on it:
+//     - nothing activatable (our bus with { secrets: false }): rejects in 2–10 ms ("The name
+//       org.freedesktop.secrets was not provided by any .service files");
+//     - the stock .service file (a desktop or SSH session): the bus activates gnome-keyring (~25 ms); without a
+//       login keyring or a display it behaves like (c);
+//     - an activation that never claims the name: blocks 25 s (the bus's service_start_timeout), then rejects;
+//     - gnome-keyring frozen (SIGSTOP): getPassword rejects after 50 s ("Timeout was reached");
+//     - dbus-daemon frozen: getPassword never returns.
+// (c) Login collection locked (lock()): unlocking needs a prompter (gcr-prompter); with none, or no display, the
+//     prompt is dismissed at once: getPassword RESOLVES null (a locked keychain looks like "no such item"),
+//     setPassword rejects "Cannot create an item in a locked collection", deletePassword resolves false and the
+//     item stays, and findCredentials CRASHES THE PROCESS (SIGSEGV in keytar): never call it in-process against
+//     a keyring that may be locked. A prompter that never shows up: 25 s, then the same. A desktop prompter: the
+//     call blocks until the user answers. There is no unlock (it needs a prompter): start a new service.
 //
-// (a) No D-Bus session (DBUS_SESSION_BUS_ADDRESS unset, no DISPLAY, no $XDG_RUNTIME_DIR/bus): every keytar
-//     call rejects in 1–4 ms: "Cannot autolaunch D-Bus without X11 $DISPLAY". DBUS_SESSION_BUS_ADDRESS at a
-//     socket that does not exist (test/support/cli.ts uses unix:path=/nonexistent/mxs-test-bus): rejects in
-//     1–2 ms: "Could not connect: No such file or directory".
-// (b) A D-Bus session bus but no Secret Service running; it depends on the bus's .service files:
-//     - no org.freedesktop.secrets.service (our private bus; startSecretService({ secrets: false })): every
-//       call rejects in 2–10 ms: "The name org.freedesktop.secrets was not provided by any .service files"
-//       (findCredentials: "GDBus.Error:org.freedesktop.DBus.Error.ServiceUnknown: The name …").
-//     - the stock /usr/share/dbus-1/services/org.freedesktop.secrets.service (a normal desktop or SSH session
-//       bus): the bus ACTIVATES gnome-keyring-daemon (~25 ms). With no login keyring and no usable prompter
-//       (no display) getPassword resolves null (~25 ms) and setPassword rejects "Cannot create an item in a
-//       locked collection" (~17 ms): it behaves like (c).
-//     - a .service file whose program never claims the name (broken/hung activation): the call blocks for the
-//       bus's service_start_timeout, 25 s by default, then rejects (measured 25 024 ms): "Error calling
-//       StartServiceByName for org.freedesktop.secrets: Failed to activate service 'org.freedesktop.secrets':
-//       timed out (service_start_timeout=25000ms)".
-//     - Secret Service running but frozen (gnome-keyring SIGSTOPped): getPassword rejects after 50 s (two
-//       25 s D-Bus call timeouts; measured 50 054 ms): "Timeout was reached".
-//     - the bus itself frozen (dbus-daemon SIGSTOPped): getPassword never returned (killed after 90 s).
-// (c) Login collection locked (SecretService.lock()). libsecret asks gnome-keyring to unlock, which needs a
-//     prompter (org.gnome.keyring.SystemPrompter = gcr-prompter, started by D-Bus activation):
-//     - no prompter activatable (our private bus), or gcr-prompter installed but no display (it exits with
-//       "cannot open display"): the prompt is dismissed at once. getPassword RESOLVES null in 10–70 ms (a
-//       locked keychain looks exactly like "no such item"!), setPassword rejects "Cannot create an item in a
-//       locked collection" (15–40 ms), deletePassword resolves false (~3 ms) and the item stays, and
-//       findCredentials CRASHES THE WHOLE PROCESS with SIGSEGV after ~60–80 ms (libsecret-CRITICAL
-//       "secret_value_get_text: assertion 'value' failed", then keytar dereferences NULL): never call
-//       findCredentials in-process (e.g. in a jest worker) against a keyring that may be locked.
-//     - prompter activatable but never showing up (simulated by a .service file running `sleep`):
-//       getPassword blocks 25 s (service_start_timeout) then resolves null (measured 25 041 ms);
-//       findCredentials blocks 25 s then segfaults.
-//     - a desktop with a working prompter shows an unlock dialog and the call blocks until the user answers
-//       (libsecret puts no timeout on prompts; not measurable here, there is no display).
-//     There is no unlock(): it needs a prompter, and neither `gnome-keyring-daemon --unlock` nor `--login`
-//     run against the live daemon unlocks it (tried). Start a new service instead.
-//
-// In-process use in jest: two traps, both handled by SecretService.keytar() (and the env export that
-// describeWithSecretService does in beforeAll).
-//   1. process.env inside a jest test file is a COPY (jest-util createProcessEnv): assigning
-//      process.env.DBUS_SESSION_BUS_ADDRESS there does not call setenv(), so libsecret (getenv) and child
-//      processes spawned without an explicit env do not see it. We set it on the host process too (reached
-//      through vm.runInThisContext('process')). Likewise process.on('exit') in a test file registers on the
-//      copy and never fires; the exit hook is installed on the host process.
-//   2. libsecret caches its D-Bus connection and its SecretService proxy (bound to the daemon's unique bus
-//      name and an open session) for the life of the process. After the bus or the keyring daemon is stopped,
-//      every in-process keytar call rejects at once ("The connection is closed"; "The name :1.0 was not
-//      provided by any .service files" / "The session wrapping the secret does not exist" after a keyring
-//      restart), and a later Secret Service, even at another address, is never picked up. jest reuses worker
-//      processes across test files, so in-process keytar works with the FIRST service it connects to in that
-//      worker only. keytar() detects the mismatch and throws a clear error; child processes are unaffected.
+// Two traps of in-process keytar in jest, both handled here:
+// 1. process.env in a test file is jest's COPY: setting DBUS_SESSION_BUS_ADDRESS there reaches neither libsecret
+//    (getenv) nor children spawned without an explicit env, and process.on('exit') there never fires. So the
+//    address and the exit hook go on the host process too (vm.runInThisContext('process')).
+// 2. libsecret keeps its first D-Bus connection for the life of the process, and jest reuses workers across test
+//    files: in-process keytar only ever reaches the first service its worker connected to. keytar() checks it does
+//    and throws otherwise; child processes are unaffected.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -77,14 +44,10 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import vm from 'node:vm';
 
-export type Keytar = typeof import('keytar');
+type Keytar = typeof import('keytar');
 
 export interface SecretService {
-  /**
-   * For child processes: DBUS_SESSION_BUS_ADDRESS (the private bus), XDG_RUNTIME_DIR, and HOME,
-   * XDG_DATA_HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME pointing into the throwaway dir. Spread it over the
-   * child's env (`{ ...process.env, ...ss.env }`); keytar only needs DBUS_SESSION_BUS_ADDRESS.
-   */
+  /** For child processes, over their env: DBUS_SESSION_BUS_ADDRESS (all keytar needs), XDG_RUNTIME_DIR, and HOME and XDG_* in the temp dir. */
   env: Record<string, string>;
   /** The daemons' pids (direct children of this process) and the watchdog's. */
   pids: { dbus: number; keyring: number | null; watchdog: number };
@@ -92,140 +55,84 @@ export interface SecretService {
   dir: string;
   /** Kills both daemons and the watchdog, waits until they are gone, removes the dir. Idempotent. */
   stop(): Promise<void>;
-  /**
-   * Locks the default ("login") collection, then checks it reports Locked=true; throws if that is not
-   * supported (or there is no keyring). Irreversible for this instance (see (c) above); call keytar() first
-   * if you also need it in-process.
-   */
+  /** Locks the login collection and checks it says so; irreversible (see (c)). Call keytar() first if you need it in-process. */
   lock(): Promise<void>;
   /**
-   * keytar, loaded in THIS process and verified to talk to this service: sets DBUS_SESSION_BUS_ADDRESS in
-   * the real process env and jest's copy (stop() puts back what keytar() changed), then a child process
-   * writes a random item that in-process getPassword must read back (~100 ms, once). Throws if libsecret in
-   * this process is already bound to another (typically an earlier, stopped) service. Resolves to the same
-   * module on later calls. Call it before lock().
+   * keytar in THIS process, checked to reach this service (trap 2): a child writes a random item that in-process
+   * getPassword must read back (~100 ms, once). Sets DBUS_SESSION_BUS_ADDRESS in this process; stop() restores it.
    */
   keytar(): Promise<Keytar>;
 }
 
-export interface StartSecretServiceOptions {
-  /** false: start only the private bus, no Secret Service on it (the "keyring not running" case (b)). Default true. */
-  secrets?: boolean;
-  /** The keyring password piped to gnome-keyring-daemon --unlock. Default 'mxs-test-keyring'. */
-  password?: string;
-  /** Max wait for each daemon to become ready. Default 15 000 ms. */
-  startTimeoutMs?: number;
-}
-
-// --- host process and per-process registry ------------------------------------------------------------
-
-/** The real Node `process` (inside a jest test file, `process` is a copy; see trap 1 above). */
+/** The real Node `process` (inside a jest test file, `process` is a copy: trap 1). */
 const hostProcess: NodeJS.Process = vm.runInThisContext('process');
 
-interface Registry {
-  live: Map<string, () => void>; // dir -> synchronous best-effort cleanup
-  exitHook: boolean;
-}
-
-function registry(): Registry {
-  const key = Symbol.for('mxs.test.secret-service.registry');
-  const host = hostProcess as unknown as Record<symbol, Registry | undefined>;
-  let reg = host[key];
-  if (!reg) {
-    reg = { live: new Map(), exitHook: false };
-    host[key] = reg;
-  }
-  if (!reg.exitHook) {
-    reg.exitHook = true;
-    const r = reg;
+/** Synchronous cleanups of the services still running, one registry and one exit hook per host process. */
+function liveServices(): Map<string, () => void> {
+  const key = Symbol.for('mxs.test.secret-service.live');
+  const host = hostProcess as unknown as Record<symbol, Map<string, () => void> | undefined>;
+  let live = host[key];
+  if (!live) {
+    const created = new Map<string, () => void>();
     hostProcess.on('exit', () => {
-      for (const cleanup of r.live.values()) cleanup();
-      r.live.clear();
+      for (const cleanup of created.values()) cleanup();
     });
+    live = host[key] = created;
   }
-  return reg;
+  return live;
 }
 
-/** Sets (or with undefined, removes) a variable in both the real process env and jest's copy. */
-function setProcessEnv(name: string, value: string | undefined): void {
-  for (const env of new Set([hostProcess.env, process.env])) {
-    if (value === undefined) delete env[name];
-    else env[name] = value;
-  }
-}
+type BusAddress = { host: string | undefined; sandbox: string | undefined };
 
-interface SavedAddress {
-  host: string | undefined;
-  sandbox: string | undefined;
-}
+const currentAddress = (): BusAddress => ({ host: hostProcess.env.DBUS_SESSION_BUS_ADDRESS, sandbox: process.env.DBUS_SESSION_BUS_ADDRESS });
 
-function restoreAddress(saved: SavedAddress): void {
+/** Sets DBUS_SESSION_BUS_ADDRESS in the real process env and jest's copy (undefined removes it). */
+function setAddress(address: BusAddress): void {
   for (const [env, value] of [
-    [hostProcess.env, saved.host],
-    [process.env, saved.sandbox],
+    [hostProcess.env, address.host],
+    [process.env, address.sandbox],
   ] as const) {
     if (value === undefined) delete env.DBUS_SESSION_BUS_ADDRESS;
     else env.DBUS_SESSION_BUS_ADDRESS = value;
   }
 }
 
-// --- availability -------------------------------------------------------------------------------------
+const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.trim();
 
-const REQUIRED_BINARIES = ['dbus-daemon', 'dbus-send', 'gnome-keyring-daemon'] as const;
+const loadKeytar = (): Keytar => createRequire(import.meta.url)('keytar') as Keytar;
 
-function findOnPath(bin: string): string | null {
-  for (const dir of (hostProcess.env.PATH ?? process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, bin);
+function onPath(bin: string): boolean {
+  const dirs = (hostProcess.env.PATH ?? '').split(path.delimiter).filter(Boolean);
+  return dirs.some((dir) => {
     try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
+      accessSync(path.join(dir, bin), constants.X_OK);
+      return true;
     } catch {
-      // not here
+      return false;
     }
-  }
-  return null;
+  });
 }
 
-function loadKeytarModule(): Keytar {
-  return createRequire(import.meta.url)('keytar') as Keytar;
-}
-
-function availabilitySync(): { ok: true } | { ok: false; reason: string } {
+/** Whether startSecretService() can work here: the binaries it needs, and keytar loading (MXS_TEST_SECRET_SERVICE=0: never). */
+export function secretServiceAvailability(): { ok: true } | { ok: false; reason: string } {
   if (process.env.MXS_TEST_SECRET_SERVICE === '0') return { ok: false, reason: 'Secret Service tests disabled by MXS_TEST_SECRET_SERVICE=0' };
   if (process.platform !== 'linux') return { ok: false, reason: `the Secret Service harness needs Linux (this is ${process.platform})` };
   const problems: string[] = [];
-  const missing = REQUIRED_BINARIES.filter((b) => !findOnPath(b));
+  const missing = ['dbus-daemon', 'dbus-send', 'gnome-keyring-daemon'].filter((b) => !onPath(b));
   if (missing.length) problems.push(`missing on PATH: ${missing.join(', ')} (apt-get install dbus gnome-keyring)`);
   try {
-    const k = loadKeytarModule();
-    if (typeof k.getPassword !== 'function') problems.push('keytar loaded but has no getPassword()');
+    loadKeytar();
   } catch (err) {
     problems.push(`keytar does not load (${firstLine(err)}); it is an optional dependency built against libsecret (apt-get install libsecret-1-dev, then npm rebuild keytar)`);
   }
   return problems.length ? { ok: false, reason: `Secret Service unavailable: ${problems.join('; ')}` } : { ok: true };
 }
 
-/** Whether startSecretService() can work here: the binaries it needs, whether keytar loads (MXS_TEST_SECRET_SERVICE=0: never). */
-export async function secretServiceAvailability(): Promise<{ ok: true } | { ok: false; reason: string }> {
-  return availabilitySync();
-}
-
-// --- starting and stopping ----------------------------------------------------------------------------
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.trim();
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function xml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
+const xml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
+const exited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null;
 
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (exited(child)) return Promise.resolve(true);
@@ -270,18 +177,19 @@ function dbusSend(address: string, args: string[], timeoutMs = 5000): Promise<st
   });
 }
 
-async function pollUntil(what: string, timeoutMs: number, abort: () => string | null, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+/** Polls `check` every 50 ms for up to 15 s; `died` names a daemon that exited meanwhile. */
+async function pollUntil(what: string, died: () => string | null, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 15_000;
   let last = '';
   for (;;) {
-    const aborted = abort();
-    if (aborted) throw new Error(aborted);
+    const death = died();
+    if (death) throw new Error(death);
     try {
       if (await check()) return;
     } catch (err) {
       last = firstLine(err);
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+    if (Date.now() > deadline) throw new Error(`timed out after 15 s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
     await sleep(50);
   }
 }
@@ -296,13 +204,7 @@ async function defaultCollection(address: string): Promise<string> {
 }
 
 async function collectionLocked(address: string, collection: string): Promise<boolean> {
-  const out = await dbusSend(address, [
-    `--dest=${SECRETS}`,
-    collection,
-    'org.freedesktop.DBus.Properties.Get',
-    'string:org.freedesktop.Secret.Collection',
-    'string:Locked',
-  ]);
+  const out = await dbusSend(address, [`--dest=${SECRETS}`, collection, 'org.freedesktop.DBus.Properties.Get', 'string:org.freedesktop.Secret.Collection', 'string:Locked']);
   if (/boolean true/.test(out)) return true;
   if (/boolean false/.test(out)) return false;
   throw new Error(`unexpected reply to Get Locked: ${out.trim()}`);
@@ -316,28 +218,21 @@ export function runKeytarChild(env: Record<string, string>, body: string, timeou
   const keytarPath = createRequire(import.meta.url).resolve('keytar');
   const script = `const k = require(${JSON.stringify(keytarPath)}); (async () => { ${body} })().then(() => process.exit(0), (e) => { process.stderr.write(String(e && e.message || e)); process.exit(1); });`;
   return new Promise((resolve, reject) => {
-    execFile(
-      hostProcess.execPath,
-      ['-e', script],
-      { env: { PATH: hostProcess.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: timeoutMs },
-      (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as Error & { code?: unknown; signal?: unknown };
-        reject(new Error(`keytar child failed (code ${String(e.code)}, signal ${String(e.signal)}): ${stderr.trim() || e.message}`));
-      },
-    );
+    execFile(hostProcess.execPath, ['-e', script], { env: { PATH: hostProcess.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      const e = err as Error & { code?: unknown; signal?: unknown };
+      reject(new Error(`keytar child failed (code ${String(e.code)}, signal ${String(e.signal)}): ${stderr.trim() || e.message}`));
+    });
   });
 }
 
-/** Starts a private dbus-daemon and (unless { secrets: false }) a private, unlocked gnome-keyring on it. */
-export async function startSecretService(options: StartSecretServiceOptions = {}): Promise<SecretService> {
-  const { secrets = true, password = 'mxs-test-keyring', startTimeoutMs = 15_000 } = options;
-  const avail = availabilitySync();
+/** Starts a private dbus-daemon and (unless { secrets: false }, case (b)) a private, unlocked gnome-keyring on it. */
+export async function startSecretService({ secrets = true } = {}): Promise<SecretService> {
+  const avail = secretServiceAvailability();
   if (!avail.ok) throw new Error(avail.reason);
 
-  // A unix socket path must stay under ~107 bytes; fall back to /tmp when TMPDIR is long.
-  let base = tmpdir();
-  if (path.join(base, 'mxs-ss-XXXXXX', 'run', 'bus').length > 100) base = '/tmp';
+  // A unix socket path must stay under ~107 bytes: /tmp when TMPDIR is long.
+  const base = path.join(tmpdir(), 'mxs-ss-XXXXXX', 'run', 'bus').length > 100 ? '/tmp' : tmpdir();
   const dir = mkdtempSync(path.join(base, 'mxs-ss-'));
   chmodSync(dir, 0o700);
   const home = path.join(dir, 'home');
@@ -373,33 +268,23 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
 </busconfig>
 `,
   );
-  // The daemons get a minimal env: nothing from the developer's desktop session leaks in.
+  // Nothing from the developer's desktop session leaks into the daemons.
   const daemonEnv: Record<string, string> = { PATH: hostProcess.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', ...env };
 
   let dbus: ChildProcess | undefined;
   let keyring: ChildProcess | undefined;
   let watchdog: ChildProcess | undefined;
-  const reg = registry();
-  const syncCleanup = () => {
-    for (const c of [watchdog, keyring, dbus]) {
-      if (c?.pid && !exited(c)) {
-        try {
-          hostProcess.kill(c.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
+  const live = liveServices();
+  live.set(dir, () => {
+    for (const c of [watchdog, keyring, dbus]) if (c?.pid && !exited(c)) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
-  };
-  reg.live.set(dir, syncCleanup);
+  });
 
-  const logFd = (name: string) => openSync(path.join(dir, name), 'a', 0o600);
   const spawnLogged = (cmd: string, args: string[], log: string, stdin: 'pipe' | 'ignore') => {
-    const fd = logFd(log);
+    const fd = openSync(path.join(dir, log), 'a', 0o600);
     try {
       const child = spawn(cmd, args, { env: daemonEnv, stdio: [stdin, fd, fd] });
-      child.on('error', () => {}); // reported through exitCode / the readiness checks
+      child.on('error', () => {}); // shows as an exit in the readiness checks
       child.unref();
       return child;
     } finally {
@@ -407,22 +292,24 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
     }
   };
 
-  let restoreEnv: SavedAddress | undefined; // set by keytar() when it changed the process env
+  let savedAddress: BusAddress | undefined; // set by keytar() when it changed the address
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
-      if (restoreEnv) restoreAddress(restoreEnv);
+      if (savedAddress) setAddress(savedAddress);
       if (watchdog && !exited(watchdog)) watchdog.kill('SIGKILL'); // first, so it can never kill a reused pid
       await kill(keyring);
       await kill(dbus);
       rmSync(dir, { recursive: true, force: true });
-      reg.live.delete(dir);
+      live.delete(dir);
     })());
 
+  const died = (child: ChildProcess, name: string, log: string): string | null =>
+    exited(child) ? `${name} exited (${child.exitCode ?? child.signalCode}): ${readLog(path.join(dir, log))}` : null;
   try {
     dbus = spawnLogged('dbus-daemon', [`--config-file=${config}`, '--nofork', '--nopidfile'], 'dbus.log', 'ignore');
-    const dbusDied = () => (exited(dbus!) ? `dbus-daemon exited (${dbus!.exitCode ?? dbus!.signalCode}): ${readLog(path.join(dir, 'dbus.log'))}` : null);
-    await pollUntil('the private dbus-daemon', startTimeoutMs, dbusDied, async () => {
+    const dbusDied = () => died(dbus!, 'dbus-daemon', 'dbus.log');
+    await pollUntil('the private dbus-daemon', dbusDied, async () => {
       if (!existsSync(socket)) return false;
       await dbusSend(address, ['--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetId']);
       return true;
@@ -431,20 +318,19 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
     if (secrets) {
       keyring = spawnLogged('gnome-keyring-daemon', ['--foreground', '--unlock', '--components=secrets'], 'keyring.log', 'pipe');
       keyring.stdin!.on('error', () => {});
-      keyring.stdin!.end(password);
-      const keyringDied = () =>
-        exited(keyring!) ? `gnome-keyring-daemon exited (${keyring!.exitCode ?? keyring!.signalCode}): ${readLog(path.join(dir, 'keyring.log'))}` : dbusDied();
-      await pollUntil(`${SECRETS} on the private bus`, startTimeoutMs, keyringDied, async () => {
+      keyring.stdin!.end('mxs-test-keyring');
+      const keyringDied = () => died(keyring!, 'gnome-keyring-daemon', 'keyring.log') ?? dbusDied();
+      await pollUntil(`${SECRETS} on the private bus`, keyringDied, async () => {
         const out = await dbusSend(address, ['--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', `string:${SECRETS}`]);
         return /boolean true/.test(out);
       });
-      await pollUntil('an unlocked default collection', startTimeoutMs, keyringDied, async () => !(await collectionLocked(address, await defaultCollection(address))));
+      await pollUntil('an unlocked default collection', keyringDied, async () => !(await collectionLocked(address, await defaultCollection(address))));
     }
 
-    // The watchdog: blocked on a pipe from us; EOF (we died, however) -> kill the daemons, remove the dir.
+    // The watchdog reads a pipe from us; EOF (we died, however) -> kill the daemons, remove the dir.
     const pids = [dbus.pid, keyring?.pid].filter((p): p is number => typeof p === 'number');
     watchdog = spawn('sh', ['-c', 'read _ignored; kill -KILL "$@" 2>/dev/null; rm -rf -- "$MXS_SS_DIR"', 'mxs-secret-service-watchdog', ...pids.map(String)], {
-      detached: true, // own process group: a Ctrl-C to ours must not kill it before it cleans up
+      detached: true, // its own process group: a Ctrl-C to ours must not kill it before it cleans up
       stdio: ['pipe', 'ignore', 'ignore'],
       env: { PATH: daemonEnv.PATH!, MXS_SS_DIR: dir },
     });
@@ -457,9 +343,9 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
     throw new Error(`startSecretService: ${firstLine(err)}`, { cause: err });
   }
 
-  let keytarPromise: Promise<Keytar> | undefined;
+  const noService = (what: string) => new Error(`${what}: this instance has no Secret Service (started with { secrets: false })`);
   const lock = async () => {
-    if (!secrets) throw new Error('lock(): this instance has no Secret Service (started with { secrets: false })');
+    if (!secrets) throw noService('lock()');
     const collection = await defaultCollection(address);
     try {
       const out = await dbusSend(address, [`--dest=${SECRETS}`, SECRETS_PATH, 'org.freedesktop.Secret.Service.Lock', `array:objpath:${collection}`]);
@@ -471,24 +357,25 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
     }
   };
 
+  let keytarPromise: Promise<Keytar> | undefined;
   const keytar = () =>
     (keytarPromise ??= (async () => {
-      if (!secrets) throw new Error('keytar(): this instance has no Secret Service (started with { secrets: false })');
-      if (hostProcess.env.DBUS_SESSION_BUS_ADDRESS !== address || process.env.DBUS_SESSION_BUS_ADDRESS !== address) {
-        restoreEnv ??= { host: hostProcess.env.DBUS_SESSION_BUS_ADDRESS, sandbox: process.env.DBUS_SESSION_BUS_ADDRESS };
-        setProcessEnv('DBUS_SESSION_BUS_ADDRESS', address);
+      if (!secrets) throw noService('keytar()');
+      const before = currentAddress();
+      if (before.host !== address || before.sandbox !== address) {
+        savedAddress ??= before;
+        setAddress({ host: address, sandbox: address });
       }
-      const kt = loadKeytarModule();
-      // Probe: a child process (bound to this service by its env) writes a random item; in-process keytar
-      // must read it back. Read-only in-process, so a foreign keyring libsecret may be bound to is never written.
+      const kt = loadKeytar();
+      // A child (bound to this service by its env) writes; in-process keytar only reads, so a foreign keyring it
+      // may be bound to is never written.
       const probe = { service: 'mxs-secret-service-harness-probe', account: randomUUID(), value: randomUUID() };
       await runKeytarChild(env, `await k.setPassword(${JSON.stringify(probe.service)}, ${JSON.stringify(probe.account)}, ${JSON.stringify(probe.value)})`);
       const mismatch = (why: string) =>
         new Error(
           `keytar(): in-process keytar does not reach this Secret Service (${why}). libsecret keeps the first D-Bus connection ` +
-            'a process makes for the life of the process, and jest reuses workers across test files, so in-process keytar only ' +
-            'works with the first Secret Service its worker connected to. Use a child process with ss.env instead, or make sure ' +
-            'no earlier test in this worker used keytar in-process.',
+            'of a process, and jest reuses workers across test files: use a child process with ss.env, or make sure no earlier ' +
+            'test in this worker used keytar in-process.',
         );
       let got: string | null;
       try {
@@ -501,26 +388,16 @@ export async function startSecretService(options: StartSecretServiceOptions = {}
       return kt;
     })());
 
-  return {
-    env,
-    pids: { dbus: dbus.pid!, keyring: keyring?.pid ?? null, watchdog: watchdog!.pid! },
-    dir,
-    stop,
-    lock,
-    keytar,
-  };
+  return { env, pids: { dbus: dbus.pid!, keyring: keyring?.pid ?? null, watchdog: watchdog!.pid! }, dir, stop, lock, keytar };
 }
 
-// --- jest integration ---------------------------------------------------------------------------------
-
 /**
- * A describe block with its own private Secret Service: started in beforeAll (which also points this
- * worker's real DBUS_SESSION_BUS_ADDRESS at it, so in-process keychain code can never reach the developer's
- * keyring), stopped in afterAll (env restored). Unavailable: locally console.warn + describe.skip; under
- * CI=true a failing test states the reason (a missing keyring must fail CI, never skip silently).
+ * A describe block with its own private Secret Service, started in beforeAll (which also points this worker's real
+ * DBUS_SESSION_BUS_ADDRESS at it, so in-process keychain code can never reach the developer's keyring) and stopped
+ * in afterAll. Unavailable: skipped with the reason locally, a failing test under CI=true.
  */
 export function describeWithSecretService(name: string, fn: (ss: () => SecretService) => void): void {
-  const avail = availabilitySync();
+  const avail = secretServiceAvailability();
   const notStarted = (): SecretService => {
     throw new Error('describeWithSecretService: the Secret Service is not running (call ss() inside tests or hooks, not at describe time)');
   };
@@ -540,14 +417,15 @@ export function describeWithSecretService(name: string, fn: (ss: () => SecretSer
   }
   describe(name, () => {
     let service: SecretService | undefined;
-    let savedAddress: SavedAddress | undefined;
+    let saved: BusAddress | undefined;
     beforeAll(async () => {
       service = await startSecretService();
-      savedAddress = { host: hostProcess.env.DBUS_SESSION_BUS_ADDRESS, sandbox: process.env.DBUS_SESSION_BUS_ADDRESS };
-      setProcessEnv('DBUS_SESSION_BUS_ADDRESS', service.env.DBUS_SESSION_BUS_ADDRESS);
+      saved = currentAddress();
+      const address = service.env.DBUS_SESSION_BUS_ADDRESS;
+      setAddress({ host: address, sandbox: address });
     }, 60_000);
     afterAll(async () => {
-      if (savedAddress) restoreAddress(savedAddress);
+      if (saved) setAddress(saved);
       await service?.stop();
     }, 30_000);
     fn(() => service ?? notStarted());

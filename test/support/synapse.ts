@@ -1,18 +1,14 @@
-// A real Synapse homeserver for tests.
+// Real homeservers for tests, each in a temp dir on 127.0.0.1 at a free port:
+// - startSynapse(): Synapse SYNAPSE_PINNED_VERSION (SQLite, refresh tokens, access tokens of 6 s by default);
+// - startOAuthHomeserver(): Synapse SYNAPSE_OAUTH_PINNED_VERSION delegating auth to oidc-provider
+//   (test/support/oauth-provider.mjs); test files drive it through oauth-homeserver.ts.
+// Each Synapse release lives in its own venv under <repo>/.cache, installed on first use (ensureVenv, which
+// nio.ts uses too). jest's globalSetup (global-setup.ts) starts one of each per run and hands them to test files
+// through env vars (synapseEnv, oauthEnv); test files wrap suites in describeWithSynapse() and may start extra
+// servers with startSynapse({...}), which they must stop().
 //
-// ensureSynapseInstalled() keeps a Python venv with a pinned matrix-synapse under <repo>/.cache/synapse-venv;
-// ensureSynapseInstalled(OAUTH_SYNAPSE_INSTALL) keeps a second one, .cache/synapse-oauth-venv, with
-// matrix-synapse[oidc] 1.156.0 (the last release that delegates auth to a generic OAuth server; see
-// oauth-homeserver.ts), and startSynapse({install: OAUTH_SYNAPSE_INSTALL, ...}) runs that one.
-// startSynapse() runs a throwaway homeserver (temp dir, SQLite, 127.0.0.1, free port) and returns a handle.
-// jest's globalSetup (global-setup.ts) starts one shared server per run and passes it to test files through
-// MXS_TEST_SYNAPSE_URL / MXS_TEST_SYNAPSE_VERSION / MXS_TEST_SYNAPSE_SHARED_SECRET; test files wrap their
-// suites in describeWithSynapse(). Test files may start extra servers with other token lifetimes via
-// startSynapse({...}) (the venv is shared) and must stop() them in afterAll.
-//
-// This module is also loaded by globalSetup, outside jest's module system, through Node's require() and
-// jest's '.ts' hook (see global-setup.ts), and by scripts/synapse.mjs as a transpiled copy: keep it free of
-// top-level await, of import.meta and of runtime imports other than node: builtins.
+// globalSetup loads this file outside jest's module system (see global-setup.ts), and scripts/synapse.mjs and
+// scripts/demo.mjs transpile it alone: no top-level await, no import.meta, no runtime imports but node: builtins.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
@@ -24,40 +20,8 @@ import { createInterface } from 'node:readline';
 
 /** The Synapse release the tests run against (bump deliberately; CI installs exactly this). */
 export const SYNAPSE_PINNED_VERSION = '1.163.2';
-
-/** Which matrix-synapse a venv holds: pip requirement `matrix-synapse${extras}==${version}` in `venvDir()`. */
-export interface SynapseInstallSpec {
-  /** Exact matrix-synapse release. */
-  version: string;
-  /** pip extras including brackets, e.g. '[oidc]'; '' for none. */
-  extras: string;
-  /** Python modules the extras bring, checked on import: a venv without them counts as not installed. */
-  imports: string[];
-  /** The venv directory (a function: it reads env vars and the cwd when called). */
-  venvDir(): string;
-}
-
-/** The default install: SYNAPSE_PINNED_VERSION in .cache/synapse-venv (MXS_SYNAPSE_VENV overrides). */
-export const DEFAULT_SYNAPSE_INSTALL: SynapseInstallSpec = {
-  version: SYNAPSE_PINNED_VERSION,
-  extras: '',
-  imports: [],
-  venvDir: () => synapseVenvDir(),
-};
-
-/**
- * Synapse 1.156.0 is the last release with `experimental_features.msc3861` (auth delegated to any OAuth 2.0
- * server); 1.157 removed it. The `oidc` extra brings authlib, which that code path needs.
- */
+/** The last release with experimental_features.msc3861 (auth delegated to any OAuth 2.0 server); 1.157 removed it. */
 export const SYNAPSE_OAUTH_PINNED_VERSION = '1.156.0';
-
-/** The OAuth-delegating install: .cache/synapse-oauth-venv (MXS_SYNAPSE_OAUTH_VENV overrides). */
-export const OAUTH_SYNAPSE_INSTALL: SynapseInstallSpec = {
-  version: SYNAPSE_OAUTH_PINNED_VERSION,
-  extras: '[oidc]',
-  imports: ['authlib'],
-  venvDir: () => process.env.MXS_SYNAPSE_OAUTH_VENV || path.join(repoRoot(), '.cache', 'synapse-oauth-venv'),
-};
 
 /** Users that globalSetup registers on the shared test server (`@alice:localhost`, `@bob:localhost`). */
 export const TEST_USERS = {
@@ -65,151 +29,64 @@ export const TEST_USERS = {
   bob: { user: 'bob', password: 'bob-pw-1', userId: '@bob:localhost' },
 } as const;
 
-export interface StartSynapseOptions {
-  /** `refreshable_access_token_lifetime`, Synapse duration syntax ('6s', '5m'; a number is ms). `null` disables refresh tokens. Default '6s'. */
-  accessTokenLifetime?: string | number | null;
-  /** `refresh_token_lifetime`. `null` = refresh tokens never expire. Default '1h'. */
-  refreshTokenLifetime?: string | number | null;
-  /** `session_lifetime`. Default: unset (sessions never end). Must be ≥ the other lifetimes or Synapse refuses to start. */
-  sessionLifetime?: string | number;
-  /** `nonrefreshable_access_token_lifetime` (tokens of clients that did not ask for a refresh token). Default: unset. */
-  nonrefreshableAccessTokenLifetime?: string | number;
-  /** Extra top-level homeserver.yaml keys, applied last (they override the defaults above; `undefined` removes a key). */
-  extraConfig?: Record<string, unknown>;
-  /** Which installed Synapse to run. Default DEFAULT_SYNAPSE_INSTALL. */
-  install?: SynapseInstallSpec;
-}
-
-export interface SynapseHandle {
-  /** `http://127.0.0.1:PORT` (no trailing slash). */
-  baseUrl: string;
-  serverName: 'localhost';
-  /** Synapse's own version string, e.g. `1.163.2`. */
-  version: string;
-  /** The server's temp dir (config, SQLite db, logs); removed by stop(). */
-  dir: string;
-  port: number;
-  /** Secret for the shared-secret registration API (see registerUserWithSecret). */
-  registrationSharedSecret: string;
-  /** Synapse's log file (WARNING and above unless MXS_SYNAPSE_LOG_LEVEL says otherwise). */
-  logFile: string;
-  /** Registers a user (`@user:localhost`) through the shared-secret admin API. */
-  registerUser(user: string, password: string, opts?: { admin?: boolean }): Promise<void>;
-  /** SIGTERM, SIGKILL after 5 s, then removes `dir` (kept when MXS_SYNAPSE_KEEP=1). Idempotent. */
-  stop(): Promise<void>;
-}
-
 const log = (msg: string): void => {
   process.stderr.write(`[synapse] ${msg}\n`);
 };
 
-// ---------------------------------------------------------------------------------------------------------------
-// Installation
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** The repo root: the nearest directory above the cwd whose package.json is this project's; else the cwd. */
-export function repoRoot(): string {
-  let dir = process.cwd();
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'mxs') return dir;
-      } catch {
-        // not ours; keep looking
-      }
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return process.cwd();
-    dir = parent;
+export const tail = (text: string, lines = 30): string => text.trimEnd().split('\n').slice(-lines).join('\n');
+
+function readTail(file: string, lines = 40): string {
+  try {
+    return tail(readFileSync(file, 'utf8'), lines);
+  } catch {
+    return '(no output)';
   }
 }
 
-/** Where the venv lives: MXS_SYNAPSE_VENV, or <repo>/.cache/synapse-venv. */
-export function synapseVenvDir(): string {
-  return process.env.MXS_SYNAPSE_VENV || path.join(repoRoot(), '.cache', 'synapse-venv');
+/** The repo root: the nearest directory above the cwd whose package.json is this project's; else the cwd. */
+export function repoRoot(): string {
+  for (let dir = process.cwd(); ; dir = path.dirname(dir)) {
+    try {
+      if ((JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string }).name === 'mxs') return dir;
+    } catch {
+      // no package.json here, or not ours
+    }
+    if (path.dirname(dir) === dir) return process.cwd();
+  }
 }
 
-function venvPython(venv: string): string {
-  return process.platform === 'win32' ? path.join(venv, 'Scripts', 'python.exe') : path.join(venv, 'bin', 'python');
-}
+// ---------------------------------------------------------------------------------------------------------------
+// Installing into a venv
 
-interface RunResult {
+export interface RunResult {
   code: number | null;
-  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
-  /** Set when the program could not be started at all (e.g. ENOENT). */
-  spawnError?: NodeJS.ErrnoException;
+  /** Set when the program could not be started (e.g. ENOENT). */
+  error?: Error;
 }
 
-/** Runs a program to completion. With `progress`, its output lines are also echoed to stderr. */
-function run(cmd: string, args: string[], opts: { progress?: boolean; cwd?: string } = {}): Promise<RunResult> {
+/** Runs a program to completion; with `progress`, its output lines also go to stderr under that prefix. */
+export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; progress?: string } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    let child: ChildProcess;
-    try {
-      child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PIP_NO_INPUT: '1' } });
-    } catch (err) {
-      resolve({ code: null, signal: null, stdout: '', stderr: '', spawnError: err as NodeJS.ErrnoException });
-      return;
-    }
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
-    let spawnError: NodeJS.ErrnoException | undefined;
-    const collect = (stream: NodeJS.ReadableStream | null, append: (s: string) => void): void => {
-      if (!stream) return;
+    let error: Error | undefined;
+    const collect = (stream: NodeJS.ReadableStream, append: (s: string) => void): void => {
       createInterface({ input: stream }).on('line', (line) => {
         append(`${line}\n`);
-        if (opts.progress && line.trim()) log(line);
+        if (opts.progress && line.trim()) process.stderr.write(`[${opts.progress}] ${line}\n`);
       });
     };
     collect(child.stdout, (s) => (stdout += s));
     collect(child.stderr, (s) => (stderr += s));
-    child.on('error', (err) => {
-      spawnError = err;
-    });
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, spawnError }));
+    child.on('error', (err) => (error = err));
+    child.on('close', (code) => resolve({ code, stdout, stderr, error }));
   });
 }
-
-const tail = (text: string, lines = 30): string => text.trimEnd().split('\n').slice(-lines).join('\n');
-
-async function installedVersion(python: string, spec: SynapseInstallSpec): Promise<string | undefined> {
-  if (!existsSync(python)) return undefined;
-  const probe = spec.imports.map((m) => `import ${m}; `).join('');
-  const r = await run(python, ['-c', `${probe}import importlib.metadata as m; print(m.version('matrix-synapse'))`]);
-  return r.code === 0 ? r.stdout.trim() : undefined;
-}
-
-/** Checks that a usable python3 (≥ 3.10, with venv and ensurepip) exists; throws an Error that says what is missing. */
-async function checkSystemPython(python3: string, spec: SynapseInstallSpec): Promise<void> {
-  const probe = await run(python3, ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])']);
-  if (probe.spawnError || probe.code !== 0) {
-    const why = probe.spawnError ? probe.spawnError.message : tail(probe.stderr, 5);
-    throw new Error(
-      `Cannot run Synapse for the tests: '${python3}' is not usable (${why}). Install Python 3.10 or newer ` +
-        `(Debian/Ubuntu: apt-get install python3 python3-venv), or point MXS_PYTHON at one.`,
-    );
-  }
-  const version = probe.stdout.trim();
-  const [major, minor] = version.split('.').map(Number);
-  if (major !== 3 || minor < 10) {
-    throw new Error(`Cannot run Synapse for the tests: ${python3} is Python ${version}; matrix-synapse ${spec.version} needs Python 3.10 or newer.`);
-  }
-  const venv = await run(python3, ['-c', 'import venv, ensurepip']);
-  if (venv.code !== 0) {
-    throw new Error(
-      `Cannot run Synapse for the tests: ${python3} (Python ${version}) lacks the venv/ensurepip modules ` +
-        `(${tail(venv.stderr, 1)}). Install them (Debian/Ubuntu: apt-get install python3-venv).`,
-    );
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-// One cross-process lock for the harnesses that install something into .cache on first use (Synapse's
-// venvs here; test/support/nio.ts and js-sdk.ts import it): parallel jest workers must not install into the
-// same place at once. (It lives here because jest's global setup loads this file without the module mapping
-// that local imports would need.)
 
 function pidAlive(pid: number): boolean {
   try {
@@ -221,9 +98,9 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
- * Runs `fn` holding `lockDir` (a directory holding the owner's pid). A lock whose owner is gone, or
- * that is older than 30 minutes, is stale and taken over. `what` names the install in messages;
- * `onWait` is called once when another process holds the lock.
+ * Runs `fn` holding `lockDir` (a directory with the owner's pid in it), so parallel jest workers do not install
+ * into the same place at once (js-sdk.ts uses it too). A lock whose owner is gone, or older than
+ * 30 minutes, is taken over. `onWait` is called once when another process holds it.
  */
 export async function withInstallLock<T>(lockDir: string, what: string, fn: () => Promise<T>, onWait?: () => void): Promise<T> {
   const deadline = Date.now() + 20 * 60_000;
@@ -235,27 +112,24 @@ export async function withInstallLock<T>(lockDir: string, what: string, fn: () =
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let stale = false;
-      try {
-        const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
-        stale = !pid || !pidAlive(pid) || Date.now() - statSync(lockDir).mtimeMs > 30 * 60_000;
-      } catch {
-        // pid file not written yet (or lock just released): treat as held unless it is old
-        try {
-          stale = Date.now() - statSync(lockDir).mtimeMs > 60_000;
-        } catch {
-          stale = false; // gone: retry at once
-        }
-      }
-      if (stale) {
-        rmSync(lockDir, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new Error(`Timed out waiting for the ${what} install lock ${lockDir}`);
-      if (!announced) onWait?.();
-      announced = true;
-      await sleep(1000);
     }
+    let stale: boolean;
+    try {
+      const pid = Number(readFileSync(path.join(lockDir, 'pid'), 'utf8'));
+      stale = !pid || !pidAlive(pid) || Date.now() - statSync(lockDir).mtimeMs > 30 * 60_000;
+    } catch {
+      // No pid file yet (held unless a minute old), or the lock just went away.
+      const made = statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs;
+      stale = made !== undefined && Date.now() - made > 60_000;
+    }
+    if (stale) {
+      rmSync(lockDir, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for the ${what} install lock ${lockDir}`);
+    if (!announced) onWait?.();
+    announced = true;
+    await sleep(1000);
   }
   try {
     return await fn();
@@ -264,20 +138,55 @@ export async function withInstallLock<T>(lockDir: string, what: string, fn: () =
   }
 }
 
+/** A pinned PyPI package in a venv of its own: pip requirement `${name}${extras}==${version}`. */
+export interface VenvPackage {
+  name: string;
+  version: string;
+  /** pip extras with brackets, e.g. '[oidc]'. */
+  extras?: string;
+  /** Python modules that must import for the venv to count as installed (e.g. what the extras bring). */
+  imports?: string[];
+  venv: string;
+}
+
+async function installedVersion(python: string, pkg: VenvPackage): Promise<string | undefined> {
+  if (!existsSync(python)) return undefined;
+  const probe = (pkg.imports ?? []).map((m) => `import ${m}; `).join('');
+  const r = await run(python, ['-c', `${probe}import importlib.metadata as m; print(m.version('${pkg.name}'))`]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Throws an Error saying what is missing unless `python3` is Python ≥ 3.10 with venv and ensurepip. */
+async function checkSystemPython(python3: string, pkg: VenvPackage): Promise<void> {
+  const cannot = `Cannot install ${pkg.name} for the tests:`;
+  const probe = await run(python3, ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])']);
+  if (probe.error || probe.code !== 0) {
+    throw new Error(
+      `${cannot} '${python3}' is not usable (${probe.error?.message ?? tail(probe.stderr, 5)}). Install Python 3.10 or newer ` +
+        `(Debian/Ubuntu: apt-get install python3 python3-venv), or point MXS_PYTHON at one.`,
+    );
+  }
+  const version = probe.stdout.trim();
+  const [major, minor] = version.split('.').map(Number);
+  if (major !== 3 || minor < 10) throw new Error(`${cannot} ${python3} is Python ${version}; Python 3.10 or newer is needed.`);
+  const venv = await run(python3, ['-c', 'import venv, ensurepip']);
+  if (venv.code !== 0) {
+    throw new Error(`${cannot} ${python3} lacks the venv/ensurepip modules (${tail(venv.stderr, 1)}); Debian/Ubuntu: apt-get install python3-venv.`);
+  }
+}
+
 const installing = new Map<string, Promise<{ python: string; version: string }>>();
 
 /**
- * Makes sure `<repo>/.cache/synapse-venv` (or the venv of `spec`) holds matrix-synapse at the pinned version
- * (creating the venv with `python3 -m venv` and running pip when needed; progress goes to stderr) and returns
- * its python and version. Throws an Error explaining what is missing when python3 or its venv module is not
- * there, or pip fails.
+ * Makes sure `pkg.venv` holds `pkg` at its pinned version (creating the venv with `python3 -m venv` and running
+ * pip when needed; progress goes to stderr) and returns its python. Throws an Error saying what is missing.
  */
-export function ensureSynapseInstalled(spec: SynapseInstallSpec = DEFAULT_SYNAPSE_INSTALL): Promise<{ python: string; version: string }> {
-  const key = `${spec.venvDir()}\0${spec.extras}\0${spec.version}`;
+export function ensureVenv(pkg: VenvPackage): Promise<{ python: string; version: string }> {
+  const key = `${pkg.venv}\0${pkg.name}${pkg.extras ?? ''}==${pkg.version}`;
   let pending = installing.get(key);
   if (!pending) {
-    pending = doEnsureInstalled(spec).catch((err: unknown) => {
-      installing.delete(key); // allow a later retry
+    pending = installVenv(pkg).catch((err: unknown) => {
+      installing.delete(key); // a later call retries
       throw err;
     });
     installing.set(key, pending);
@@ -285,56 +194,66 @@ export function ensureSynapseInstalled(spec: SynapseInstallSpec = DEFAULT_SYNAPS
   return pending;
 }
 
-async function doEnsureInstalled(spec: SynapseInstallSpec): Promise<{ python: string; version: string }> {
-  const venv = spec.venvDir();
-  const python = venvPython(venv);
-  const requirement = `matrix-synapse${spec.extras}==${spec.version}`;
-  const current = await installedVersion(python, spec);
-  if (current === spec.version) return { python, version: current };
+async function installVenv(pkg: VenvPackage): Promise<{ python: string; version: string }> {
+  const { venv } = pkg;
+  const python = path.join(venv, 'bin', 'python');
+  const requirement = `${pkg.name}${pkg.extras ?? ''}==${pkg.version}`;
+  if ((await installedVersion(python, pkg)) === pkg.version) return { python, version: pkg.version };
 
   mkdirSync(path.dirname(venv), { recursive: true });
-  return withInstallLock(`${venv}.lock`, 'Synapse', async () => {
-    // Someone else may have finished while we waited.
-    const now = await installedVersion(python, spec);
-    if (now === spec.version) return { python, version: now };
-
+  const onWait = (): void => log(`waiting for another process installing ${pkg.name} (lock ${venv}.lock)`);
+  return withInstallLock(`${venv}.lock`, pkg.name, async () => {
+    const found = await installedVersion(python, pkg); // someone else may have finished meanwhile
+    if (found === pkg.version) return { python, version: found };
     const started = Date.now();
-    if (!existsSync(python) || !(await run(python, ['-c', 'import sys']).then((r) => r.code === 0))) {
+    if ((await run(python, ['-c', 'import sys'])).code !== 0) {
       const python3 = process.env.MXS_PYTHON || 'python3';
-      await checkSystemPython(python3, spec);
+      await checkSystemPython(python3, pkg);
       rmSync(venv, { recursive: true, force: true });
       log(`creating Python venv ${venv}`);
       const mk = await run(python3, ['-m', 'venv', venv]);
       if (mk.code !== 0) {
         rmSync(venv, { recursive: true, force: true });
-        throw new Error(
-          `Cannot run Synapse for the tests: '${python3} -m venv' failed (is python3-venv installed?):\n${tail(mk.stdout + mk.stderr, 15)}`,
-        );
+        throw new Error(`Cannot install ${pkg.name} for the tests: '${python3} -m venv' failed:\n${tail(mk.stdout + mk.stderr, 15)}`);
       }
     }
-    log(`installing ${requirement} into ${venv}${now ? ` (replacing ${now})` : ''}; this takes a minute or two`);
-    const pip = await run(
-      python,
-      ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', requirement],
-      { progress: true },
-    );
-    if (pip.code !== 0) {
-      throw new Error(`Cannot run Synapse for the tests: pip install ${requirement} failed:\n${tail(pip.stdout + pip.stderr)}`);
-    }
-    const version = await installedVersion(python, spec);
-    if (version !== spec.version) {
-      throw new Error(`Cannot run Synapse for the tests: after pip install, the venv reports matrix-synapse ${version ?? '(none)'}, not ${spec.version}`);
-    }
-    log(`matrix-synapse ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
+    log(`installing ${requirement} into ${venv}${found ? ` (replacing ${found})` : ''}; this takes a minute or two`);
+    const pipArgs = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', requirement];
+    const pip = await run(python, pipArgs, { progress: pkg.name });
+    if (pip.code !== 0) throw new Error(`Cannot install ${pkg.name} for the tests: pip install ${requirement} failed:\n${tail(pip.stdout + pip.stderr)}`);
+    const version = await installedVersion(python, pkg);
+    if (version !== pkg.version) throw new Error(`Cannot install ${pkg.name} for the tests: after pip install, the venv reports ${version ?? '(none)'}, not ${pkg.version}`);
+    log(`${pkg.name} ${version} installed in ${((Date.now() - started) / 1000).toFixed(0)}s`);
     return { python, version };
-  }, () => log(`waiting for another process installing Synapse (lock ${venv}.lock)`));
+  }, onWait);
+}
+
+/** Where the pinned Synapse's venv lives: MXS_SYNAPSE_VENV, or <repo>/.cache/synapse-venv. */
+export function synapseVenvDir(): string {
+  return process.env.MXS_SYNAPSE_VENV || path.join(repoRoot(), '.cache', 'synapse-venv');
+}
+
+const synapsePackage = (): VenvPackage => ({ name: 'matrix-synapse', version: SYNAPSE_PINNED_VERSION, venv: synapseVenvDir() });
+
+// Delegated auth needs authlib, which the oidc extra brings.
+const oauthSynapsePackage = (): VenvPackage => ({
+  name: 'matrix-synapse',
+  version: SYNAPSE_OAUTH_PINNED_VERSION,
+  extras: '[oidc]',
+  imports: ['authlib'],
+  venv: process.env.MXS_SYNAPSE_OAUTH_VENV || path.join(repoRoot(), '.cache', 'synapse-oauth-venv'),
+});
+
+/** Installs the pinned Synapse into its venv when needed (scripts/synapse.mjs install). */
+export function ensureSynapseInstalled(): Promise<{ python: string; version: string }> {
+  return ensureVenv(synapsePackage());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Running
+// Child processes: Synapse and oidc-provider
 
 /** A free TCP port on 127.0.0.1 (bind port 0, read it, release it). */
-export function freePort(): Promise<number> {
+function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -347,10 +266,58 @@ export function freePort(): Promise<number> {
   });
 }
 
+const keepDirs = (): boolean => process.env.MXS_SYNAPSE_KEEP === '1';
+
+/** Children still running, with their temp dirs: an 'exit' hook (synchronous) kills them and removes the dirs. */
+const running = new Map<ChildProcess, string>();
+
+let exitHook = false;
+
+function track(child: ChildProcess, dir: string): void {
+  running.set(child, dir);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const [c, d] of running) {
+      c.kill('SIGKILL');
+      if (!keepDirs()) rmSync(d, { recursive: true, force: true });
+    }
+    running.clear();
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** A stop() for `child`: SIGTERM, SIGKILL after 5 s, then removes `dir` (kept with MXS_SYNAPSE_KEEP=1). Idempotent. */
+function stopper(child: ChildProcess, dir: string, what: string): () => Promise<void> {
+  let stopping: Promise<void> | undefined;
+  return () =>
+    (stopping ??= (async () => {
+      const t0 = Date.now();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 5000)));
+        if ((await Promise.race([exited(child), timeout])) === 'timeout') {
+          child.kill('SIGKILL');
+          await exited(child);
+        }
+        clearTimeout(timer);
+      }
+      running.delete(child);
+      log(`${what} stopped in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      if (keepDirs()) log(`kept ${dir}`);
+      else rmSync(dir, { recursive: true, force: true });
+    })());
+}
+
 // Runs `python -m synapse.app.homeserver ARGS`, but first asks Linux to SIGTERM it when its parent (the jest
 // process or worker) dies, however it dies (PR_SET_PDEATHSIG = 1), and exits if the parent is already gone.
-// If the parent is gone when Synapse exits, it also removes its own temp dir (MXS_SYNAPSE_CLEANUP_DIR), since
-// nobody else will. Elsewhere than Linux the prctl call fails quietly and the 'exit' handler below is the guard.
+// When the parent is gone as Synapse exits, it removes its own temp dir (MXS_SYNAPSE_CLEANUP_DIR): nobody else
+// will. Elsewhere than Linux the prctl call fails quietly and the 'exit' hook above is the guard.
 const BOOTSTRAP = `
 import atexit, os, shutil, sys
 try:
@@ -371,68 +338,48 @@ sys.argv[0] = "synapse.app.homeserver"
 runpy.run_module("synapse.app.homeserver", run_name="__main__", alter_sys=True)
 `;
 
-interface Running {
-  child: ChildProcess;
+// ---------------------------------------------------------------------------------------------------------------
+// Synapse
+
+export interface StartSynapseOptions {
+  /** `refreshable_access_token_lifetime` in Synapse's syntax ('6s', '5m'); `null`: no refresh tokens. Default '6s'. */
+  accessTokenLifetime?: string | null;
+  /** `refresh_token_lifetime`; `null`: refresh tokens never expire. Default '1h'. */
+  refreshTokenLifetime?: string | null;
+  /** Top-level homeserver.yaml keys applied last (`undefined` removes a key). */
+  extraConfig?: Record<string, unknown>;
+  /** Which Synapse to run. Default the pinned one. */
+  install?: VenvPackage;
+}
+
+export interface SynapseHandle {
+  /** `http://127.0.0.1:PORT` (no trailing slash). */
+  baseUrl: string;
+  /** Synapse's release, e.g. `1.163.2`. */
+  version: string;
+  /** The server's temp dir (config, SQLite db, logs); removed by stop(). */
   dir: string;
+  /** Secret of the shared-secret registration API (see registerUserWithSecret). */
+  registrationSharedSecret: string;
+  /** Synapse's log file (WARNING and above unless MXS_SYNAPSE_LOG_LEVEL says otherwise). */
+  logFile: string;
+  /** Registers `@user:localhost` through the shared-secret admin API. */
+  registerUser(user: string, password: string, opts?: { admin?: boolean }): Promise<void>;
+  /** SIGTERM, SIGKILL after 5 s, then removes `dir` (kept when MXS_SYNAPSE_KEEP=1). Idempotent. */
+  stop(): Promise<void>;
 }
-
-const running = new Set<Running>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // 'exit' handlers must be synchronous: kill hard and remove the temp dirs.
-  process.on('exit', () => {
-    for (const r of running) {
-      try {
-        r.child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-      if (process.env.MXS_SYNAPSE_KEEP !== '1') rmSync(r.dir, { recursive: true, force: true });
-    }
-    running.clear();
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-function readTail(file: string, lines = 40): string {
-  try {
-    return tail(readFileSync(file, 'utf8'), lines);
-  } catch {
-    return '(no output)';
-  }
-}
-
-const dropUndefined = (o: Record<string, unknown>): Record<string, unknown> =>
-  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 
 function homeserverConfig(dir: string, port: number, secret: string, logConfig: string, opts: StartSynapseOptions): Record<string, unknown> {
   const lots = { per_second: 1000, burst_count: 1000 };
-  const accessTokenLifetime = opts.accessTokenLifetime === undefined ? '6s' : opts.accessTokenLifetime;
-  const refreshTokenLifetime = opts.refreshTokenLifetime === undefined ? '1h' : opts.refreshTokenLifetime;
-  return dropUndefined({
+  const config: Record<string, unknown> = {
     server_name: 'localhost',
     public_baseurl: `http://127.0.0.1:${port}/`,
     pid_file: path.join(dir, 'homeserver.pid'),
-    listeners: [
-      {
-        port,
-        bind_addresses: ['127.0.0.1'],
-        type: 'http',
-        tls: false,
-        x_forwarded: false,
-        resources: [{ names: ['client'], compress: false }],
-      },
-    ],
+    listeners: [{ port, bind_addresses: ['127.0.0.1'], type: 'http', tls: false, x_forwarded: false, resources: [{ names: ['client'], compress: false }] }],
     database: { name: 'sqlite3', args: { database: path.join(dir, 'homeserver.db') } },
     log_config: logConfig,
     media_store_path: path.join(dir, 'media_store'),
+    // Synapse generates the signing key at first start.
     signing_key_path: path.join(dir, 'localhost.signing.key'),
     report_stats: false,
     trusted_key_servers: [],
@@ -442,12 +389,10 @@ function homeserverConfig(dir: string, port: number, secret: string, logConfig: 
     form_secret: randomBytes(32).toString('hex'),
     enable_registration: false,
     bcrypt_rounds: 4,
-    // `null` is Synapse's way to say "no refresh tokens" (login then ignores refresh_token: true).
-    refreshable_access_token_lifetime: accessTokenLifetime,
-    refresh_token_lifetime: refreshTokenLifetime,
-    // Unset = sessions never end; Synapse refuses to start when this is shorter than the lifetimes above.
-    session_lifetime: opts.sessionLifetime,
-    nonrefreshable_access_token_lifetime: opts.nonrefreshableAccessTokenLifetime,
+    // `null` is Synapse's "no refresh tokens" (login then ignores refresh_token: true). A session_lifetime, if
+    // given through extraConfig, must not be shorter than these, or Synapse refuses to start.
+    refreshable_access_token_lifetime: opts.accessTokenLifetime === undefined ? '6s' : opts.accessTokenLifetime,
+    refresh_token_lifetime: opts.refreshTokenLifetime === undefined ? '1h' : opts.refreshTokenLifetime,
     rc_login: { address: lots, account: lots, failed_attempts: lots },
     rc_registration: lots,
     rc_message: lots,
@@ -456,7 +401,8 @@ function homeserverConfig(dir: string, port: number, secret: string, logConfig: 
     url_preview_enabled: false,
     enable_metrics: false,
     ...opts.extraConfig,
-  });
+  };
+  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
 }
 
 function logConfig(logFile: string): Record<string, unknown> {
@@ -474,15 +420,8 @@ function logConfig(logFile: string): Record<string, unknown> {
 /**
  * Registers `@user:localhost` through Synapse's shared-secret admin API: `GET /_synapse/admin/v1/register` for a
  * nonce, then `POST` it with `mac` = hex HMAC-SHA1(secret, nonce\0user\0password\0notadmin|admin).
- * Usable from test files with MXS_TEST_SYNAPSE_URL and MXS_TEST_SYNAPSE_SHARED_SECRET.
  */
-export async function registerUserWithSecret(
-  baseUrl: string,
-  sharedSecret: string,
-  user: string,
-  password: string,
-  opts: { admin?: boolean } = {},
-): Promise<void> {
+export async function registerUserWithSecret(baseUrl: string, sharedSecret: string, user: string, password: string, opts: { admin?: boolean } = {}): Promise<void> {
   const url = `${baseUrl.replace(/\/+$/, '')}/_synapse/admin/v1/register`;
   const nonceRes = await fetch(url, { signal: AbortSignal.timeout(15_000) });
   if (!nonceRes.ok) throw new Error(`GET ${url} answered ${nonceRes.status}: ${await nonceRes.text()}`);
@@ -528,12 +467,11 @@ async function waitUntilUp(baseUrl: string, child: ChildProcess, timeoutMs: numb
   return 'timeout';
 }
 
+/** Synapse's release from its admin API, which answers e.g. "1.163.2 (b=main,f898ffe)": the release only. */
 async function serverVersion(baseUrl: string): Promise<string | undefined> {
   try {
     const res = await fetch(`${baseUrl}/_synapse/admin/v1/server_version`, { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) return undefined;
-    const body = (await res.json()) as { server_version?: string };
-    return body.server_version;
+    return res.ok ? ((await res.json()) as { server_version?: string }).server_version?.split(' ')[0] : undefined;
   } catch {
     return undefined;
   }
@@ -542,25 +480,22 @@ async function serverVersion(baseUrl: string): Promise<string | undefined> {
 /**
  * Starts a throwaway Synapse (`server_name: localhost`) on 127.0.0.1 at a free port, with its config, SQLite db,
  * signing key, media and logs in a fresh temp dir, and waits (up to 60 s) until `/_matrix/client/versions`
- * answers 200. Access tokens from `refresh_token: true` logins live `accessTokenLifetime` (default 6 s).
+ * answers 200.
  */
 export async function startSynapse(opts: StartSynapseOptions = {}): Promise<SynapseHandle> {
-  const { python, version: installed } = await ensureSynapseInstalled(opts.install);
-  let lastError: Error | undefined;
-  // A port found free can be taken before Synapse binds it: retry a couple of times on "Address already in use".
-  for (let attempt = 1; attempt <= 3; attempt++) {
+  const { python, version } = await ensureVenv(opts.install ?? synapsePackage());
+  // A port found free can be taken before Synapse binds it: retry on "Address already in use".
+  for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(python, installed, opts);
+      return await startSynapseOnce(python, version, opts);
     } catch (err) {
-      lastError = err as Error;
-      if (!/Address already in use|CannotListenError/i.test(lastError.message)) throw lastError;
+      if (attempt === 3 || !/Address already in use|CannotListenError/i.test((err as Error).message)) throw err;
       log(`port clash, retrying (${attempt}/3)`);
     }
   }
-  throw lastError as Error;
 }
 
-async function startOnce(python: string, installed: string, opts: StartSynapseOptions): Promise<SynapseHandle> {
+async function startSynapseOnce(python: string, installed: string, opts: StartSynapseOptions): Promise<SynapseHandle> {
   const dir = mkdtempSync(path.join(tmpdir(), 'mxs-synapse-'));
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
@@ -569,61 +504,31 @@ async function startOnce(python: string, installed: string, opts: StartSynapseOp
   const outFile = path.join(dir, 'stdout.log');
   const logConfigFile = path.join(dir, 'log.config.yaml');
   const configFile = path.join(dir, 'homeserver.yaml');
-  // YAML is a superset of JSON, so JSON.stringify writes valid config files.
+  // YAML is a superset of JSON.
   writeFileSync(logConfigFile, `${JSON.stringify(logConfig(logFile), null, 2)}\n`);
   writeFileSync(configFile, `${JSON.stringify(homeserverConfig(dir, port, secret, logConfigFile, opts), null, 2)}\n`);
 
-  installExitHook();
   const started = Date.now();
   const out = openSync(outFile, 'a');
   let child: ChildProcess;
   try {
-    // Signing keys etc. are generated on first start (Synapse calls generate_missing_files before loading).
     child = spawn(python, ['-c', BOOTSTRAP, '--config-path', configFile], {
       cwd: dir,
-      detached: false,
       stdio: ['ignore', out, out],
       env: {
         ...process.env,
         MXS_SYNAPSE_PARENT_PID: String(process.pid),
-        MXS_SYNAPSE_CLEANUP_DIR: process.env.MXS_SYNAPSE_KEEP === '1' ? '' : dir,
+        MXS_SYNAPSE_CLEANUP_DIR: keepDirs() ? '' : dir,
         PYTHONUNBUFFERED: '1',
       },
     });
   } finally {
     closeSync(out);
   }
-  const entry: Running = { child, dir };
-  running.add(entry);
+  track(child, dir);
   let spawnError: Error | undefined;
-  child.on('error', (err) => {
-    spawnError = err;
-  });
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      const t0 = Date.now();
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = await Promise.race([
-          exited(child).then(() => false),
-          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), 5000))),
-        ]);
-        clearTimeout(timer);
-        if (timedOut) {
-          child.kill('SIGKILL');
-          await exited(child);
-        }
-      }
-      running.delete(entry);
-      log(`Synapse at ${baseUrl} stopped in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-      if (process.env.MXS_SYNAPSE_KEEP === '1') log(`kept ${dir}`);
-      else rmSync(dir, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
+  child.on('error', (err) => (spawnError = err));
+  const stop = stopper(child, dir, `Synapse at ${baseUrl}`);
 
   const state = await waitUntilUp(baseUrl, child, 60_000);
   if (state !== 'up') {
@@ -631,20 +536,16 @@ async function startOnce(python: string, installed: string, opts: StartSynapseOp
     await stop();
     const what =
       state === 'exited'
-        ? `Synapse exited during startup (${spawnError ? spawnError.message : `code ${child.exitCode}, signal ${child.signalCode}`})`
+        ? `Synapse exited during startup (${spawnError?.message ?? `code ${child.exitCode}, signal ${child.signalCode}`})`
         : 'Synapse did not answer GET /_matrix/client/versions within 60s';
     throw new Error(`${what}; config ${configFile}\n${details}`);
   }
-  // The admin API answers e.g. "1.163.2 (b=main,f898ffe)" (build info of the wheel): keep the release only.
-  const version = ((await serverVersion(baseUrl)) ?? installed).split(' ')[0];
+  const version = (await serverVersion(baseUrl)) ?? installed;
   log(`Synapse ${version} up at ${baseUrl} in ${((Date.now() - started) / 1000).toFixed(1)}s (dir ${dir})`);
-
   return {
     baseUrl,
-    serverName: 'localhost',
     version,
     dir,
-    port,
     registrationSharedSecret: secret,
     logFile,
     registerUser: (user, password, o) => registerUserWithSecret(baseUrl, secret, user, password, o),
@@ -653,21 +554,196 @@ async function startOnce(python: string, installed: string, opts: StartSynapseOp
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// jest helpers
+// The OAuth homeserver: oidc-provider, then a Synapse delegating auth to it
 
-/** Why there is no shared test Synapse (set by globalSetup), or a default. */
-export function synapseSkipReason(): string {
-  if (process.env.MXS_TEST_SYNAPSE_SKIP_REASON) return process.env.MXS_TEST_SYNAPSE_SKIP_REASON;
-  if (process.env.MXS_TEST_SYNAPSE === '0') return 'Synapse tests disabled by MXS_TEST_SYNAPSE=0';
-  return 'no test Synapse was started (MXS_TEST_SYNAPSE_URL unset: is globalSetup test/support/global-setup.ts configured?)';
+/** What globalSetup hands to test files (oauth-homeserver.ts builds the full handle from it). */
+export interface OAuthHomeserver {
+  /** Synapse's base URL (`http://127.0.0.1:PORT`, no trailing slash). */
+  baseUrl: string;
+  /** The provider's issuer (`http://127.0.0.1:PORT`, no trailing slash). */
+  issuer: string;
+  synapseVersion: string;
+  /** msc3861.admin_token: a bearer token Synapse treats as an admin. */
+  adminToken: string;
+  /** Default access-token lifetime, seconds. */
+  accessTokenTTL: number;
+  stop(): Promise<void>;
+}
+
+/** Waits for one IPC message from the provider that satisfies `accept`, or its exit, or the timeout. */
+function nextMessage<T>(child: ChildProcess, accept: (m: unknown) => m is T, timeoutMs: number, what: string, logFile: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`oidc-provider did not ${what} within ${timeoutMs / 1000}s\n${readTail(logFile)}`)), timeoutMs);
+    const onMessage = (m: unknown): void => {
+      if (accept(m)) done(undefined, m);
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+      done(new Error(`oidc-provider exited (code ${code}, signal ${signal}) before it could ${what}\n${readTail(logFile)}`));
+    const onError = (err: Error): void => done(err);
+    function done(err?: Error, value?: T): void {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      child.off('error', onError);
+      if (err) reject(err);
+      else resolve(value as T);
+    }
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
+
+const hasKey =
+  <K extends string>(key: K) =>
+  (m: unknown): m is Record<K, unknown> & Record<string, unknown> =>
+    typeof m === 'object' && m !== null && key in m;
+
+interface ProviderProcess {
+  child: ChildProcess;
+  issuer: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/** Starts test/support/oauth-provider.mjs (its header says what it takes and answers). */
+async function startProvider(config: { adminToken: string; synapseClientId: string; synapseClientSecret: string; accessTokenTTL: number }): Promise<ProviderProcess> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mxs-oauth-provider-'));
+  const logFile = path.join(dir, 'provider.log');
+  const child = spawn(process.execPath, [path.join(repoRoot(), 'test', 'support', 'oauth-provider.mjs')], {
+    cwd: repoRoot(),
+    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    env: { ...process.env, MXS_OAUTH_PROVIDER_CONFIG: JSON.stringify({ ...config, logFile }) },
+  });
+  track(child, dir);
+  // Neither the child nor its IPC channel may keep the jest process alive; stop() and the exit hook end it.
+  child.unref();
+  child.channel?.unref();
+  const stop = stopper(child, dir, 'oidc-provider');
+  try {
+    const ready = await nextMessage(child, hasKey('ready'), 20_000, 'start', logFile);
+    if (!ready.ready || typeof ready.issuer !== 'string') throw new Error(`oidc-provider failed to start: ${String(ready.error)}\n${readTail(logFile)}`);
+    return { child, issuer: ready.issuer, logFile, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 /**
- * `describe` for suites that need the shared Synapse (MXS_TEST_SYNAPSE_URL). Without one: locally it warns and
- * skips the suite; under CI=true it registers a failing test stating why, so CI never passes by skipping.
+ * Starts oidc-provider, then Synapse SYNAPSE_OAUTH_PINNED_VERSION (installed when needed, ~40 s) delegating auth
+ * to it, then tells the provider where Synapse is (Synapse needs the issuer in its config before it starts).
  */
-export function describeWithSynapse(name: string, fn: () => void): void {
-  describeIfAvailable(name, 'a test Synapse', process.env.MXS_TEST_SYNAPSE_URL ? null : synapseSkipReason(), fn);
+export async function startOAuthHomeserver(accessTokenTTL = 6): Promise<OAuthHomeserver> {
+  const started = Date.now();
+  const adminToken = `mxs_admin_${randomBytes(24).toString('hex')}`;
+  const synapseClientId = 'synapse';
+  const synapseClientSecret = randomBytes(24).toString('hex');
+  const install = oauthSynapsePackage();
+
+  // The provider starts in well under a second, the venv may need installing first: both at once.
+  const [installed, providerStarted] = await Promise.allSettled([
+    ensureVenv(install),
+    startProvider({ adminToken, synapseClientId, synapseClientSecret, accessTokenTTL }),
+  ]);
+  if (installed.status === 'rejected' || providerStarted.status === 'rejected') {
+    if (providerStarted.status === 'fulfilled') await providerStarted.value.stop();
+    throw installed.status === 'rejected' ? installed.reason : (providerStarted as PromiseRejectedResult).reason;
+  }
+  const provider = providerStarted.value;
+  let synapse: SynapseHandle | undefined;
+  try {
+    synapse = await startSynapse({
+      install,
+      extraConfig: {
+        // msc3861 refuses to start with password login, registration or Synapse's own token lifetimes.
+        refreshable_access_token_lifetime: undefined,
+        refresh_token_lifetime: undefined,
+        password_config: { enabled: false },
+        enable_registration: false,
+        experimental_features: {
+          msc3861: {
+            enabled: true,
+            issuer: provider.issuer,
+            client_id: synapseClientId,
+            client_auth_method: 'client_secret_post',
+            client_secret: synapseClientSecret,
+            admin_token: adminToken,
+            account_management_url: `${provider.issuer}/account`,
+          },
+        },
+      },
+    });
+    provider.child.send({ synapseUrl: synapse.baseUrl });
+    await nextMessage(provider.child, hasKey('configured'), 10_000, 'take the Synapse URL', provider.logFile);
+  } catch (err) {
+    await synapse?.stop().catch(() => undefined);
+    await provider.stop();
+    throw err;
+  }
+  const { baseUrl, version } = synapse;
+  log(`OAuth homeserver up in ${((Date.now() - started) / 1000).toFixed(1)}s: Synapse ${version} at ${baseUrl}, issuer ${provider.issuer} (log ${provider.logFile})`);
+  const stopSynapse = synapse.stop;
+  let stopping: Promise<void> | undefined;
+  return {
+    baseUrl,
+    issuer: provider.issuer,
+    synapseVersion: version,
+    adminToken,
+    accessTokenTTL,
+    stop: () => (stopping ??= Promise.all([stopSynapse(), provider.stop()]).then(() => undefined)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Handing the servers to test files (jest workers inherit process.env from globalSetup)
+
+/** The env vars that hand the OAuth homeserver to test workers (read back by oauthHomeserverFromEnv). */
+export const OAUTH_ENV = {
+  url: 'MXS_TEST_OAUTH_URL',
+  issuer: 'MXS_TEST_OAUTH_ISSUER',
+  synapseVersion: 'MXS_TEST_OAUTH_SYNAPSE_VERSION',
+  adminToken: 'MXS_TEST_OAUTH_ADMIN_TOKEN',
+  /** Also read by globalSetup: the access-token lifetime to start with (seconds, default 6). */
+  accessTokenTTL: 'MXS_TEST_OAUTH_ACCESS_TOKEN_TTL',
+  skipReason: 'MXS_TEST_OAUTH_SKIP_REASON',
+} as const;
+
+export function synapseEnv(handle: SynapseHandle): Record<string, string> {
+  return {
+    MXS_TEST_SYNAPSE_URL: handle.baseUrl,
+    MXS_TEST_SYNAPSE_VERSION: handle.version,
+    MXS_TEST_SYNAPSE_SHARED_SECRET: handle.registrationSharedSecret,
+  };
+}
+
+export function oauthEnv(handle: OAuthHomeserver): Record<string, string> {
+  return {
+    [OAUTH_ENV.url]: handle.baseUrl,
+    [OAUTH_ENV.issuer]: handle.issuer,
+    [OAUTH_ENV.synapseVersion]: handle.synapseVersion,
+    [OAUTH_ENV.adminToken]: handle.adminToken,
+    [OAUTH_ENV.accessTokenTTL]: String(handle.accessTokenTTL),
+  };
+}
+
+const notStarted = (what: string, urlVar: string): string =>
+  `no ${what} was started (${urlVar} unset: is globalSetup test/support/global-setup.ts configured?)`;
+
+/** Why there is no shared test Synapse (set by globalSetup), or a default. */
+function synapseSkipReason(): string {
+  if (process.env.MXS_TEST_SYNAPSE_SKIP_REASON) return process.env.MXS_TEST_SYNAPSE_SKIP_REASON;
+  if (process.env.MXS_TEST_SYNAPSE === '0') return 'Synapse tests disabled by MXS_TEST_SYNAPSE=0';
+  return notStarted('test Synapse', 'MXS_TEST_SYNAPSE_URL');
+}
+
+/** Why there is no shared OAuth homeserver (set by globalSetup), or a default. */
+export function oauthSkipReason(): string {
+  const env = process.env;
+  if (env[OAUTH_ENV.skipReason]) return env[OAUTH_ENV.skipReason]!;
+  if (env.MXS_TEST_SYNAPSE === '0') return 'OAuth homeserver tests disabled by MXS_TEST_SYNAPSE=0';
+  if (env.MXS_TEST_OAUTH === '0') return 'OAuth homeserver tests disabled by MXS_TEST_OAUTH=0';
+  return notStarted('test OAuth homeserver', OAUTH_ENV.url);
 }
 
 /**
@@ -678,18 +754,21 @@ export function describeWithSynapse(name: string, fn: () => void): void {
 export function describeIfAvailable(name: string, what: string, missing: string | null, fn: () => void): void {
   if (missing === null) {
     describe(name, fn);
-    return;
-  }
-  if (process.env.CI === 'true') {
+  } else if (process.env.CI === 'true') {
     describe(name, () => {
       test(`needs ${what}`, () => {
-        throw new Error(`No ${what} under CI=true (a missing one must fail CI): ${missing}`);
+        throw new Error(`${missing} (under CI=true a missing piece fails the run)`);
       });
     });
-    return;
+  } else {
+    console.warn(`Skipping "${name}": ${missing}`);
+    describe.skip(name, fn);
   }
-  console.warn(`Skipping "${name}": ${missing}`);
-  describe.skip(name, fn);
+}
+
+/** `describe` for suites that need the shared Synapse (MXS_TEST_SYNAPSE_URL); see describeIfAvailable. */
+export function describeWithSynapse(name: string, fn: () => void): void {
+  describeIfAvailable(name, 'a test Synapse', process.env.MXS_TEST_SYNAPSE_URL ? null : synapseSkipReason(), fn);
 }
 
 /** The shared test server's base URL; throws when there is none (use inside describeWithSynapse). */

@@ -22,6 +22,14 @@ export const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
 export const HS = 'https://matrix.example.org';
 /** The OAuth issuer of OAuth unit tests (its endpoints are under it). */
 export const ISSUER = 'https://auth.example.org';
+/** What every OAuth unit test's issuer metadata says (a test adds what its case needs). */
+export const OAUTH_METADATA = {
+  issuer: `${ISSUER}/`,
+  authorization_endpoint: `${ISSUER}/authorize`,
+  token_endpoint: `${ISSUER}/oauth2/token`,
+  revocation_endpoint: `${ISSUER}/oauth2/revoke`,
+  registration_endpoint: `${ISSUER}/oauth2/registration`,
+};
 
 export interface TestClock {
   now(): number;
@@ -63,11 +71,8 @@ export interface UnitWorld {
 export interface MakeDepsOptions {
   /** Start of the clock (default T0). */
   now?: number;
-  /** deps.http.timeoutMs (default 5000). */
-  timeoutMs?: number;
   /** Replaces the in-memory keychain (e.g. one that throws). */
   keychain?: SecretStore;
-  lockWaitMs?: number;
 }
 
 export interface SeedOptions {
@@ -119,7 +124,7 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
     },
     clock: skew,
     http: {
-      timeoutMs: opts.timeoutMs ?? 5000,
+      timeoutMs: 5000,
       dispatcher: agent,
       now,
       sleep: async (ms) => {
@@ -131,7 +136,7 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
     },
     sessions,
     secretStores: { keychain, file: files },
-    lock: { path: paths.lock, waitMs: opts.lockWaitMs ?? 2000 },
+    lock: { path: paths.lock, waitMs: 2000 },
     notice: (m) => {
       notices.push(m);
     },
@@ -140,7 +145,7 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
     },
   };
 
-  const world: UnitWorld = {
+  return {
     deps,
     clock,
     sleeps,
@@ -200,7 +205,6 @@ export async function makeDeps(opts: MakeDepsOptions = {}): Promise<UnitWorld> {
       await rm(dir, { recursive: true, force: true });
     },
   };
-  return world;
 }
 
 /** JSON bodies parsed; form bodies (OAuth) as a plain object of their fields. */
@@ -210,13 +214,14 @@ function parseBody(body: unknown, contentType: string | undefined): unknown {
   return JSON.parse(body);
 }
 
+/** undici records headers as an object or as a flat [name, value, name, value, ...] array. */
 function lowerCaseHeaders(h: unknown): Record<string, string> {
   const out: Record<string, string> = {};
-  if (!h) return out;
-  const entries: [string, unknown][] = Array.isArray(h)
-    ? (h as string[]).reduce<[string, unknown][]>((acc, v, i, a) => (i % 2 === 0 ? [...acc, [v, a[i + 1]]] : acc), [])
-    : Object.entries(h as Record<string, unknown>);
-  for (const [k, v] of entries) out[k.toLowerCase()] = String(v);
+  if (Array.isArray(h)) {
+    for (let i = 0; i + 1 < h.length; i += 2) out[String(h[i]).toLowerCase()] = String(h[i + 1]);
+  } else {
+    for (const [k, v] of Object.entries((h ?? {}) as Record<string, unknown>)) out[k.toLowerCase()] = String(v);
+  }
   return out;
 }
 

@@ -1,21 +1,17 @@
 // `mxs login --client-credentials` (RFC 6749 §4.4) through the services: the grant, the secret stored
 // like a refresh token, the grant run again through the session core, logout, status, the file format.
 import { readFile } from 'node:fs/promises';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { loginService, type LoginInput } from '../../src/services/login.js';
 import { resolveApiPath } from '../../src/services/api.js';
 import { listDevicesService } from '../../src/services/devices.js';
 import { logoutService } from '../../src/services/logout.js';
 import { statusService } from '../../src/services/status.js';
 import { tokenService } from '../../src/services/tokens.js';
-import { HS, ISSUER, T0, hintText, makeDeps, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, hintText, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, worldPerTest, OAUTH_METADATA } from '../support/unit-deps.js';
 
 const META = {
-  issuer: `${ISSUER}/`,
-  authorization_endpoint: `${ISSUER}/authorize`,
-  token_endpoint: `${ISSUER}/oauth2/token`,
-  revocation_endpoint: `${ISSUER}/oauth2/revoke`,
-  registration_endpoint: `${ISSUER}/oauth2/registration`,
+  ...OAUTH_METADATA,
   grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
   token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
 };
@@ -24,12 +20,7 @@ const SECRET = 'sekr3t with space';
 const BASIC = `Basic ${Buffer.from(`01JCLIENT:${encodeURIComponent(SECRET).replace(/%20/g, '+')}`).toString('base64')}`;
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const input = (over: Partial<LoginInput> = {}): LoginInput => ({
   profile: 'ops',

@@ -1,11 +1,11 @@
 // `devices delete` where the client API cannot delete (Synapse delegating to the Matrix Authentication
 // Service: 404 M_UNRECOGNIZED): the account page's deep link per device (MSC4191), the wait until the
 // devices are gone, its bounds, Ctrl-C, the admin API's seam; and servers that can still delete.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import type { AdminBackend, AdminSession } from '../../src/services/admin/backend.js';
 import { adminDeviceDeletion, type DeletionPage } from '../../src/services/devices-account-page.js';
 import { DELETION_TIMING, deleteDevicesService, type DeleteInteraction } from '../../src/services/devices.js';
-import { HS, ISSUER, T0, hintText, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, hintText, rejectionOf, replyJson, type UnitWorld, worldPerTest, OAUTH_METADATA } from '../support/unit-deps.js';
 
 const DEVICES = '/_matrix/client/v3/devices';
 const DELETE = '/_matrix/client/v3/delete_devices';
@@ -13,11 +13,7 @@ const META_PATH = '/_matrix/client/v1/auth_metadata';
 const ME = '@alice:example.org';
 const UNRECOGNIZED = { errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' };
 const META = {
-  issuer: `${ISSUER}/`,
-  authorization_endpoint: `${ISSUER}/authorize`,
-  token_endpoint: `${ISSUER}/oauth2/token`,
-  revocation_endpoint: `${ISSUER}/oauth2/revoke`,
-  registration_endpoint: `${ISSUER}/oauth2/registration`,
+  ...OAUTH_METADATA,
   account_management_uri: `${ISSUER}/account/`,
   account_management_actions_supported: ['org.matrix.profile', 'org.matrix.devices_list', 'org.matrix.device_view', 'org.matrix.device_delete'],
   response_types_supported: ['code'],
@@ -27,12 +23,7 @@ const META = {
 };
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const device = (id: string) => ({ device_id: id, display_name: `${id} name`, last_seen_ts: T0 - 60_000, last_seen_ip: '203.0.113.7', user_id: ME });
 /** GET /devices answers, in order: each a list of device IDs (the seeded session runs on DEVICE1). */

@@ -13,7 +13,7 @@ import { doctorService, type DoctorDeps, type Finding } from '../../src/services
 import { me } from '../../src/store/lock-owner.js';
 import { doctorLines, doctorSummary } from '../../src/ui/doctor.js';
 import { NO_COLORS } from '../../src/ui/output.js';
-import { HS, ISSUER, T0, hintText, makeDeps, replyJson, replyVersions, UnusableKeychain, type UnitWorld } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, hintText, makeDeps, replyJson, replyVersions, UnusableKeychain, type UnitWorld, OAUTH_METADATA } from '../support/unit-deps.js';
 
 const WHOAMI = '/_matrix/client/v3/account/whoami';
 const DEVICE = '/_matrix/client/v3/devices/DEVICE1';
@@ -221,13 +221,7 @@ describe('discovery', () => {
 });
 
 describe('auth', () => {
-  const metadata = (issuer: string) => ({
-    issuer,
-    authorization_endpoint: `${ISSUER}/authorize`,
-    token_endpoint: `${ISSUER}/oauth2/token`,
-    revocation_endpoint: `${ISSUER}/oauth2/revoke`,
-    registration_endpoint: `${ISSUER}/oauth2/registration`,
-  });
+  const metadata = (issuer: string) => ({ ...OAUTH_METADATA, issuer });
 
   it('is skipped, as not applicable, for a password session', async () => {
     expect(await checkAuth(await seeded(), deps)).toMatchObject({ status: 'skipped', detail: 'Not applicable: a password session has no OAuth issuer.' });

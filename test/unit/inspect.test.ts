@@ -4,12 +4,12 @@
 // issued are inspected in test/integration/inspect.test.ts.
 import { randomBytes, randomInt } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { inspectCommand } from '../../src/cli/commands/inspect.js';
 import { masChecksum, synapseChecksum, tokenFingerprint, tokenFormat } from '../../src/matrix/token-formats.js';
 import { inspectService, storedTokens, tokenFromInput } from '../../src/services/inspect.js';
 import { runCommand } from '../support/run-command.js';
-import { HS, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, rejectionOf, replyJson, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 const DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -146,12 +146,7 @@ describe('tokenFromInput', () => {
 
 describe('inspectService', () => {
   let w: UnitWorld;
-  beforeEach(async () => {
-    w = await makeDeps();
-  });
-  afterEach(async () => {
-    await w.cleanup();
-  });
+  worldPerTest((made) => (w = made));
   const WHOAMI = '/_matrix/client/v3/account/whoami';
 
   it('offline: kind, checksum and fingerprint, and no owner fields at all', async () => {
@@ -209,12 +204,7 @@ describe('inspectService', () => {
 
 describe('mxs inspect (in-process)', () => {
   let w: UnitWorld;
-  beforeEach(async () => {
-    w = await makeDeps();
-  });
-  afterEach(async () => {
-    await w.cleanup();
-  });
+  worldPerTest((made) => (w = made));
   const env = () => ({ MXS_CONFIG_DIR: w.dir, MXS_STORAGE: 'file' });
 
   it('says what a piped token is, one block, and never prints it', async () => {

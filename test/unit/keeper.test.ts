@@ -1,23 +1,18 @@
 // The session keeper (src/services/keeper.ts), the one long-running holder of a session, used both ways:
 // asked for a token (`current`, as the proxy does) and refreshing by itself (`keepFresh`, as exec does).
 // The unit world's clock moves on at once with every wait; the refresh endpoint is an undici MockAgent.
-import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import type { MxsError } from '../../src/errors.js';
 import { RefreshUnavailable, SessionEnded, SessionKeeper, type KeeperOptions } from '../../src/services/keeper.js';
 import { loadSession } from '../../src/services/session.js';
-import { HS, T0, hintText, makeDeps, rejectionOf, replyJson, type UnitWorld } from '../support/unit-deps.js';
+import { HS, T0, hintText, rejectionOf, replyJson, type UnitWorld, worldPerTest } from '../support/unit-deps.js';
 
 const V3 = '/_matrix/client/v3/refresh';
 const SEC = 1000;
 const MIN = 60_000;
 
 let w: UnitWorld;
-beforeEach(async () => {
-  w = await makeDeps();
-});
-afterEach(async () => {
-  await w.cleanup();
-});
+worldPerTest((made) => (w = made));
 
 const notices: string[] = [];
 beforeEach(() => {

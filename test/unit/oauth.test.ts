@@ -9,16 +9,12 @@ import { loginService, type LoginInput, type LoginInteraction } from '../../src/
 import { logoutService } from '../../src/services/logout.js';
 import { statusService } from '../../src/services/status.js';
 import { refreshService, tokenService } from '../../src/services/tokens.js';
-import { HS, ISSUER, T0, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, hintText, worldPerTest } from '../support/unit-deps.js';
+import { HS, ISSUER, T0, rejectionOf, replyJson, replyJsonWith, replyVersions, type UnitWorld, hintText, worldPerTest, OAUTH_METADATA } from '../support/unit-deps.js';
 
 const META_PATH = '/_matrix/client/v1/auth_metadata';
 const UNSTABLE_META_PATH = '/_matrix/client/unstable/org.matrix.msc2965/auth_metadata';
 const META = {
-  issuer: `${ISSUER}/`,
-  authorization_endpoint: `${ISSUER}/authorize`,
-  token_endpoint: `${ISSUER}/oauth2/token`,
-  revocation_endpoint: `${ISSUER}/oauth2/revoke`,
-  registration_endpoint: `${ISSUER}/oauth2/registration`,
+  ...OAUTH_METADATA,
   device_authorization_endpoint: `${ISSUER}/oauth2/device`,
   account_management_uri: `${ISSUER}/account`,
   response_types_supported: ['code'],
