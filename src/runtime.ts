@@ -13,7 +13,12 @@ export interface RuntimeOptions {
   /** 'in-process': keytar in this process where that is safe (see src/store/keytar-direct.ts); default: a helper process. */
   keychain?: 'in-process' | undefined;
   /** The user's cancellation (Ctrl-C) for the whole run: every network exchange and wait ends with it. */
-  signal?: AbortSignal;
+  cancellation?: Cancellation | undefined;
+}
+
+/** A run's cancellation: its signal is read only when something can wait on it (made on first read). */
+export interface Cancellation {
+  readonly signal: AbortSignal;
 }
 
 const DEFAULT_KEYCHAIN_TIMEOUT_MS = 3000;
@@ -41,15 +46,18 @@ export function buildDeps(opts: RuntimeOptions): Deps {
   const keychainTimeout = Number(opts.env.MXS_KEYCHAIN_TIMEOUT_MS) || DEFAULT_KEYCHAIN_TIMEOUT_MS;
   const clock = { skewMs: null as number | null };
   const now = () => Date.now();
+  const cancelled = () => opts.cancellation?.signal;
   return {
     now,
-    sleep: (ms, signal) => abortableSleep(ms, signal ?? opts.signal),
+    sleep: (ms, signal) => abortableSleep(ms, signal ?? cancelled()),
     clock,
     http: {
       timeoutMs: opts.timeoutMs,
       now,
-      sleep: (ms) => abortableSleep(ms, opts.signal),
-      ...(opts.signal && { signal: opts.signal }),
+      sleep: (ms) => abortableSleep(ms, cancelled()),
+      get signal() {
+        return cancelled();
+      },
       // On a terminal, a wait of more than a moment is said (and cleared): silence looks like a hang.
       ...(opts.out.errorsInteractive && {
         onWaiting: (what: string) => {

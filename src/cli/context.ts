@@ -1,6 +1,6 @@
 import type { Hint } from '../errors.js';
 import type { StoragePreference } from '../model.js';
-import { buildDeps } from '../runtime.js';
+import { buildDeps, type Cancellation } from '../runtime.js';
 import type { Deps } from '../services/deps.js';
 import type { ConfigStore } from '../store/config.js';
 import { renderHint } from '../ui/hints.js';
@@ -43,13 +43,14 @@ export interface ContextOptions {
   /** 'in-process': keytar may run in this process (see src/store/keytar-direct.ts); else in a helper process. */
   keychain?: 'in-process' | undefined;
   /** The run's cancellation (src/cli/run.ts): the network layer and the command's own waits end with it. */
-  signal?: AbortSignal | undefined;
+  cancellation?: Cancellation | undefined;
 }
 
 /** Wires the services' dependencies for one invocation (shared by every front end). */
 export function commandContext(invocation: Invocation, io: ContextIO, opts: ContextOptions = {}): CommandContext {
   const { out, env } = io;
-  const deps = buildDeps({ env, timeoutMs: invocation.timeoutMs, verbose: invocation.verbose, out, keychain: opts.keychain, signal: opts.signal });
+  const deps = buildDeps({ env, timeoutMs: invocation.timeoutMs, verbose: invocation.verbose, out, keychain: opts.keychain, cancellation: opts.cancellation });
+  let never: AbortSignal | undefined;
   return {
     invocation,
     profile: invocation.profile,
@@ -60,7 +61,9 @@ export function commandContext(invocation: Invocation, io: ContextIO, opts: Cont
     env,
     stdin: io.stdin,
     host: io.host ?? {},
-    signal: opts.signal ?? new AbortController().signal,
+    get signal() {
+      return opts.cancellation?.signal ?? (never ??= new AbortController().signal);
+    },
     defaultProfile: () => invocation.config.defaultProfile() ?? 'default',
     hint: (hint) => renderHint(hint, invocation),
   };

@@ -1,7 +1,8 @@
 import { Args, Command, Flags, type Interfaces } from '@oclif/core';
 import { Output } from '../ui/output.js';
 import { GLOBAL_FLAGS, type ArgSpec, type CommandDefinition, type FlagSpec } from './command.js';
-import { isParseError, parseError, reportError } from './report-error.js';
+import { isParseError, parseError } from './parse-error.js';
+import { reportError } from './report-error.js';
 import { runDefinition, type ParsedInput } from './run.js';
 
 /**

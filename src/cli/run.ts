@@ -35,7 +35,7 @@ export async function runDefinition(command: CommandDefinition, parsed: ParsedIn
     const given = command.profileArg !== undefined ? (parsed.args[command.profileArg] as string) : flags.profile;
     const invocation = resolveInvocation({ ...flags, profile: given }, io.env);
     hints = invocation;
-    const ctx = commandContext(invocation, io, { keychain: command.keychain, signal: sigint?.signal });
+    const ctx = commandContext(invocation, io, { keychain: command.keychain, cancellation: sigint });
     const outcome = await command.run(ctx, { flags: parsed.flags, args: parsed.args, json, rest: parsed.rest ?? [] });
     present(command, ctx, outcome.result, json);
     return outcome.error ? reportAfterResult(outcome.error, io.out, hints) : outcome.exitCode;

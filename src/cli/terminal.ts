@@ -1,4 +1,5 @@
 import { cancelled } from '../errors.js';
+import type { Cancellation } from '../runtime.js';
 
 // Terminal helpers for commands that wait on the user: open a page in a browser, turn Ctrl-C into a
 // cancellation. Used by login and devices delete.
@@ -24,10 +25,20 @@ export async function openInBrowser(url: string, env: NodeJS.ProcessEnv): Promis
   }
 }
 
-/** Ctrl-C while a command waits on the user: aborts with a cancellation (exit 130) saying `what`. */
-export function cancelOnSigint(what: string): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSigint = () => controller.abort(cancelled(what));
+/**
+ * Ctrl-C while a command runs: aborts with a cancellation (exit 130) saying `what`. Ctrl-C is caught
+ * from the start; the AbortSignal itself is made when first asked for (by a network exchange or a
+ * wait), so a run that never waits (`mxs token` with a fresh token) does not load Node's AbortController.
+ */
+export function cancelOnSigint(what: string): Cancellation & { dispose(): void } {
+  let controller: AbortController | undefined;
+  const control = () => (controller ??= new AbortController());
+  const onSigint = () => control().abort(cancelled(what));
   process.once('SIGINT', onSigint);
-  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
+  return {
+    get signal() {
+      return control().signal;
+    },
+    dispose: () => process.off('SIGINT', onSigint),
+  };
 }

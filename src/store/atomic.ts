@@ -18,6 +18,13 @@ export const show = (p: string) => printable(p, { maxChars: 400 });
  */
 export function culpritIn(dir: string): { path: string; clause: string } | undefined {
   const abs = resolve(dir);
+  // The usual case, a directory that is there (a file in it is not: no config.json yet), costs one
+  // stat instead of one per component: every component of a path that resolves is a directory.
+  try {
+    if (statSync(abs).isDirectory()) return undefined;
+  } catch {
+    // find the component at fault below
+  }
   const { root } = parse(abs);
   let current = root;
   for (const part of abs.slice(root.length).split(sep).filter(Boolean)) {

@@ -161,6 +161,21 @@ it('covers every hot command of the fast path', () => {
   expect(Object.keys(cases).sort()).toEqual([...HOT_COMMANDS].sort());
 });
 
+// Start-up cost (docs/PERFORMANCE.md): on the happy path the fast path loads none of Node's modules for
+// sockets, streams or terminals, nor its AbortController (the run's cancellation makes one on first use).
+it.each([[['token']], [['status']], [['status', '--short']]])('%j on a valid session: the fast path loads no socket, stream, tty or AbortController module', async (args) => {
+  await valid();
+  const loads = join(probeDir, `loads-${Date.now()}-${Math.random()}.cjs`);
+  const list = `${loads}.json`;
+  await writeFile(loads, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, JSON.stringify(process.moduleLoadList)));\n`);
+  const r = await runMxs(args, { env: { ...home.env, MXS_PROFILE: undefined, NODE_OPTIONS: `--require ${loads}` } });
+  expect(r.code).toBe(0);
+  const loaded: string[] = JSON.parse(await readFile(list, 'utf8'));
+  expect(loaded).toContain('NativeModule fs');
+  const costly = ['net', 'stream', 'tty', 'internal/abort_controller'].map((m) => `NativeModule ${m}`);
+  expect(loaded.filter((m) => costly.includes(m))).toEqual([]);
+});
+
 describe.each(Object.keys(cases))('%s: the fast path and oclif give the same output', (id) => {
   it.each(cases[id]!)('%s', async (_name, setup, args, env, exitCode) => {
     await setup();
