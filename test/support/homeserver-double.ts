@@ -2,14 +2,12 @@
  * An in-process Matrix homeserver double for tests: plain `node:http` on 127.0.0.1, no dependencies.
  * This comment is the double's spec; test/unit/homeserver-double.test.ts checks every rule in it.
  *
- * LEGACY AUTH (the default). It follows what Synapse does, not only
- * what the spec says:
- * - `POST /login` (password and `m.login.token`), `GET /login`, `GET /versions`, `/.well-known` (404).
- *   `GET /_matrix/client/v1/auth_metadata` (and the unstable MSC2965 path) answer 404 M_UNRECOGNIZED.
+ * LEGACY AUTH (the default), as Synapse does it (not only as the spec says):
+ * - `GET /versions`; `/.well-known/matrix/client` 404; `GET /login` (flows), `POST /login` (password,
+ *   `m.login.token`); `GET /_matrix/client/v1/auth_metadata` (and the MSC2965 path) 404 M_UNRECOGNIZED.
  * - Refresh (`/v3/refresh` and `/r0/refresh`, or `/unstable/org.matrix.msc2918/refresh` and
  *   `/unstable/org.matrix.msc2918.refresh_token/refresh`, as `refreshPaths` says) with Synapse's
- *   rotation rules, from `AuthHandler.refresh_token` (synapse/handlers/auth.py) and
- *   `RegistrationWorkerStore.replace_refresh_token` (synapse/storage/databases/main/registration.py):
+ *   rotation rules (`AuthHandler.refresh_token`, `RegistrationWorkerStore.replace_refresh_token`):
  *   * refreshing RTn creates RTn+1/ATn+1 and records RTn+1 as RTn's successor;
  *   * refreshing RTn again while it is still valid deletes the earlier successor (and its access
  *     token) and answers 200 again: two racing refreshes both "win", the first winner's tokens die;
@@ -18,28 +16,23 @@
  *   * refreshing RTn+1 deletes RTn and ATn (Synapse keeps only the last two refresh tokens): RTn then
  *     answers 401 M_UNKNOWN_TOKEN "refresh token does not exist", not 403. So the old access token ATn
  *     keeps working until it expires or RTn+1 is refreshed.
- *   These rules and the error texts were checked against a real Synapse 1.163.2. (One Synapse quirk is
- *   not copied: its access-token cache keeps a deleted ATn working if it had been used before.)
- * - Authenticated endpoints: `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two
- *   accept an expired access token, as Synapse does).
+ *   Rules and error texts as a real Synapse 1.163.2 answered (not copied: its access-token cache keeps
+ *   a deleted ATn working if it had been used before).
+ * - `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two accept an expired token).
  *
  * OAUTH 2.0 (`oauth: {…}`): a homeserver that delegates auth to the Matrix Authentication Service
- * (MAS), with MAS on the same origin. Endpoints (issuer = `url + '/'`):
- *   `GET /_matrix/client/v1/auth_metadata`, `GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata`
- *   (also `/.well-known/openid-configuration`): RFC 8414 metadata naming the endpoints below;
- *   `POST /oauth2/registration` (RFC 7591), `POST /oauth2/device` (RFC 8628), `GET /authorize`,
- *   `POST /oauth2/token`, `POST /oauth2/revoke` (RFC 7009); `account_management_uri` is `/account/`,
- *   `verification_uri` is `/link` (neither is served).
- * - Registration (JSON body; 201 with `client_id`, a ULID, plus the metadata). Public clients only:
- *   `token_endpoint_auth_method` must be `none`. MAS's policy: `client_uri` required, https, no
- *   user/password, not localhost/loopback; `logo_uri`/`tos_uri`/`policy_uri` https on the client_uri's host
- *   or a subdomain. `grant_types` (default [authorization_code]) ⊆ {authorization_code, refresh_token,
- *   urn:ietf:params:oauth:grant-type:device_code}; `response_types` (default [code]) ⊆ {code}, and
- *   `code` ⟺ authorization_code (so a device-only client sends `response_types: []`). With
- *   authorization_code, `redirect_uris` is required: for `application_type: native`, http loopback
- *   (`127.0.0.1`, `[::1]`, `localhost`) WITHOUT a port, or a private-use reverse-DNS scheme; for `web`
- *   (the default), https on the client_uri's host. Errors: 400 `invalid_client_metadata` /
- *   `invalid_redirect_uri` (`{error, error_description}`).
+ * (MAS), with MAS on the same origin (issuer = `url + '/'`). `GET /_matrix/client/v1/auth_metadata`,
+ * the MSC2965 path and `/.well-known/openid-configuration` serve RFC 8414 metadata naming
+ * `POST /oauth2/registration`, `POST /oauth2/device`, `GET /authorize`, `POST /oauth2/token` and
+ * `POST /oauth2/revoke`; `account_management_uri` is `/account/`, `verification_uri` `/link` (not served).
+ * - Registration (JSON; 201 with `client_id`, a ULID, plus the metadata), for the public native clients
+ *   mxs registers: `token_endpoint_auth_method: none`, `application_type: native`; `client_uri` https,
+ *   no user/password, not localhost/loopback (MAS's policy). `grant_types` (default
+ *   [authorization_code]) ⊆ {authorization_code, refresh_token, urn:ietf:params:oauth:grant-type:device_code};
+ *   `response_types` (default [code]) ⊆ {code}, and `code` ⟺ authorization_code (so a device-only
+ *   client sends `[]`). With authorization_code, `redirect_uris` is required, each an http loopback
+ *   (`127.0.0.1`, `[::1]`, `localhost`) without a port or fragment. Anything else: 400
+ *   `invalid_client_metadata` / `invalid_redirect_uri` (`{error, error_description}`).
  * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
  *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
  *   else is `invalid_scope`. The device ID becomes the session's device.
@@ -57,9 +50,9 @@
  *   fast the polling. Controls: `approveDevice(userCode, localpart?)`, `denyDevice`, `expireDeviceCodes`,
  *   `deviceAuthorizations()`.
  * - Authorization code + PKCE: `GET /authorize?response_type=code&client_id&redirect_uri&scope&state
- *   &code_challenge&code_challenge_method=S256[&response_mode=query|fragment][&login_hint][&prompt]`.
- *   Unknown client, or a redirect_uri not registered: 400 JSON, no redirect. A loopback redirect_uri
- *   registered without a port matches any port (RFC 8252 §7.3). Otherwise 302 to redirect_uri with
+ *   &code_challenge&code_challenge_method=S256[&response_mode=query][&login_hint]`. Unknown client, a
+ *   missing or unregistered redirect_uri, or another response_mode: 400 JSON, no redirect. A loopback
+ *   redirect_uri registered without a port matches any port (RFC 8252 §7.3). Otherwise 302 to redirect_uri with
  *   `code`, `state` (when sent) and `iss` (RFC 9207) — or `error` (invalid_request for a missing or
  *   non-S256 PKCE challenge, unsupported_response_type, invalid_scope, unauthorized_client, or
  *   access_denied when the user denies). The "user" approves as `authorizeAs` (default the first user;
@@ -73,42 +66,36 @@
  *   RTn+1 is unused and ATn+1 was never used (the replay revokes that pair and issues a new one); after
  *   that, and for unknown, revoked, expired (`expireRefreshTokens`) or other-client tokens, 400
  *   invalid_grant — the session itself survives. Every attempt lands in `usedRefreshTokens`.
- * - Revocation (form token, token_type_hint, client_id): a live `mat_`/`mar_` token ends its whole
- *   session (both tokens) → 200; unknown, compat, expired access or consumed refresh tokens → 200 and
- *   nothing happens (MAS treats them as unknown: revoking only an EXPIRED access token does not end the
- *   session); another client's token → 400 unauthorized_client. Every call lands in `revocations`.
+ * - Revocation (form token, client_id): a live `mat_`/`mar_` token ends its whole session (both tokens)
+ *   → 200; unknown, compat, expired access or consumed refresh tokens → 200 and nothing happens (so
+ *   revoking only an EXPIRED access token does not end the session); another client's token → 400
+ *   unauthorized_client. Every call lands in `revocations`.
  * - Authenticated routes take OAuth (and compat) tokens; an unknown, revoked or expired one → 401
- *   M_UNKNOWN_TOKEN "Token is not active", soft_logout false (Synapse after MAS introspection).
- *   `POST /logout` ends the token's session (MAS's compat logout takes OAuth tokens too; it needs a
- *   live token, unlike Synapse). `POST /logout/all` ends all the user's sessions (a choice: mxs should
- *   never send it for OAuth). `POST /v3/delete_devices` and `DELETE /v3/devices/{id}` answer 401
- *   user-interactive auth `{flows: [{stages: ['m.oauth']}], params: {'m.oauth': {url}}, session}` with
- *   url = account_management_uri + `?action=org.matrix.device_delete&device_id=ID` (one device) or
- *   `?action=org.matrix.devices_list` (several); retried with `auth: {session}` after the devices are
- *   gone (`endSession(deviceId)` plays the account page), they answer 200 `{}`.
+ *   M_UNKNOWN_TOKEN "Token is not active", soft_logout false. `POST /logout` ends the token's session
+ *   (a live one only, unlike Synapse); `POST /logout/all` ends all the user's sessions (mxs should never
+ *   send it for OAuth). `POST /v3/delete_devices` answers 401 user-interactive auth `{flows: [{stages:
+ *   ['m.oauth']}], params: {'m.oauth': {url}}, session}` with url = account_management_uri +
+ *   `?action=org.matrix.device_delete&device_id=ID` (one device) or `?action=org.matrix.devices_list`;
+ *   retried with `auth: {session}` once the devices are gone (`endSession(deviceId)` plays the account
+ *   page), it answers 200 `{}`.
  * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED — unless
- *   `compat: true` (MAS's compatibility layer): then `GET /login` lists m.login.password,
- *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST
- *   /login` issues compat sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with
- *   `refresh_token: true`, no expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat
- *   tokens only, MAS's compat/refresh.rs way: the old access token expires at once, a consumed refresh
- *   token → 401 M_UNKNOWN_TOKEN (no replay grace), an OAuth or unknown token → 401 M_UNKNOWN_TOKEN.
- *   `refreshPaths` is ignored in OAuth mode.
+ *   `compat: true` (MAS's compatibility layer): `GET /login` lists m.login.password,
+ *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST /login` issues compat
+ *   sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with `refresh_token: true`, no
+ *   expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat tokens only, as MAS's
+ *   compat/refresh.rs: the old access token expires at once; a consumed refresh token, an OAuth or an
+ *   unknown one → 401 M_UNKNOWN_TOKEN (no replay grace). `refreshPaths` is ignored in OAuth mode.
  *
  * Every response has `Date` (skewable) and `Content-Type: application/json`; unknown paths answer
  * 404 M_UNRECOGNIZED, a known path with the wrong method 405 M_UNRECOGNIZED. `RecordedRequest.body`
- * is the parsed JSON, or for `application/x-www-form-urlencoded` the parsed form (an object), else the
- * raw text.
- *
+ * is the parsed JSON, or for `application/x-www-form-urlencoded` the parsed form, else the raw text.
  * Faults: `inject('POST /_matrix/client/v3/refresh', fault1, fault2)` queues faults for a route
- * (method + path without query; method `*` matches any method), OAuth routes included
- * (`inject('POST /oauth2/token', …)`). Each matching request consumes one.
+ * (method + path without query; method `*` matches any), OAuth routes included; each matching request
+ * consumes one.
  *
- * IMPORTANT for users: the double runs in the test's own event loop. Spawn the CLI with the async
- * `child_process.spawn` / `execFile` (or `util.promisify(execFile)`), never `spawnSync`/`execFileSync`/
- * `execSync`: a synchronous spawn blocks this process's event loop, so the double could not answer and
- * the CLI would time out. Always `await double.close()` (e.g. in `afterEach`); it destroys open
- * sockets, including ones held by `delayMs` faults, so jest does not hang.
+ * Spawn the CLI with the async `spawn`/`execFile`, never a synchronous spawn: the double runs in the
+ * test's own event loop and could not answer. Always `await double.close()`; it destroys open sockets,
+ * including ones held by `delayMs` faults, so jest does not hang.
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -210,9 +197,7 @@ export interface RegisteredClient {
   clientId: string;
   /** The registration request's metadata, as sent. */
   metadata: Record<string, unknown>;
-  applicationType: 'web' | 'native';
   grantTypes: string[];
-  responseTypes: string[];
   redirectUris: string[];
 }
 
@@ -244,7 +229,6 @@ export interface AuthorizationRequest {
 
 export interface Revocation {
   token: string | null;
-  tokenTypeHint: string | null;
   clientId: string | null;
   /** Whether a session was ended. */
   revoked: boolean;
@@ -430,7 +414,7 @@ interface DeviceGrant {
 interface AuthCodeGrant {
   code: string;
   clientId: string;
-  /** The redirect_uri sent to /authorize (null when it was left out and the only registered one was used). */
+  /** The redirect_uri sent to /authorize. */
   redirectUriSent: string | null;
   scope: string;
   deviceId: string;
@@ -443,14 +427,7 @@ const API_SCOPE = 'urn:matrix:client:api:*';
 const DEVICE_SCOPE_PREFIX = 'urn:matrix:client:device:';
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT];
-const ACCOUNT_ACTIONS = [
-  'org.matrix.profile',
-  'org.matrix.devices_list',
-  'org.matrix.device_view',
-  'org.matrix.device_delete',
-  'org.matrix.account_deactivate',
-  'org.matrix.cross_signing_reset',
-];
+const ACCOUNT_ACTIONS = ['org.matrix.profile', 'org.matrix.devices_list', 'org.matrix.device_view', 'org.matrix.device_delete', 'org.matrix.account_deactivate', 'org.matrix.cross_signing_reset'];
 
 /** MSC2967: `urn:matrix:client:api:*` plus exactly one device scope; returns the device ID. */
 function checkScope(scope: string | null): { scope: string; deviceId: string } {
@@ -487,16 +464,6 @@ function isPortlessLoopback(raw: string): boolean {
     // WHATWG URL drops ':80', so look at the raw text too.
     /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw)
   );
-}
-
-/** A private-use URI scheme in reverse-DNS form (RFC 8252 §7.1), e.g. `org.example.app:/cb`. */
-function isPrivateUseScheme(raw: string): boolean {
-  const u = parseUrl(raw);
-  return u !== null && /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+:$/i.test(u.protocol);
-}
-
-function sameSiteOrSubdomain(host: string, clientHost: string): boolean {
-  return host === clientHost || host.endsWith(`.${clientHost}`);
 }
 
 function isLoopbackHost(hostname: string): boolean {
@@ -541,6 +508,10 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+function stringList(v: unknown): string[] | null {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
+}
+
 /** Synapse's `parse_json_object_from_request`. */
 function parseJsonObject(raw: string): Record<string, unknown> {
   let parsed: unknown;
@@ -561,13 +532,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const loginTokens = new Map(Object.entries(opts.loginTokens ?? {}));
   const oauth = opts.oauth ?? null;
   const compat = oauth?.compat ?? false;
-  const wholeSeconds = (name: string, v: number | undefined, dflt: number): number => {
-    if (v === undefined) return dflt;
-    if (!Number.isInteger(v) || v < 0) throw new Error(`startHomeserverDouble: oauth.${name} must be a whole number of seconds >= 0, got ${v}`);
-    return v;
-  };
-  const oauthAccessLifetimeSec = wholeSeconds('accessTokenLifetimeSec', oauth?.accessTokenLifetimeSec, 300);
-  const deviceIntervalSec = wholeSeconds('deviceIntervalSec', oauth?.deviceIntervalSec, 5);
+  const oauthAccessLifetimeSec = oauth?.accessTokenLifetimeSec ?? 300;
+  const deviceIntervalSec = oauth?.deviceIntervalSec ?? 5;
   const deviceCodeLifetimeSec = 1200;
   const checkLocalpart = (localpart: string | null): string | null => {
     if (localpart !== null && !(localpart in users)) throw new Error(`homeserver double: unknown user ${JSON.stringify(localpart)}`);
@@ -836,12 +802,9 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       device_authorization_endpoint: `${baseUrl}/oauth2/device`,
       account_management_uri: accountManagementUri(),
       account_management_actions_supported: ACCOUNT_ACTIONS,
-      response_types_supported: ['code'],
       grant_types_supported: GRANT_TYPES,
-      response_modes_supported: ['query', 'fragment'],
       code_challenge_methods_supported: ['S256'],
       token_endpoint_auth_methods_supported: ['none'],
-      revocation_endpoint_auth_methods_supported: ['none'],
       authorization_response_iss_parameter_supported: true,
     });
 
@@ -927,89 +890,47 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return session;
   }
 
-  /** MAS `oauth2/registration.rs` + its client-registration policy; public clients only. */
+  /** MAS `oauth2/registration.rs` + its client-registration policy, for the public native clients mxs registers. */
   const registerClient: Handler = (ctx) => {
-    let parsed: unknown;
+    let meta: unknown;
     try {
-      parsed = JSON.parse(ctx.rawBody);
+      meta = JSON.parse(ctx.rawBody);
     } catch {
       throw new OAuthError(400, 'invalid_client_metadata', 'The body is not JSON');
     }
-    if (!isPlainObject(parsed)) throw new OAuthError(400, 'invalid_client_metadata', 'The body must be a JSON object');
-    const meta = parsed;
+    if (!isPlainObject(meta)) throw new OAuthError(400, 'invalid_client_metadata', 'The body must be a JSON object');
     const bad = (d: string) => new OAuthError(400, 'invalid_client_metadata', d);
     const badRedirect = (d: string) => new OAuthError(400, 'invalid_redirect_uri', d);
-    const optString = (k: string): string | undefined => {
-      const v = meta[k];
-      if (v === undefined) return undefined;
-      if (typeof v !== 'string') throw bad(`${k} must be a string`);
-      return v;
-    };
-    const optStrings = (k: string): string[] | undefined => {
-      const v = meta[k];
-      if (v === undefined) return undefined;
+    const strings = (k: string, dflt: string[]): string[] => {
+      const v = meta[k] ?? dflt;
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad(`${k} must be an array of strings`);
       return v as string[];
     };
 
-    const clientUriRaw = optString('client_uri');
-    if (clientUriRaw === undefined) throw bad('missing client_uri');
-    const clientUri = parseUrl(clientUriRaw);
-    if (!clientUri) throw bad('invalid client_uri');
+    const clientUri = typeof meta.client_uri === 'string' ? parseUrl(meta.client_uri) : null;
+    if (!clientUri) throw bad('missing or invalid client_uri');
     if (clientUri.protocol !== 'https:') throw bad('client_uri must use https');
     if (clientUri.username !== '' || clientUri.password !== '') throw bad('client_uri must not contain a user or password');
     if (isLoopbackHost(clientUri.hostname)) throw bad('client_uri must not be localhost');
-    for (const k of ['logo_uri', 'tos_uri', 'policy_uri']) {
-      const raw = optString(k);
-      if (raw === undefined) continue;
-      const u = parseUrl(raw);
-      if (!u || u.protocol !== 'https:') throw bad(`${k} must be an https URL`);
-      if (!sameSiteOrSubdomain(u.hostname, clientUri.hostname)) throw bad(`${k} must be on the client_uri's host or a subdomain of it`);
-    }
-    const authMethod = optString('token_endpoint_auth_method');
-    if (authMethod !== 'none') {
-      throw bad(`token_endpoint_auth_method must be none (public clients only), got ${authMethod ?? 'nothing (client_secret_basic)'}`);
-    }
-    const applicationType = optString('application_type') ?? 'web';
-    if (applicationType !== 'web' && applicationType !== 'native') throw bad('application_type must be web or native');
-    const grantTypes = optStrings('grant_types') ?? ['authorization_code'];
+    if (meta.token_endpoint_auth_method !== 'none') throw bad('token_endpoint_auth_method must be none (public clients only)');
+    if (meta.application_type !== 'native') throw bad('application_type must be native');
+    const grantTypes = strings('grant_types', ['authorization_code']);
     for (const g of grantTypes) if (!GRANT_TYPES.includes(g)) throw bad(`unsupported grant type ${g}`);
-    const responseTypes = optStrings('response_types') ?? ['code'];
+    const responseTypes = strings('response_types', ['code']);
     for (const r of responseTypes) if (r !== 'code') throw bad(`unsupported response type ${r}`);
     const authCode = grantTypes.includes('authorization_code');
-    if (responseTypes.includes('code') && !authCode) throw bad('response type code needs the authorization_code grant type');
-    if (authCode && !responseTypes.includes('code')) throw bad('the authorization_code grant type needs response type code');
-    const redirectUris = optStrings('redirect_uris') ?? [];
+    if (responseTypes.includes('code') !== authCode) throw bad('response type code goes with the authorization_code grant type, and only with it');
+    const redirectUris = strings('redirect_uris', []);
     if (authCode && redirectUris.length === 0) throw badRedirect('redirect_uris is required for the authorization_code grant type');
     for (const raw of redirectUris) {
-      const u = parseUrl(raw);
-      if (!u) throw badRedirect(`invalid redirect URI ${raw}`);
-      if (raw.includes('#')) throw badRedirect(`redirect URI ${raw} must not have a fragment`);
-      if (applicationType === 'native') {
-        const reverseDns = isPrivateUseScheme(raw) && sameSiteOrSubdomain(u.protocol.slice(0, -1).split('.').reverse().join('.'), clientUri.hostname);
-        if (!isPortlessLoopback(raw) && !reverseDns) {
-          throw badRedirect(`native redirect URI ${raw} must be http://127.0.0.1/, http://[::1]/ or http://localhost/ without a port, or a private-use scheme matching client_uri`);
-        }
-      } else if (u.protocol !== 'https:' || !sameSiteOrSubdomain(u.hostname, clientUri.hostname)) {
-        throw badRedirect(`web redirect URI ${raw} must be https on the client_uri's host`);
+      if (!isPortlessLoopback(raw) || raw.includes('#')) {
+        throw badRedirect(`redirect URI ${raw} must be http://127.0.0.1/, http://[::1]/ or http://localhost/ without a port or fragment`);
       }
     }
     const clientId = `01${randomLetters(24, ULID_ALPHABET)}`;
-    clients.set(clientId, { clientId, metadata: meta, applicationType, grantTypes, responseTypes, redirectUris });
-    return {
-      status: 201,
-      json: {
-        ...meta,
-        client_id: clientId,
-        client_id_issued_at: Math.floor(now() / 1000),
-        application_type: applicationType,
-        grant_types: grantTypes,
-        response_types: responseTypes,
-        redirect_uris: redirectUris,
-        token_endpoint_auth_method: 'none',
-      },
-      headers: NO_STORE,
-    };
+    clients.set(clientId, { clientId, metadata: meta, grantTypes, redirectUris });
+    const json = { ...meta, client_id: clientId, client_id_issued_at: Math.floor(now() / 1000), grant_types: grantTypes, response_types: responseTypes, redirect_uris: redirectUris };
+    return { status: 201, json, headers: NO_STORE };
   };
 
   /** RFC 8628 §3.1-3.2, as MAS answers. */
@@ -1060,32 +981,19 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     // Errors before the redirect URI is trusted are shown to the user, never redirected (§4.1.2.1).
     const client = clients.get(record.clientId ?? '');
     if (!client) throw new OAuthError(400, 'invalid_client', 'Unknown client_id');
-    let redirectUri: string;
-    if (record.redirectUri === null) {
-      if (client.redirectUris.length !== 1) throw new OAuthError(400, 'invalid_request', 'redirect_uri is required');
-      redirectUri = client.redirectUris[0];
-    } else {
-      if (!client.redirectUris.some((r) => redirectMatches(record.redirectUri!, r))) {
-        throw new OAuthError(400, 'invalid_request', 'redirect_uri is not registered for this client');
-      }
-      redirectUri = record.redirectUri;
+    const redirectUri = record.redirectUri;
+    if (redirectUri === null || !client.redirectUris.some((r) => redirectMatches(redirectUri, r))) {
+      throw new OAuthError(400, 'invalid_request', 'redirect_uri is missing or not registered for this client');
     }
     const responseMode = get('response_mode') ?? 'query';
-    if (responseMode !== 'query' && responseMode !== 'fragment') throw new OAuthError(400, 'invalid_request', `Unsupported response_mode ${responseMode}`);
+    if (responseMode !== 'query') throw new OAuthError(400, 'invalid_request', `Unsupported response_mode ${responseMode}`);
 
     const redirect = (params: Record<string, string>): Answer => {
-      const out = new URLSearchParams(params);
-      if (record.state !== null) out.set('state', record.state);
-      out.set('iss', issuer());
-      let location: string;
-      if (responseMode === 'fragment') {
-        location = `${redirectUri}#${out}`;
-      } else {
-        const u = new URL(redirectUri);
-        for (const [k, v] of out) u.searchParams.append(k, v);
-        location = u.toString();
-      }
-      return { status: 302, json: {}, headers: { Location: location } };
+      const location = new URL(redirectUri);
+      for (const [k, v] of Object.entries(params)) location.searchParams.append(k, v);
+      if (record.state !== null) location.searchParams.append('state', record.state);
+      location.searchParams.append('iss', issuer());
+      return { status: 302, json: {}, headers: { Location: location.toString() } };
     };
     const fail = (error: string, description: string): Answer => {
       record.outcome = error;
@@ -1211,7 +1119,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const form = parseForm(ctx);
     const record: Revocation = {
       token: form.get('token') ?? null,
-      tokenTypeHint: form.get('token_type_hint') ?? null,
       clientId: form.get('client_id') ?? null,
       revoked: false,
     };
@@ -1243,8 +1150,11 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok({});
   };
 
-  /** Synapse on MAS: device deletion is user-interactive auth with the `m.oauth` stage (spec v1.17). */
-  function deviceDeletion(ctx: RequestContext, devices: string[], body: Record<string, unknown>): Answer {
+  /** Synapse on MAS: `POST /delete_devices` is user-interactive auth with the `m.oauth` stage (spec v1.17). */
+  const deleteDevicesRoute: Handler = (ctx) => {
+    const body = parseJsonObject(ctx.rawBody);
+    const devices = stringList(body.devices);
+    if (devices === null) throw new MatrixError(400, 'M_BAD_JSON', 'devices must be a list of strings');
     const { userId } = authenticateMas(ctx);
     const auth = body.auth;
     let sessionId: string | null = null;
@@ -1265,19 +1175,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
         ? `${accountManagementUri()}?action=org.matrix.device_delete&device_id=${encodeURIComponent(devices[0])}`
         : `${accountManagementUri()}?action=org.matrix.devices_list`;
     return { status: 401, json: { flows: [{ stages: ['m.oauth'] }], params: { 'm.oauth': { url } }, session: sessionId } };
-  }
-
-  const deleteDevicesRoute: Handler = (ctx) => {
-    const body = parseJsonObject(ctx.rawBody);
-    const devices = body.devices;
-    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) throw new MatrixError(400, 'M_BAD_JSON', 'devices must be a list of strings');
-    return deviceDeletion(ctx, devices as string[], body);
-  };
-
-  const deleteDeviceRoute: Handler = (ctx) => {
-    const deviceId = decodeURIComponent(/\/devices\/([^/]+)$/.exec(ctx.pathname)![1]);
-    const body = ctx.rawBody === '' ? {} : parseJsonObject(ctx.rawBody);
-    return deviceDeletion(ctx, [deviceId], body);
   };
 
   const compatLoginFlows: Handler = () => {
@@ -1356,7 +1253,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout } },
       { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogoutAll } },
       { pattern: client('v3', 'delete_devices'), methods: { POST: deleteDevicesRoute } },
-      { pattern: client('r0|v3', 'devices/[^/]+'), methods: { DELETE: deleteDeviceRoute } },
     );
     if (compat) {
       routes.push(
@@ -1455,10 +1351,10 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const legacyDeleteDevices: Handler = (ctx) => {
     const requester = authenticate(ctx);
     const body = parseJsonObject(ctx.rawBody);
-    const devices = body.devices;
+    const devices = stringList(body.devices);
     const attempt: DeviceDeletionAttempt = { devices: [], auth: body.auth, outcome: 'challenged' };
     deviceDeletions.push(attempt);
-    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) {
+    if (devices === null) {
       attempt.outcome = 'rejected';
       throw new MatrixError(400, 'M_BAD_JSON', 'devices: value is not a valid list of strings');
     }
@@ -1488,7 +1384,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       attempt.outcome = 'rejected';
       throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid auth');
     }
-    for (const deviceId of devices as string[]) deleteDevices(requester.userId, deviceId);
+    for (const deviceId of devices) deleteDevices(requester.userId, deviceId);
     attempt.outcome = 'deleted';
     return ok({});
   };

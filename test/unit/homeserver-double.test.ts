@@ -552,12 +552,9 @@ describe('OAuth discovery (auth_metadata)', () => {
           'org.matrix.account_deactivate',
           'org.matrix.cross_signing_reset',
         ],
-        response_types_supported: ['code'],
         grant_types_supported: ['authorization_code', 'refresh_token', DEVICE_GRANT],
-        response_modes_supported: ['query', 'fragment'],
         code_challenge_methods_supported: ['S256'],
         token_endpoint_auth_methods_supported: ['none'],
-        revocation_endpoint_auth_methods_supported: ['none'],
         authorization_response_iss_parameter_supported: true,
       });
     },
@@ -570,13 +567,6 @@ describe('OAuth discovery (auth_metadata)', () => {
     expect(() => double.denyDevice('ABCDEF')).toThrow(/oauth option/);
     expect(() => double.expireDeviceCodes()).toThrow(/oauth option/);
   });
-
-  it.each([['accessTokenLifetimeSec', 1.5], ['deviceIntervalSec', -1], ['deviceIntervalSec', Number.NaN]])(
-    'rejects a bad oauth.%s (%p)',
-    async (name, value) => {
-      await expect(startHomeserverDouble({ oauth: { [name]: value } })).rejects.toThrow(/whole number of seconds/);
-    },
-  );
 });
 
 describe('OAuth client registration (RFC 7591, MAS policy)', () => {
@@ -584,15 +574,12 @@ describe('OAuth client registration (RFC 7591, MAS policy)', () => {
     ['a native authorization-code client (loopback redirect without port)', CODE_CLIENT],
     ['a device-only client (response_types [])', DEVICE_CLIENT],
     ['a [::1] and a localhost redirect', { ...CODE_CLIENT, redirect_uris: ['http://[::1]/cb', 'http://localhost/cb?x=1'] }],
-    ['a private-use reverse-DNS scheme', { ...CODE_CLIENT, redirect_uris: ['org.example.mxs:/callback'] }],
-    ['a web client with an https redirect on its host', { ...CODE_CLIENT, application_type: 'web', redirect_uris: ['https://app.mxs.example.org/cb'] }],
-    ['https logo/tos/policy URIs on the client host', { ...CODE_CLIENT, logo_uri: 'https://mxs.example.org/logo.png', tos_uri: 'https://docs.mxs.example.org/tos' }],
   ])('registers %s: 201 with a client_id and the metadata', async (_name, meta) => {
     const double = await start({ oauth: {} });
     const r = await call('POST', '/oauth2/registration', { body: meta });
     expect(r.status).toBe(201);
     expect(r.json.client_id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
-    expect(r.json).toMatchObject({ ...meta, token_endpoint_auth_method: 'none' });
+    expect(r.json).toMatchObject(meta);
     expect(double.clients()).toEqual([expect.objectContaining({ clientId: r.json.client_id, metadata: meta, grantTypes: meta.grant_types })]);
   });
 
@@ -605,20 +592,20 @@ describe('OAuth client registration (RFC 7591, MAS policy)', () => {
     ['client_uri with a user', 'invalid_client_metadata', { ...CODE_CLIENT, client_uri: 'https://me:pw@mxs.example.org/' }],
     ['token_endpoint_auth_method missing', 'invalid_client_metadata', without('token_endpoint_auth_method')],
     ['token_endpoint_auth_method client_secret_post', 'invalid_client_metadata', { ...CODE_CLIENT, token_endpoint_auth_method: 'client_secret_post' }],
-    ['logo_uri on another host', 'invalid_client_metadata', { ...CODE_CLIENT, logo_uri: 'https://evil.example.com/logo.png' }],
     ['an unknown grant type', 'invalid_client_metadata', { ...CODE_CLIENT, grant_types: ['password'] }],
     ['device-only without response_types (defaults to code)', 'invalid_client_metadata', Object.fromEntries(Object.entries(DEVICE_CLIENT).filter(([k]) => k !== 'response_types'))],
     ['authorization_code without response type code', 'invalid_client_metadata', { ...CODE_CLIENT, response_types: [] }],
     ['grant_types not a list', 'invalid_client_metadata', { ...CODE_CLIENT, grant_types: 'authorization_code' }],
     ['a bad application_type', 'invalid_client_metadata', { ...CODE_CLIENT, application_type: 'desktop' }],
+    ['a web client', 'invalid_client_metadata', { ...CODE_CLIENT, application_type: 'web' }],
+    ['no application_type (web)', 'invalid_client_metadata', without('application_type')],
     ['authorization_code without redirect_uris', 'invalid_redirect_uri', without('redirect_uris')],
     ['a loopback redirect with a port', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1:8080/callback'] }],
     ['a loopback redirect with port 80 spelled out', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1:80/callback'] }],
     ['a native https redirect', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['https://mxs.example.org/callback'] }],
     ['an https loopback redirect', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['https://127.0.0.1/callback'] }],
-    ['a private-use scheme not matching client_uri', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['com.evil.app:/cb'] }],
+    ['a private-use scheme', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['org.example.mxs:/callback'] }],
     ['a redirect with a fragment', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1/cb#x'] }],
-    ['a web redirect on another host', 'invalid_redirect_uri', { ...CODE_CLIENT, application_type: 'web', redirect_uris: ['https://evil.example.com/cb'] }],
   ])('refuses %s: 400 %s', async (_name, error, meta) => {
     const double = await start({ oauth: {} });
     const r = await call('POST', '/oauth2/registration', { body: meta });
@@ -813,37 +800,19 @@ describe('OAuth authorization code grant with PKCE', () => {
     expect((await whoami(t.json.access_token)).json).toEqual({ user_id: '@alice:localhost', device_id: 'CODEDEVICE1', is_guest: false });
   });
 
-  it('response_mode=fragment puts the answer in the fragment', async () => {
-    await start({ oauth: {} });
-    const clientId = await register(CODE_CLIENT);
-    const a = await authorize(authorizeParams(clientId, pkce().challenge, { response_mode: 'fragment' }));
-    expect(a.status).toBe(302);
-    const [before, fragment] = a.location!.split('#');
-    expect(before).toBe('http://127.0.0.1:43123/callback');
-    expect(new URLSearchParams(fragment).get('state')).toBe('state-123');
-    expect(new URLSearchParams(fragment).get('code')).toMatch(/^[A-Za-z0-9]{32}$/);
-  });
-
-  it('redirect_uri may be left out when exactly one is registered', async () => {
-    await start({ oauth: {} });
-    const clientId = await register(CODE_CLIENT);
-    const params = authorizeParams(clientId, pkce().challenge);
-    delete (params as Partial<typeof params>).redirect_uri;
-    const a = await authorize(params);
-    expect(a.status).toBe(302);
-    expect(a.location).toMatch(/^http:\/\/127\.0\.0\.1\/callback\?code=/);
-  });
-
   it.each([
     ['an unknown client', { client_id: 'nope' }, 'invalid_client'],
     ['an unregistered redirect path', { redirect_uri: 'http://127.0.0.1:43123/other' }, 'invalid_request'],
     ['an unregistered redirect host', { redirect_uri: 'http://localhost:43123/callback' }, 'invalid_request'],
     ['an https loopback redirect', { redirect_uri: 'https://127.0.0.1:43123/callback' }, 'invalid_request'],
-    ['a bad response_mode', { response_mode: 'form_post' }, 'invalid_request'],
+    ['no redirect_uri', { redirect_uri: '' }, 'invalid_request'],
+    ['response_mode=fragment', { response_mode: 'fragment' }, 'invalid_request'],
   ])('%s: 400 JSON, no redirect', async (_name, extra, error) => {
     const double = await start({ oauth: {} });
     const clientId = await register(CODE_CLIENT);
-    const a = await authorize(authorizeParams(clientId, pkce().challenge, extra));
+    const params = authorizeParams(clientId, pkce().challenge, extra);
+    if (params.redirect_uri === '') delete params.redirect_uri;
+    const a = await authorize(params);
     expect(a.status).toBe(400);
     expect(a.location).toBeNull();
     expect(a.json.error).toBe(error);
@@ -1056,7 +1025,7 @@ describe('OAuth revocation (RFC 7009, as MAS does it)', () => {
     expect((await whoami(t.access_token)).status).toBe(401);
     expect((await oauthRefresh(t.refresh_token, clientId)).json.error).toBe('invalid_grant');
     expect(double.sessions()).toEqual([]);
-    expect(double.revocations).toEqual([{ token, tokenTypeHint: which, clientId, revoked: true }]);
+    expect(double.revocations).toEqual([{ token, clientId, revoked: true }]);
   });
 
   it.each([
@@ -1073,7 +1042,7 @@ describe('OAuth revocation (RFC 7009, as MAS does it)', () => {
     expect(r.status).toBe(200);
     expect(double.sessions()).toEqual(before);
     expect(double.sessions()).toHaveLength(1);
-    expect(double.revocations).toEqual([{ token, tokenTypeHint: null, clientId, revoked: false }]);
+    expect(double.revocations).toEqual([{ token, clientId, revoked: false }]);
   });
 
   it("another client's token → 400 unauthorized_client; an unknown client → 401 invalid_client; no token → 400", async () => {
@@ -1221,7 +1190,6 @@ describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
 
 describe('OAuth device deletion (user-interactive auth, m.oauth stage)', () => {
   it.each([
-    ['DELETE /devices/{id}', 'DELETE', '/_matrix/client/v3/devices/DEVICEBBBB2', {}, 'action=org.matrix.device_delete&device_id=DEVICEBBBB2'],
     ['POST /delete_devices, one device', 'POST', '/_matrix/client/v3/delete_devices', { devices: ['DEVICEBBBB2'] }, 'action=org.matrix.device_delete&device_id=DEVICEBBBB2'],
     ['POST /delete_devices, two devices', 'POST', '/_matrix/client/v3/delete_devices', { devices: ['DEVICEBBBB2', 'DEVICECCCC3'] }, 'action=org.matrix.devices_list'],
   ])('%s: 401 with flows [m.oauth] and the account-management URL; 200 once the devices are gone', async (_name, method, path, body, query) => {
