@@ -78,13 +78,11 @@
  *   `?action=org.matrix.device_delete&device_id=ID` (one device) or `?action=org.matrix.devices_list`;
  *   retried with `auth: {session}` once the devices are gone (`endSession(deviceId)` plays the account
  *   page), it answers 200 `{}`.
- * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED — unless
- *   `compat: true` (MAS's compatibility layer): `GET /login` lists m.login.password,
+ * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED (`refreshPaths` is
+ *   ignored) — unless `compat: true` (MAS's compatibility layer): `GET /login` lists m.login.password,
  *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST /login` issues compat
  *   sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with `refresh_token: true`, no
- *   expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat tokens only, as MAS's
- *   compat/refresh.rs: the old access token expires at once; a consumed refresh token, an OAuth or an
- *   unknown one → 401 M_UNKNOWN_TOKEN (no replay grace). `refreshPaths` is ignored in OAuth mode.
+ *   expiry without). MAS's compat refresh is not modelled (no mxs test refreshes a compat session).
  *
  * Every response has `Date` (skewable) and `Content-Type: application/json`; unknown paths answer
  * 404 M_UNRECOGNIZED, a known path with the wrong method 405 M_UNRECOGNIZED. `RecordedRequest.body`
@@ -135,7 +133,7 @@ export interface DoubleExtension {
 }
 
 export interface OAuthOptions {
-  /** MAS's compatibility layer: `POST /login` (compat sessions) and `/v3/refresh` for compat tokens. Default false. */
+  /** MAS's compatibility layer: `GET`/`POST /login` (compat sessions). Default false. */
   compat?: boolean;
   /** `expires_in` of OAuth access tokens (and compat ones issued with a refresh token), whole seconds ≥ 0. Default 300 (MAS). */
   accessTokenLifetimeSec?: number;
@@ -177,8 +175,6 @@ export interface RecordedRequest {
 }
 
 export interface DoubleSession {
-  /** 'synapse' (legacy login), 'oauth' (an OAuth 2.0 grant) or 'compat' (MAS compat login). */
-  kind: 'synapse' | 'oauth' | 'compat';
   deviceId: string;
   userId: string;
   accessToken: string;
@@ -187,10 +183,6 @@ export interface DoubleSession {
   expiresAt: number | null;
   /** The device's initial_device_display_name (the client_name for OAuth sessions), if given. */
   displayName: string | null;
-  /** OAuth sessions: the client_id; null otherwise. */
-  clientId: string | null;
-  /** OAuth sessions: the granted scope; null otherwise. */
-  scope: string | null;
 }
 
 export interface RegisteredClient {
@@ -246,7 +238,7 @@ export interface HomeserverDouble {
   revokeAll(): void;
   sessions(): DoubleSession[];
   accessTokenStatus(token: string): 'valid' | 'expired' | 'unknown';
-  /** Every refresh token presented for refresh (legacy `/refresh`, compat `/refresh`, OAuth `refresh_token` grant), in order. */
+  /** Every refresh token presented for refresh (legacy `/refresh`, OAuth `refresh_token` grant), in order. */
   usedRefreshTokens: string[];
   /** End every session (legacy or MAS) on this device ID, as MAS's account page or an admin would. */
   endSession(deviceId: string): void;
@@ -287,10 +279,14 @@ function base62(n: number, minWidth: number): string {
   return s.padStart(minWidth, '0');
 }
 
+/** `<base>_<base62 crc32>`: the checksum Synapse's and MAS's tokens end with. */
+function withChecksum(base: string): string {
+  return `${base}_${base62(zlib.crc32(base), 6)}`;
+}
+
 function makeToken(prefix: 'syt' | 'syr', localpart: string): string {
   const b64 = Buffer.from(localpart, 'utf8').toString('base64').replace(/=+$/, '');
-  const base = `${prefix}_${b64}_${randomLetters(20)}`;
-  return `${base}_${base62(zlib.crc32(base), 6)}`;
+  return withChecksum(`${prefix}_${b64}_${randomLetters(20)}`);
 }
 
 const ALNUM = BASE62;
@@ -298,16 +294,13 @@ const ULID_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 /** MAS's token shape (mas-data-model `TokenType`): `<prefix>_<30 alphanumerics>_<base62 crc32>`. */
 function makeMasToken(prefix: 'mat' | 'mar' | 'mct' | 'mcr'): string {
-  const base = `${prefix}_${randomLetters(30, ALNUM)}`;
-  return `${base}_${base62(zlib.crc32(base), 6)}`;
+  return withChecksum(`${prefix}_${randomLetters(30, ALNUM)}`);
 }
 
 /** Synapse's `_verify_refresh_token`: shape and checksum only. */
 function refreshTokenWellFormed(token: string): boolean {
   const parts = token.split('_');
-  if (parts.length !== 4 || parts[0] !== 'syr') return false;
-  const base = parts.slice(0, 3).join('_');
-  return parts[3] === base62(zlib.crc32(base), 6);
+  return parts.length === 4 && parts[0] === 'syr' && withChecksum(parts.slice(0, 3).join('_')) === token;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,8 +437,6 @@ function checkScope(scope: string | null): { scope: string; deviceId: string } {
   return { scope: tokens.join(' '), deviceId };
 }
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
-
 function parseUrl(raw: string): URL | null {
   try {
     return new URL(raw);
@@ -456,14 +447,8 @@ function parseUrl(raw: string): URL | null {
 
 /** A native app's loopback redirect URI, registered without a port (RFC 8252 §7.3; MAS policy). */
 function isPortlessLoopback(raw: string): boolean {
-  const u = parseUrl(raw);
-  return (
-    u !== null &&
-    u.protocol === 'http:' &&
-    LOOPBACK_HOSTS.has(u.hostname) &&
-    // WHATWG URL drops ':80', so look at the raw text too.
-    /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw)
-  );
+  // The raw text, not a parsed URL: WHATWG URL drops ':80'.
+  return /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw);
 }
 
 function isLoopbackHost(hostname: string): boolean {
@@ -512,6 +497,21 @@ function stringList(v: unknown): string[] | null {
   return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
 }
 
+function isForm(headers: http.IncomingHttpHeaders): boolean {
+  return String(headers['content-type'] ?? '').split(';')[0].trim().toLowerCase() === 'application/x-www-form-urlencoded';
+}
+
+/** What `RecordedRequest.body` holds: the parsed form or JSON, else the raw text; undefined when empty. */
+function recordedBody(headers: http.IncomingHttpHeaders, rawBody: string): unknown {
+  if (rawBody === '') return undefined;
+  if (isForm(headers)) return Object.fromEntries(new URLSearchParams(rawBody));
+  try {
+    return JSON.parse(rawBody);
+  } catch {
+    return rawBody;
+  }
+}
+
 /** Synapse's `parse_json_object_from_request`. */
 function parseJsonObject(raw: string): Record<string, unknown> {
   let parsed: unknown;
@@ -554,7 +554,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // "Database".
   const accessTokens = new Map<string, AccessTokenRow>();
   const refreshTokens = new Map<number, RefreshTokenRow>();
-  const refreshIdByToken = new Map<string, number>();
   const displayNames = new Map<string, string>(); // `${userId}|${deviceId}` -> name
   let nextRefreshId = 1;
 
@@ -577,7 +576,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const row = refreshTokens.get(id);
     if (!row) return;
     refreshTokens.delete(id);
-    refreshIdByToken.delete(row.token);
     // ON DELETE CASCADE to access_tokens.refresh_token_id.
     for (const [token, at] of accessTokens) if (at.refreshTokenId === id) accessTokens.delete(token);
   }
@@ -587,10 +585,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       if (at.userId === userId && (deviceId === null || at.deviceId === deviceId)) accessTokens.delete(token);
     }
     for (const [id, rt] of refreshTokens) {
-      if (rt.userId === userId && (deviceId === null || rt.deviceId === deviceId)) {
-        refreshTokens.delete(id);
-        refreshIdByToken.delete(rt.token);
-      }
+      if (rt.userId === userId && (deviceId === null || rt.deviceId === deviceId)) refreshTokens.delete(id);
     }
     for (const key of [...displayNames.keys()]) {
       if (key.startsWith(`${userId}|`) && (deviceId === null || key === `${userId}|${deviceId}`)) displayNames.delete(key);
@@ -607,7 +602,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const token = makeToken('syr', localpartOf(userId));
     const row: RefreshTokenRow = { id: nextRefreshId++, token, userId, deviceId, expiresAt, nextId: null };
     refreshTokens.set(row.id, row);
-    refreshIdByToken.set(token, row.id);
     return row;
   }
 
@@ -713,19 +707,11 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     }
 
     const t = now();
-    const wantsRefresh = body.refresh_token === true && accessTokenLifetimeMs !== null;
-    const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName };
-    let expiresAt: number | null;
-    if (wantsRefresh) {
-      const rt = issueRefreshToken(userId, deviceId, null);
-      expiresAt = t + (accessTokenLifetimeMs as number);
-      response.access_token = issueAccessToken(userId, deviceId, expiresAt, rt.id);
-      response.refresh_token = rt.token;
-    } else {
-      expiresAt = null;
-      response.access_token = issueAccessToken(userId, deviceId, expiresAt, null);
-    }
-    if (expiresAt !== null) response.expires_in_ms = expiresAt - t;
+    const rt = body.refresh_token === true && accessTokenLifetimeMs !== null ? issueRefreshToken(userId, deviceId, null) : null;
+    const expiresAt = rt && accessTokenLifetimeMs !== null ? t + accessTokenLifetimeMs : null;
+    const accessToken = issueAccessToken(userId, deviceId, expiresAt, rt?.id ?? null);
+    const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName, access_token: accessToken };
+    if (rt && expiresAt !== null) Object.assign(response, { refresh_token: rt.token, expires_in_ms: expiresAt - t });
     return ok(response);
   };
 
@@ -738,8 +724,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     usedRefreshTokens.push(token);
 
     if (!refreshTokenWellFormed(token)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'invalid refresh token');
-    const id = refreshIdByToken.get(token);
-    const existing = id === undefined ? undefined : refreshTokens.get(id);
+    const existing = [...refreshTokens.values()].find((rt) => rt.token === token);
     if (!existing) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'refresh token does not exist');
 
     const next = existing.nextId === null ? undefined : refreshTokens.get(existing.nextId);
@@ -810,8 +795,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
 
   /** An `application/x-www-form-urlencoded` body; each parameter at most once (RFC 6749 §3.2). */
   function parseForm(ctx: RequestContext): Map<string, string> {
-    const type = String(ctx.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/x-www-form-urlencoded') {
+    if (!isForm(ctx.headers)) {
       throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
     }
     const form = new Map<string, string>();
@@ -878,15 +862,19 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const clientName = (client: RegisteredClient) => (typeof client.metadata.client_name === 'string' ? client.metadata.client_name : null);
   const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
 
+  /** The active MAS session a live (unexpired, unrevoked) access token belongs to, or null. */
+  function liveMasSession(token: string): MasSession | null {
+    const at = masAccessTokens.get(token);
+    const session = at === undefined ? undefined : masSessions.get(at.sessionId);
+    return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
+  }
+
   /** Synapse with MAS: every token is introspected; anything not active is the same 401. Marks the token used. */
   function authenticateMas(ctx: RequestContext): MasSession {
     const token = accessTokenFrom(ctx);
-    const at = masAccessTokens.get(token);
-    const session = at === undefined ? undefined : masSessions.get(at.sessionId);
-    if (!at || !session || !session.active || at.revoked || expired(at.expiresAt)) {
-      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Token is not active', { soft_logout: false });
-    }
-    at.used = true;
+    const session = liveMasSession(token);
+    if (!session) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Token is not active', { soft_logout: false });
+    masAccessTokens.get(token)!.used = true;
     return session;
   }
 
@@ -1198,27 +1186,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok(response);
   };
 
-  /** MAS `compat/refresh.rs`: compat tokens only, no replay grace, the old access token expires at once. */
-  const compatRefresh: Handler = (ctx) => {
-    const body = parseJsonObject(ctx.rawBody);
-    const token = body.refresh_token;
-    if (typeof token !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'refresh_token must be a string');
-    usedRefreshTokens.push(token);
-    const rt = masRefreshTokens.get(token);
-    const session = rt === undefined ? undefined : masSessions.get(rt.sessionId);
-    if (!rt || !session || session.kind !== 'compat' || expired(rt.expiresAt)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid refresh token');
-    if (rt.consumed || rt.revoked) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Refresh token already consumed');
-    if (!session.active) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid session');
-    const t = now();
-    const expiresAt = t + oauthAccessLifetimeSec * 1000;
-    const next = issueMasTokens(session, true, expiresAt);
-    rt.consumed = true;
-    rt.next = next.rt!.token;
-    const oldAt = masAccessTokens.get(rt.accessToken);
-    if (oldAt && !expired(oldAt.expiresAt)) oldAt.expiresAt = t - 1;
-    return ok({ access_token: next.at.token, refresh_token: next.rt!.token, expires_in_ms: expiresAt - t });
-  };
-
   const client = (versions: string, rest: string) => new RegExp(`^/_matrix/client/(?:${versions})/${rest}$`);
   const routes: Route[] = [
     { pattern: /^\/_matrix\/client\/versions$/, methods: { GET: () => ok({ versions: VERSIONS, unstable_features: {} }) } },
@@ -1255,10 +1222,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       { pattern: client('v3', 'delete_devices'), methods: { POST: deleteDevicesRoute } },
     );
     if (compat) {
-      routes.push(
-        { pattern: client('r0|v3', 'login'), methods: { GET: compatLoginFlows, POST: compatLogin } },
-        { pattern: client('r0|v3', 'refresh'), methods: { POST: compatRefresh } },
-      );
+      routes.push({ pattern: client('r0|v3', 'login'), methods: { GET: compatLoginFlows, POST: compatLogin } });
     }
   }
 
@@ -1406,9 +1370,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (!token) return null;
     const row = accessTokens.get(token);
     if (row) return expired(row.expiresAt) ? null : row;
-    const mat = masAccessTokens.get(token);
-    const session = mat === undefined ? undefined : masSessions.get(mat.sessionId);
-    return mat && session?.active && !mat.revoked && !expired(mat.expiresAt) ? session : null;
+    return liveMasSession(token);
   }
   /** A device that ended (logout, deletion) takes its name and activity with it, as Synapse's row does. */
   function forgetEndedDevices(): void {
@@ -1454,11 +1416,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   function core(): DoubleCore {
     return {
       serverName,
-      masTokenSession(token) {
-        const at = masAccessTokens.get(token);
-        const session = at === undefined ? undefined : masSessions.get(at.sessionId);
-        return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
-      },
+      masTokenSession: liveMasSession,
       grantMasSession(kind, userId, deviceId, scope, displayName) {
         const session = createMasSession(kind, null, userId, deviceId, scope, displayName);
         const expiresAt = now() + oauthAccessLifetimeSec * 1000;
@@ -1513,41 +1471,31 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     });
   }
 
-  function send(res: http.ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}, contentLength = body.length): void {
+  function send(res: http.ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}): void {
     if (res.destroyed || res.headersSent) return;
     res.statusCode = status;
     res.setHeader('Date', new Date(now() + dateSkewMs).toUTCString());
     res.setHeader('Content-Type', contentType);
-    res.setHeader('Content-Length', String(contentLength));
+    res.setHeader('Content-Length', String(body.length));
     for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
     res.end(body);
   }
 
-  function faultAnswer(fault: Fault): { status: number; body: Buffer; contentType: string; headers: Record<string, string> } {
-    const headers: Record<string, string> = {};
-    let status = fault.status ?? (fault.json !== undefined || fault.body !== undefined ? 200 : 500);
-    let body: Buffer;
-    let contentType: string;
+  /** A fault's own answer: its body (HTML by default) or its JSON (by default a Matrix error for its status). */
+  function sendFault(res: http.ServerResponse, fault: Fault): void {
+    const status = Math.trunc(fault.status ?? (fault.json !== undefined || fault.body !== undefined ? 200 : 500));
     if (fault.body !== undefined) {
-      body = typeof fault.body === 'string' ? Buffer.from(fault.body, 'utf8') : fault.body;
-      contentType = fault.contentType ?? 'text/html; charset=utf-8';
-    } else {
-      let json = fault.json;
-      if (json === undefined) {
-        if (status === 429) {
-          json = { errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 1000 };
-          headers['Retry-After'] = '1';
-        } else if (status >= 400) {
-          json = { errcode: 'M_UNKNOWN', error: http.STATUS_CODES[status] ?? 'Error' };
-        } else {
-          json = {};
-        }
-      }
-      body = Buffer.from(JSON.stringify(json), 'utf8');
-      contentType = fault.contentType ?? 'application/json';
+      const body = typeof fault.body === 'string' ? Buffer.from(fault.body, 'utf8') : fault.body;
+      return send(res, status, body, fault.contentType ?? 'text/html; charset=utf-8', fault.headers);
     }
-    status = Math.trunc(status);
-    return { status, body, contentType, headers: { ...headers, ...(fault.headers ?? {}) } };
+    let json = fault.json;
+    const headers: Record<string, string> = {};
+    if (json === undefined && status === 429) {
+      json = { errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 1000 };
+      headers['Retry-After'] = '1';
+    }
+    json ??= status >= 400 ? { errcode: 'M_UNKNOWN', error: http.STATUS_CODES[status] ?? 'Error' } : {};
+    send(res, status, Buffer.from(JSON.stringify(json), 'utf8'), fault.contentType ?? 'application/json', { ...headers, ...fault.headers });
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -1558,18 +1506,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const target = req.url ?? '/';
     const url = new URL(target, 'http://127.0.0.1');
 
-    let parsedBody: unknown = undefined;
-    const contentType = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (rawBody !== '' && contentType === 'application/x-www-form-urlencoded') {
-      parsedBody = Object.fromEntries(new URLSearchParams(rawBody));
-    } else if (rawBody !== '') {
-      try {
-        parsedBody = JSON.parse(rawBody);
-      } catch {
-        parsedBody = rawBody;
-      }
-    }
-    const record: RecordedRequest = { method, path: target, headers: { ...req.headers }, body: parsedBody, at: now() };
+    const record: RecordedRequest = { method, path: target, headers: { ...req.headers }, body: recordedBody(req.headers, rawBody), at: now() };
     requests.push(record);
 
     const fault = takeFault(method, url.pathname);
@@ -1585,11 +1522,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       req.socket.destroy();
       return;
     }
-    if (fault && (fault.status !== undefined || fault.json !== undefined || fault.body !== undefined)) {
-      const a = faultAnswer(fault);
-      send(res, a.status, a.body, a.contentType, a.headers);
-      return;
-    }
+    if (fault && (fault.status !== undefined || fault.json !== undefined || fault.body !== undefined)) return sendFault(res, fault);
 
     const answer = dispatch({ method, pathname: url.pathname, query: url.searchParams, headers: req.headers, rawBody });
     if (fault?.commitThenReset) {
@@ -1696,7 +1629,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     revokeAll() {
       accessTokens.clear();
       refreshTokens.clear();
-      refreshIdByToken.clear();
       displayNames.clear();
       for (const session of masSessions.values()) endMasSession(session.id);
     },
@@ -1753,17 +1685,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
           if (!rt || rt.nextId !== null) continue;
           refreshToken = rt.token;
         }
-        out.push({
-          kind: 'synapse',
-          deviceId: at.deviceId,
-          userId: at.userId,
-          accessToken: at.token,
-          refreshToken,
-          expiresAt: at.expiresAt,
-          displayName: displayNames.get(`${at.userId}|${at.deviceId}`) ?? null,
-          clientId: null,
-          scope: null,
-        });
+        const displayName = displayNames.get(`${at.userId}|${at.deviceId}`) ?? null;
+        out.push({ deviceId: at.deviceId, userId: at.userId, accessToken: at.token, refreshToken, expiresAt: at.expiresAt, displayName });
       }
       // MAS sessions: the newest access token and the live refresh token of each active session.
       for (const session of masSessions.values()) {
@@ -1773,17 +1696,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
         const at = newest(masAccessTokens.values(), (r) => !r.revoked);
         if (!at) continue;
         const rt = newest(masRefreshTokens.values(), (r) => !r.revoked && !r.consumed);
-        out.push({
-          kind: session.kind,
-          deviceId: session.deviceId,
-          userId: session.userId,
-          accessToken: at.token,
-          refreshToken: rt?.token ?? null,
-          expiresAt: at.expiresAt,
-          displayName: session.displayName,
-          clientId: session.clientId,
-          scope: session.scope,
-        });
+        const { deviceId, userId, displayName } = session;
+        out.push({ deviceId, userId, accessToken: at.token, refreshToken: rt?.token ?? null, expiresAt: at.expiresAt, displayName });
       }
       return out;
     },
