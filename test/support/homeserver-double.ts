@@ -207,14 +207,11 @@ export interface DeviceAuthorization {
 }
 
 export interface AuthorizationRequest {
-  /** The query parameters as sent. */
-  params: Record<string, string>;
   clientId: string | null;
   redirectUri: string | null;
   scope: string | null;
   state: string | null;
   loginHint: string | null;
-  prompt: string | null;
   /** 'approved' (302 with a code), an OAuth error code sent in the redirect (e.g. 'access_denied'), or 'rejected' (400, no redirect). */
   outcome: string;
 }
@@ -956,13 +953,11 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const authorize: Handler = (ctx) => {
     const get = (k: string) => ctx.query.get(k);
     const record: AuthorizationRequest = {
-      params: Object.fromEntries(ctx.query),
       clientId: get('client_id'),
       redirectUri: get('redirect_uri'),
       scope: get('scope'),
       state: get('state'),
       loginHint: get('login_hint'),
-      prompt: get('prompt'),
       outcome: 'rejected',
     };
     authorizationRequests.push(record);
@@ -1449,15 +1444,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // --- HTTP plumbing -------------------------------------------------------------------------
 
   function takeFault(method: string, pathname: string): Fault | undefined {
-    for (const key of [`${method} ${pathname}`, `* ${pathname}`]) {
-      const queue = faults.get(key);
-      if (queue && queue.length > 0) {
-        const fault = queue.shift();
-        if (queue.length === 0) faults.delete(key);
-        return fault;
-      }
-    }
-    return undefined;
+    const queue = [faults.get(`${method} ${pathname}`), faults.get(`* ${pathname}`)].find((q) => q !== undefined && q.length > 0);
+    return queue?.shift();
   }
 
   function sleep(ms: number): Promise<void> {
@@ -1530,13 +1518,9 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       return;
     }
     const body = Buffer.from(JSON.stringify(answer.json), 'utf8');
-    const headers = { ...(answer.headers ?? {}), ...(fault?.headers ?? {}) };
-    if (fault?.truncate) {
-      const half = body.subarray(0, Math.floor(body.length / 2));
-      send(res, answer.status, half, 'application/json', headers);
-      return;
-    }
-    send(res, answer.status, body, fault?.contentType ?? 'application/json', headers);
+    const headers = { ...answer.headers, ...fault?.headers };
+    if (fault?.truncate) send(res, answer.status, body.subarray(0, Math.floor(body.length / 2)), 'application/json', headers);
+    else send(res, answer.status, body, fault?.contentType ?? 'application/json', headers);
   }
 
   const server = http.createServer((req, res) => {
@@ -1616,14 +1600,12 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
 
     expireAccessTokens() {
       const t = now() - 1;
-      for (const at of accessTokens.values()) at.expiresAt = t;
-      for (const at of masAccessTokens.values()) at.expiresAt = t;
+      for (const at of [...accessTokens.values(), ...masAccessTokens.values()]) at.expiresAt = t;
     },
 
     expireRefreshTokens() {
       const t = now() - 1;
-      for (const rt of refreshTokens.values()) rt.expiresAt = t;
-      for (const rt of masRefreshTokens.values()) rt.expiresAt = t;
+      for (const rt of [...refreshTokens.values(), ...masRefreshTokens.values()]) rt.expiresAt = t;
     },
 
     revokeAll() {
