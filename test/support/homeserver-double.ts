@@ -31,8 +31,8 @@
  *   [authorization_code]) ⊆ {authorization_code, refresh_token, urn:ietf:params:oauth:grant-type:device_code};
  *   `response_types` (default [code]) ⊆ {code}, and `code` ⟺ authorization_code (so a device-only
  *   client sends `[]`). With authorization_code, `redirect_uris` is required, each an http loopback
- *   (`127.0.0.1`, `[::1]`, `localhost`) without a port or fragment. Anything else: 400
- *   `invalid_client_metadata` / `invalid_redirect_uri` (`{error, error_description}`).
+ *   (`127.0.0.1`, `[::1]`, `localhost`) without a port or fragment. Errors: 400 `invalid_client_metadata` /
+ *   `invalid_redirect_uri` (`{error, error_description}`).
  * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
  *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
  *   else is `invalid_scope`. The device ID becomes the session's device.
@@ -568,6 +568,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   let nextSeq = 1;
 
   const now = () => Date.now();
+  const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
 
   function deleteRefreshToken(id: number): void {
     const row = refreshTokens.get(id);
@@ -631,18 +632,14 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const token = accessTokenFrom(ctx);
     const row = accessTokens.get(token);
     if (!row) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid access token passed.', { soft_logout: false });
-    if (!allowExpired && row.expiresAt !== null && row.expiresAt < now()) {
-      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
-    }
+    if (!allowExpired && expired(row.expiresAt)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
     row.used = true;
     return row;
   }
 
   // --- handlers ------------------------------------------------------------------------------
 
-  const loginFlows: Handler = () => {
-    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.token' }] });
-  };
+  const loginFlows: Handler = () => ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.token' }] });
 
   function resolveUser(identifierUser: string): string | null {
     let localpart = identifierUser;
@@ -652,8 +649,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       localpart = identifierUser.slice(1, colon);
     }
     // Synapse looks users up case-insensitively.
-    const match = Object.keys(users).find((u) => u.toLowerCase() === localpart.toLowerCase());
-    return match ?? null;
+    return Object.keys(users).find((u) => u.toLowerCase() === localpart.toLowerCase()) ?? null;
   }
 
   /** The credential checks of `POST /login` (Synapse's; MAS's compat layer answers the same way). */
@@ -757,17 +753,14 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok({ user_id: who.userId, device_id: who.deviceId, is_guest: false });
   };
 
-  const logout: Handler = (ctx) => {
-    const row = authenticate(ctx, true);
-    deleteDevices(row.userId, row.deviceId);
-    return ok({});
-  };
-
-  const logoutAll: Handler = (ctx) => {
-    const row = authenticate(ctx, true);
-    deleteDevices(row.userId, null);
-    return ok({});
-  };
+  /** `POST /logout` (the token's device) or `/logout/all` (every device of the user); an expired token will do. */
+  function logout(all: boolean): Handler {
+    return (ctx) => {
+      const row = authenticate(ctx, true);
+      deleteDevices(row.userId, all ? null : row.deviceId);
+      return ok({});
+    };
+  }
 
   // --- Matrix Authentication Service (OAuth mode) ---------------------------------------------
 
@@ -792,9 +785,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
 
   /** An `application/x-www-form-urlencoded` body; each parameter at most once (RFC 6749 §3.2). */
   function parseForm(ctx: RequestContext): Map<string, string> {
-    if (!isForm(ctx.headers)) {
-      throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
-    }
+    if (!isForm(ctx.headers)) throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
     const form = new Map<string, string>();
     for (const [k, v] of new URLSearchParams(ctx.rawBody)) {
       if (form.has(k)) throw new OAuthError(400, 'invalid_request', `Parameter ${k} was given more than once`);
@@ -831,16 +822,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const at: MasAccessToken = { token: makeMasToken(compatSession ? 'mct' : 'mat'), sessionId: session.id, seq: nextSeq++, expiresAt, used: false, revoked: false };
     masAccessTokens.set(at.token, at);
     if (!withRefresh) return { at, rt: null };
-    const rt: MasRefreshToken = {
-      token: makeMasToken(compatSession ? 'mcr' : 'mar'),
-      sessionId: session.id,
-      seq: nextSeq++,
-      accessToken: at.token,
-      next: null,
-      consumed: false,
-      revoked: false,
-      expiresAt: null,
-    };
+    const token = makeMasToken(compatSession ? 'mcr' : 'mar');
+    const rt: MasRefreshToken = { token, sessionId: session.id, seq: nextSeq++, accessToken: at.token, next: null, consumed: false, revoked: false, expiresAt: null };
     masRefreshTokens.set(rt.token, rt);
     return { at, rt };
   }
@@ -857,7 +840,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   }
 
   const clientName = (client: RegisteredClient) => (typeof client.metadata.client_name === 'string' ? client.metadata.client_name : null);
-  const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
 
   /** The active MAS session a live (unexpired, unrevoked) access token belongs to, or null. */
   function liveMasSession(token: string): MasSession | null {
@@ -1100,11 +1082,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   /** MAS `oauth2/revoke.rs`: only a live token of this client ends its session; anything else is a quiet 200. */
   const revoke: Handler = (ctx) => {
     const form = parseForm(ctx);
-    const record: Revocation = {
-      token: form.get('token') ?? null,
-      clientId: form.get('client_id') ?? null,
-      revoked: false,
-    };
+    const record: Revocation = { token: form.get('token') ?? null, clientId: form.get('client_id') ?? null, revoked: false };
     revocations.push(record);
     const client = clientFrom(form);
     if (record.token === null) throw new OAuthError(400, 'invalid_request', 'Missing token');
@@ -1121,17 +1099,14 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return { status: 200, json: {}, headers: NO_STORE };
   };
 
-  /** MAS's compat logout takes compat and OAuth tokens, live ones only. */
-  const masLogout: Handler = (ctx) => {
-    endMasSession(authenticateMas(ctx).id);
-    return ok({});
-  };
-
-  const masLogoutAll: Handler = (ctx) => {
-    const { userId } = authenticateMas(ctx);
-    for (const s of masSessions.values()) if (s.userId === userId) endMasSession(s.id);
-    return ok({});
-  };
+  /** MAS's compat logout takes compat and OAuth tokens, live ones only; `/logout/all` ends every session of the user. */
+  function masLogout(all: boolean): Handler {
+    return (ctx) => {
+      const session = authenticateMas(ctx);
+      for (const s of masSessions.values()) if (s === session || (all && s.userId === session.userId)) endMasSession(s.id);
+      return ok({});
+    };
+  }
 
   /** Synapse on MAS: `POST /delete_devices` is user-interactive auth with the `m.oauth` stage (spec v1.17). */
   const deleteDevicesRoute: Handler = (ctx) => {
@@ -1160,9 +1135,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return { status: 401, json: { flows: [{ stages: ['m.oauth'] }], params: { 'm.oauth': { url } }, session: sessionId } };
   };
 
-  const compatLoginFlows: Handler = () => {
-    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.sso', oauth_aware_preferred: true }, { type: 'm.login.token' }] });
-  };
+  const compatLoginFlows: Handler = () => ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.sso', oauth_aware_preferred: true }, { type: 'm.login.token' }] });
 
   /** MAS `compat/login.rs`: Synapse's checks, a compat session; it expires only with refresh_token: true. */
   const compatLogin: Handler = (ctx) => {
@@ -1193,8 +1166,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   if (!oauth) {
     routes.push(
       { pattern: client('r0|v3', 'login'), methods: { GET: loginFlows, POST: login } },
-      { pattern: client('r0|v3', 'logout'), methods: { POST: logout } },
-      { pattern: client('r0|v3', 'logout/all'), methods: { POST: logoutAll } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: logout(false) } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: logout(true) } },
     );
     if (refreshPaths.has('v3')) routes.push({ pattern: client('r0|v3', 'refresh'), methods: { POST: refresh } });
     if (refreshPaths.has('unstable')) {
@@ -1212,8 +1185,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       { pattern: /^\/authorize$/, methods: { GET: authorize } },
       { pattern: /^\/oauth2\/token$/, methods: { POST: tokenEndpoint } },
       { pattern: /^\/oauth2\/revoke$/, methods: { POST: revoke } },
-      { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout } },
-      { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogoutAll } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout(false) } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogout(true) } },
       { pattern: client('v3', 'delete_devices'), methods: { POST: deleteDevicesRoute } },
     );
     if (compat) {
