@@ -2,14 +2,12 @@
  * An in-process Matrix homeserver double for tests: plain `node:http` on 127.0.0.1, no dependencies.
  * This comment is the double's spec; test/unit/homeserver-double.test.ts checks every rule in it.
  *
- * LEGACY AUTH (the default). It follows what Synapse does, not only
- * what the spec says:
- * - `POST /login` (password and `m.login.token`), `GET /login`, `GET /versions`, `/.well-known` (404).
- *   `GET /_matrix/client/v1/auth_metadata` (and the unstable MSC2965 path) answer 404 M_UNRECOGNIZED.
+ * LEGACY AUTH (the default), as Synapse does it (not only as the spec says):
+ * - `GET /versions`; `/.well-known/matrix/client` 404; `GET /login` (flows), `POST /login` (password,
+ *   `m.login.token`); `GET /_matrix/client/v1/auth_metadata` (and the MSC2965 path) 404 M_UNRECOGNIZED.
  * - Refresh (`/v3/refresh` and `/r0/refresh`, or `/unstable/org.matrix.msc2918/refresh` and
  *   `/unstable/org.matrix.msc2918.refresh_token/refresh`, as `refreshPaths` says) with Synapse's
- *   rotation rules, from `AuthHandler.refresh_token` (synapse/handlers/auth.py) and
- *   `RegistrationWorkerStore.replace_refresh_token` (synapse/storage/databases/main/registration.py):
+ *   rotation rules (`AuthHandler.refresh_token`, `RegistrationWorkerStore.replace_refresh_token`):
  *   * refreshing RTn creates RTn+1/ATn+1 and records RTn+1 as RTn's successor;
  *   * refreshing RTn again while it is still valid deletes the earlier successor (and its access
  *     token) and answers 200 again: two racing refreshes both "win", the first winner's tokens die;
@@ -18,27 +16,22 @@
  *   * refreshing RTn+1 deletes RTn and ATn (Synapse keeps only the last two refresh tokens): RTn then
  *     answers 401 M_UNKNOWN_TOKEN "refresh token does not exist", not 403. So the old access token ATn
  *     keeps working until it expires or RTn+1 is refreshed.
- *   These rules and the error texts were checked against a real Synapse 1.163.2. (One Synapse quirk is
- *   not copied: its access-token cache keeps a deleted ATn working if it had been used before.)
- * - Authenticated endpoints: `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two
- *   accept an expired access token, as Synapse does).
+ *   Rules and error texts as a real Synapse 1.163.2 answered (not copied: its access-token cache keeps
+ *   a deleted ATn working if it had been used before).
+ * - `GET /account/whoami`, `POST /logout`, `POST /logout/all` (the last two accept an expired token).
  *
  * OAUTH 2.0 (`oauth: {…}`): a homeserver that delegates auth to the Matrix Authentication Service
- * (MAS), with MAS on the same origin. Endpoints (issuer = `url + '/'`):
- *   `GET /_matrix/client/v1/auth_metadata`, `GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata`
- *   (also `/.well-known/openid-configuration`): RFC 8414 metadata naming the endpoints below;
- *   `POST /oauth2/registration` (RFC 7591), `POST /oauth2/device` (RFC 8628), `GET /authorize`,
- *   `POST /oauth2/token`, `POST /oauth2/revoke` (RFC 7009); `account_management_uri` is `/account/`,
- *   `verification_uri` is `/link` (neither is served).
- * - Registration (JSON body; 201 with `client_id`, a ULID, plus the metadata). Public clients only:
- *   `token_endpoint_auth_method` must be `none`. MAS's policy: `client_uri` required, https, no
- *   user/password, not localhost/loopback; `logo_uri`/`tos_uri`/`policy_uri` https on the client_uri's host
- *   or a subdomain. `grant_types` (default [authorization_code]) ⊆ {authorization_code, refresh_token,
- *   urn:ietf:params:oauth:grant-type:device_code}; `response_types` (default [code]) ⊆ {code}, and
- *   `code` ⟺ authorization_code (so a device-only client sends `response_types: []`). With
- *   authorization_code, `redirect_uris` is required: for `application_type: native`, http loopback
- *   (`127.0.0.1`, `[::1]`, `localhost`) WITHOUT a port, or a private-use reverse-DNS scheme; for `web`
- *   (the default), https on the client_uri's host. Errors: 400 `invalid_client_metadata` /
+ * (MAS), with MAS on the same origin (issuer = `url + '/'`). `GET /_matrix/client/v1/auth_metadata`,
+ * the MSC2965 path and `/.well-known/openid-configuration` serve RFC 8414 metadata naming
+ * `POST /oauth2/registration`, `POST /oauth2/device`, `GET /authorize`, `POST /oauth2/token` and
+ * `POST /oauth2/revoke`; `account_management_uri` is `/account/`, `verification_uri` `/link` (not served).
+ * - Registration (JSON; 201 with `client_id`, a ULID, plus the metadata), for the public native clients
+ *   mxs registers: `token_endpoint_auth_method: none`, `application_type: native`; `client_uri` https,
+ *   no user/password, not localhost/loopback (MAS's policy). `grant_types` (default
+ *   [authorization_code]) ⊆ {authorization_code, refresh_token, urn:ietf:params:oauth:grant-type:device_code};
+ *   `response_types` (default [code]) ⊆ {code}, and `code` ⟺ authorization_code (so a device-only
+ *   client sends `[]`). With authorization_code, `redirect_uris` is required, each an http loopback
+ *   (`127.0.0.1`, `[::1]`, `localhost`) without a port or fragment. Errors: 400 `invalid_client_metadata` /
  *   `invalid_redirect_uri` (`{error, error_description}`).
  * - Scope (device authorization and /authorize): exactly `urn:matrix:client:api:*` plus exactly one
  *   `urn:matrix:client:device:<ID>` (ID from `[A-Za-z0-9._~-]`, any length), in any order; anything
@@ -59,9 +52,9 @@
  *   fast the polling. Controls: `approveDevice(userCode, localpart?)`, `denyDevice`, `expireDeviceCodes`,
  *   `deviceAuthorizations()`.
  * - Authorization code + PKCE: `GET /authorize?response_type=code&client_id&redirect_uri&scope&state
- *   &code_challenge&code_challenge_method=S256[&response_mode=query|fragment][&login_hint][&prompt]`.
- *   Unknown client, or a redirect_uri not registered: 400 JSON, no redirect. A loopback redirect_uri
- *   registered without a port matches any port (RFC 8252 §7.3). Otherwise 302 to redirect_uri with
+ *   &code_challenge&code_challenge_method=S256[&response_mode=query][&login_hint]`. Unknown client, a
+ *   missing or unregistered redirect_uri, or another response_mode: 400 JSON, no redirect. A loopback
+ *   redirect_uri registered without a port matches any port (RFC 8252 §7.3). Otherwise 302 to redirect_uri with
  *   `code`, `state` (when sent) and `iss` (RFC 9207) — or `error` (invalid_request for a missing or
  *   non-S256 PKCE challenge, unsupported_response_type, invalid_scope, unauthorized_client, or
  *   access_denied when the user denies). The "user" approves as `authorizeAs` (default the first user;
@@ -75,42 +68,34 @@
  *   RTn+1 is unused and ATn+1 was never used (the replay revokes that pair and issues a new one); after
  *   that, and for unknown, revoked, expired (`expireRefreshTokens`) or other-client tokens, 400
  *   invalid_grant — the session itself survives. Every attempt lands in `usedRefreshTokens`.
- * - Revocation (form token, token_type_hint, client_id): a live `mat_`/`mar_` token ends its whole
- *   session (both tokens) → 200; unknown, compat, expired access or consumed refresh tokens → 200 and
- *   nothing happens (MAS treats them as unknown: revoking only an EXPIRED access token does not end the
- *   session); another client's token → 400 unauthorized_client. Every call lands in `revocations`.
+ * - Revocation (form token, client_id): a live `mat_`/`mar_` token ends its whole session (both tokens)
+ *   → 200; unknown, compat, expired access or consumed refresh tokens → 200 and nothing happens (so
+ *   revoking only an EXPIRED access token does not end the session); another client's token → 400
+ *   unauthorized_client. Every call lands in `revocations`.
  * - Authenticated routes take OAuth (and compat) tokens; an unknown, revoked or expired one → 401
- *   M_UNKNOWN_TOKEN "Token is not active", soft_logout false (Synapse after MAS introspection).
- *   `POST /logout` ends the token's session (MAS's compat logout takes OAuth tokens too; it needs a
- *   live token, unlike Synapse). `POST /logout/all` ends all the user's sessions (a choice: mxs should
- *   never send it for OAuth). `POST /v3/delete_devices` and `DELETE /v3/devices/{id}` answer 401
- *   user-interactive auth `{flows: [{stages: ['m.oauth']}], params: {'m.oauth': {url}}, session}` with
- *   url = account_management_uri + `?action=org.matrix.device_delete&device_id=ID` (one device) or
- *   `?action=org.matrix.devices_list` (several); retried with `auth: {session}` after the devices are
- *   gone (`endSession(deviceId)` plays the account page), they answer 200 `{}`.
- * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED — unless
- *   `compat: true` (MAS's compatibility layer): then `GET /login` lists m.login.password,
- *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST
- *   /login` issues compat sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with
- *   `refresh_token: true`, no expiry without); `/v3/refresh` (and `/r0/refresh`) refreshes compat
- *   tokens only, MAS's compat/refresh.rs way: the old access token expires at once, a consumed refresh
- *   token → 401 M_UNKNOWN_TOKEN (no replay grace), an OAuth or unknown token → 401 M_UNKNOWN_TOKEN.
- *   `refreshPaths` is ignored in OAuth mode.
+ *   M_UNKNOWN_TOKEN "Token is not active", soft_logout false. `POST /logout` ends the token's session
+ *   (a live one only, unlike Synapse); `POST /logout/all` ends all the user's sessions (mxs should never
+ *   send it for OAuth). `POST /v3/delete_devices` answers 401 user-interactive auth `{flows: [{stages:
+ *   ['m.oauth']}], params: {'m.oauth': {url}}, session}` with url = account_management_uri +
+ *   `?action=org.matrix.device_delete&device_id=ID` (one device) or `?action=org.matrix.devices_list`;
+ *   retried with `auth: {session}` once the devices are gone (`endSession(deviceId)` plays the account
+ *   page), it answers 200 `{}`.
+ * - `POST /login`, `GET /login` and every `/refresh` path answer 404 M_UNRECOGNIZED (`refreshPaths` is
+ *   ignored) — unless `compat: true` (MAS's compatibility layer): `GET /login` lists m.login.password,
+ *   `{type: 'm.login.sso', oauth_aware_preferred: true}` and m.login.token; `POST /login` issues compat
+ *   sessions (`mct_`/`mcr_`; expires_in_ms = accessTokenLifetimeSec·1000 with `refresh_token: true`, no
+ *   expiry without). MAS's compat refresh is not modelled (no mxs test refreshes a compat session).
  *
  * Every response has `Date` (skewable) and `Content-Type: application/json`; unknown paths answer
  * 404 M_UNRECOGNIZED, a known path with the wrong method 405 M_UNRECOGNIZED. `RecordedRequest.body`
- * is the parsed JSON, or for `application/x-www-form-urlencoded` the parsed form (an object), else the
- * raw text.
- *
+ * is the parsed JSON, or for `application/x-www-form-urlencoded` the parsed form, else the raw text.
  * Faults: `inject('POST /_matrix/client/v3/refresh', fault1, fault2)` queues faults for a route
- * (method + path without query; method `*` matches any method), OAuth routes included
- * (`inject('POST /oauth2/token', …)`). Each matching request consumes one.
+ * (method + path without query; method `*` matches any), OAuth routes included; each matching request
+ * consumes one.
  *
- * IMPORTANT for users: the double runs in the test's own event loop. Spawn the CLI with the async
- * `child_process.spawn` / `execFile` (or `util.promisify(execFile)`), never `spawnSync`/`execFileSync`/
- * `execSync`: a synchronous spawn blocks this process's event loop, so the double could not answer and
- * the CLI would time out. Always `await double.close()` (e.g. in `afterEach`); it destroys open
- * sockets, including ones held by `delayMs` faults, so jest does not hang.
+ * Spawn the CLI with the async `spawn`/`execFile`, never a synchronous spawn: the double runs in the
+ * test's own event loop and could not answer. Always `await double.close()`; it destroys open sockets,
+ * including ones held by `delayMs` faults, so jest does not hang.
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -156,7 +141,7 @@ export interface DoubleExtension {
 }
 
 export interface OAuthOptions {
-  /** MAS's compatibility layer: `POST /login` (compat sessions) and `/v3/refresh` for compat tokens. Default false. */
+  /** MAS's compatibility layer: `GET`/`POST /login` (compat sessions). Default false. */
   compat?: boolean;
   /** `expires_in` of OAuth access tokens (and compat ones issued with a refresh token), whole seconds ≥ 0. Default 300 (MAS). */
   accessTokenLifetimeSec?: number;
@@ -198,8 +183,6 @@ export interface RecordedRequest {
 }
 
 export interface DoubleSession {
-  /** 'synapse' (legacy login), 'oauth' (an OAuth 2.0 grant) or 'compat' (MAS compat login). */
-  kind: 'synapse' | 'oauth' | 'compat';
   deviceId: string;
   userId: string;
   accessToken: string;
@@ -208,19 +191,16 @@ export interface DoubleSession {
   expiresAt: number | null;
   /** The device's initial_device_display_name (the client_name for OAuth sessions), if given. */
   displayName: string | null;
-  /** OAuth sessions: the client_id; null otherwise. */
-  clientId: string | null;
-  /** OAuth sessions: the granted scope; null otherwise. */
-  scope: string | null;
+  /** MAS sessions: the client and the scope granted. */
+  clientId?: string | null;
+  scope?: string | null;
 }
 
 export interface RegisteredClient {
   clientId: string;
   /** The registration request's metadata, as sent. */
   metadata: Record<string, unknown>;
-  applicationType: 'web' | 'native';
   grantTypes: string[];
-  responseTypes: string[];
   redirectUris: string[];
 }
 
@@ -238,21 +218,17 @@ export interface DeviceAuthorization {
 }
 
 export interface AuthorizationRequest {
-  /** The query parameters as sent. */
-  params: Record<string, string>;
   clientId: string | null;
   redirectUri: string | null;
   scope: string | null;
   state: string | null;
   loginHint: string | null;
-  prompt: string | null;
   /** 'approved' (302 with a code), an OAuth error code sent in the redirect (e.g. 'access_denied'), or 'rejected' (400, no redirect). */
   outcome: string;
 }
 
 export interface Revocation {
   token: string | null;
-  tokenTypeHint: string | null;
   clientId: string | null;
   /** Whether a session was ended. */
   revoked: boolean;
@@ -270,7 +246,7 @@ export interface HomeserverDouble {
   revokeAll(): void;
   sessions(): DoubleSession[];
   accessTokenStatus(token: string): 'valid' | 'expired' | 'unknown';
-  /** Every refresh token presented for refresh (legacy `/refresh`, compat `/refresh`, OAuth `refresh_token` grant), in order. */
+  /** Every refresh token presented for refresh (legacy `/refresh`, OAuth `refresh_token` grant), in order. */
   usedRefreshTokens: string[];
   /** End every session (legacy or MAS) on this device ID, as MAS's account page or an admin would. */
   endSession(deviceId: string): void;
@@ -311,10 +287,14 @@ function base62(n: number, minWidth: number): string {
   return s.padStart(minWidth, '0');
 }
 
+/** `<base>_<base62 crc32>`: the checksum Synapse's and MAS's tokens end with. */
+function withChecksum(base: string): string {
+  return `${base}_${base62(zlib.crc32(base), 6)}`;
+}
+
 function makeToken(prefix: 'syt' | 'syr', localpart: string): string {
   const b64 = Buffer.from(localpart, 'utf8').toString('base64').replace(/=+$/, '');
-  const base = `${prefix}_${b64}_${randomLetters(20)}`;
-  return `${base}_${base62(zlib.crc32(base), 6)}`;
+  return withChecksum(`${prefix}_${b64}_${randomLetters(20)}`);
 }
 
 const ALNUM = BASE62;
@@ -322,16 +302,13 @@ const ULID_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 /** MAS's token shape (mas-data-model `TokenType`): `<prefix>_<30 alphanumerics>_<base62 crc32>`. */
 function makeMasToken(prefix: 'mat' | 'mar' | 'mct' | 'mcr'): string {
-  const base = `${prefix}_${randomLetters(30, ALNUM)}`;
-  return `${base}_${base62(zlib.crc32(base), 6)}`;
+  return withChecksum(`${prefix}_${randomLetters(30, ALNUM)}`);
 }
 
 /** Synapse's `_verify_refresh_token`: shape and checksum only. */
 function refreshTokenWellFormed(token: string): boolean {
   const parts = token.split('_');
-  if (parts.length !== 4 || parts[0] !== 'syr') return false;
-  const base = parts.slice(0, 3).join('_');
-  return parts[3] === base62(zlib.crc32(base), 6);
+  return parts.length === 4 && parts[0] === 'syr' && withChecksum(parts.slice(0, 3).join('_')) === token;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +415,7 @@ interface DeviceGrant {
 interface AuthCodeGrant {
   code: string;
   clientId: string;
-  /** The redirect_uri sent to /authorize (null when it was left out and the only registered one was used). */
+  /** The redirect_uri sent to /authorize. */
   redirectUriSent: string | null;
   scope: string;
   deviceId: string;
@@ -451,14 +428,7 @@ const API_SCOPE = 'urn:matrix:client:api:*';
 const DEVICE_SCOPE_PREFIX = 'urn:matrix:client:device:';
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE_GRANT];
-const ACCOUNT_ACTIONS = [
-  'org.matrix.profile',
-  'org.matrix.devices_list',
-  'org.matrix.device_view',
-  'org.matrix.device_delete',
-  'org.matrix.account_deactivate',
-  'org.matrix.cross_signing_reset',
-];
+const ACCOUNT_ACTIONS = ['org.matrix.profile', 'org.matrix.devices_list', 'org.matrix.device_view', 'org.matrix.device_delete', 'org.matrix.account_deactivate', 'org.matrix.cross_signing_reset'];
 
 /** MSC2967: `urn:matrix:client:api:*` plus exactly one device scope; returns the device ID. */
 function checkScope(scope: string | null, known: readonly string[] = []): { scope: string; deviceId: string } {
@@ -475,8 +445,6 @@ function checkScope(scope: string | null, known: readonly string[] = []): { scop
   return { scope: tokens.join(' '), deviceId };
 }
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
-
 function parseUrl(raw: string): URL | null {
   try {
     return new URL(raw);
@@ -487,24 +455,8 @@ function parseUrl(raw: string): URL | null {
 
 /** A native app's loopback redirect URI, registered without a port (RFC 8252 §7.3; MAS policy). */
 function isPortlessLoopback(raw: string): boolean {
-  const u = parseUrl(raw);
-  return (
-    u !== null &&
-    u.protocol === 'http:' &&
-    LOOPBACK_HOSTS.has(u.hostname) &&
-    // WHATWG URL drops ':80', so look at the raw text too.
-    /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw)
-  );
-}
-
-/** A private-use URI scheme in reverse-DNS form (RFC 8252 §7.1), e.g. `org.example.app:/cb`. */
-function isPrivateUseScheme(raw: string): boolean {
-  const u = parseUrl(raw);
-  return u !== null && /^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+:$/i.test(u.protocol);
-}
-
-function sameSiteOrSubdomain(host: string, clientHost: string): boolean {
-  return host === clientHost || host.endsWith(`.${clientHost}`);
+  // The raw text, not a parsed URL: WHATWG URL drops ':80'.
+  return /^http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost)(?:[/?#]|$)/i.test(raw);
 }
 
 function isLoopbackHost(hostname: string): boolean {
@@ -549,6 +501,25 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+function stringList(v: unknown): string[] | null {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null;
+}
+
+function isForm(headers: http.IncomingHttpHeaders): boolean {
+  return String(headers['content-type'] ?? '').split(';')[0].trim().toLowerCase() === 'application/x-www-form-urlencoded';
+}
+
+/** What `RecordedRequest.body` holds: the parsed form or JSON, else the raw text; undefined when empty. */
+function recordedBody(headers: http.IncomingHttpHeaders, rawBody: string): unknown {
+  if (rawBody === '') return undefined;
+  if (isForm(headers)) return Object.fromEntries(new URLSearchParams(rawBody));
+  try {
+    return JSON.parse(rawBody);
+  } catch {
+    return rawBody;
+  }
+}
+
 /** Synapse's `parse_json_object_from_request`. */
 function parseJsonObject(raw: string): Record<string, unknown> {
   let parsed: unknown;
@@ -569,13 +540,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const loginTokens = new Map(Object.entries(opts.loginTokens ?? {}));
   const oauth = opts.oauth ?? null;
   const compat = oauth?.compat ?? false;
-  const wholeSeconds = (name: string, v: number | undefined, dflt: number): number => {
-    if (v === undefined) return dflt;
-    if (!Number.isInteger(v) || v < 0) throw new Error(`startHomeserverDouble: oauth.${name} must be a whole number of seconds >= 0, got ${v}`);
-    return v;
-  };
-  const oauthAccessLifetimeSec = wholeSeconds('accessTokenLifetimeSec', oauth?.accessTokenLifetimeSec, 300);
-  const deviceIntervalSec = wholeSeconds('deviceIntervalSec', oauth?.deviceIntervalSec, 5);
+  const oauthAccessLifetimeSec = oauth?.accessTokenLifetimeSec ?? 300;
+  const deviceIntervalSec = oauth?.deviceIntervalSec ?? 5;
   const deviceCodeLifetimeSec = 1200;
   const checkLocalpart = (localpart: string | null): string | null => {
     if (localpart !== null && !(localpart in users)) throw new Error(`homeserver double: unknown user ${JSON.stringify(localpart)}`);
@@ -596,7 +562,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // "Database".
   const accessTokens = new Map<string, AccessTokenRow>();
   const refreshTokens = new Map<number, RefreshTokenRow>();
-  const refreshIdByToken = new Map<string, number>();
   const displayNames = new Map<string, string>(); // `${userId}|${deviceId}` -> name
   let nextRefreshId = 1;
 
@@ -614,12 +579,12 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   let nextSeq = 1;
 
   const now = () => Date.now();
+  const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
 
   function deleteRefreshToken(id: number): void {
     const row = refreshTokens.get(id);
     if (!row) return;
     refreshTokens.delete(id);
-    refreshIdByToken.delete(row.token);
     // ON DELETE CASCADE to access_tokens.refresh_token_id.
     for (const [token, at] of accessTokens) if (at.refreshTokenId === id) accessTokens.delete(token);
   }
@@ -629,10 +594,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       if (at.userId === userId && (deviceId === null || at.deviceId === deviceId)) accessTokens.delete(token);
     }
     for (const [id, rt] of refreshTokens) {
-      if (rt.userId === userId && (deviceId === null || rt.deviceId === deviceId)) {
-        refreshTokens.delete(id);
-        refreshIdByToken.delete(rt.token);
-      }
+      if (rt.userId === userId && (deviceId === null || rt.deviceId === deviceId)) refreshTokens.delete(id);
     }
     for (const key of [...displayNames.keys()]) {
       if (key.startsWith(`${userId}|`) && (deviceId === null || key === `${userId}|${deviceId}`)) displayNames.delete(key);
@@ -649,7 +611,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const token = makeToken('syr', localpartOf(userId));
     const row: RefreshTokenRow = { id: nextRefreshId++, token, userId, deviceId, expiresAt, nextId: null };
     refreshTokens.set(row.id, row);
-    refreshIdByToken.set(token, row.id);
     return row;
   }
 
@@ -682,18 +643,14 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const token = accessTokenFrom(ctx);
     const row = accessTokens.get(token);
     if (!row) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid access token passed.', { soft_logout: false });
-    if (!allowExpired && row.expiresAt !== null && row.expiresAt < now()) {
-      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
-    }
+    if (!allowExpired && expired(row.expiresAt)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Access token has expired', { soft_logout: true });
     row.used = true;
     return row;
   }
 
   // --- handlers ------------------------------------------------------------------------------
 
-  const loginFlows: Handler = () => {
-    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.token' }] });
-  };
+  const loginFlows: Handler = () => ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.token' }] });
 
   function resolveUser(identifierUser: string): string | null {
     let localpart = identifierUser;
@@ -703,8 +660,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       localpart = identifierUser.slice(1, colon);
     }
     // Synapse looks users up case-insensitively.
-    const match = Object.keys(users).find((u) => u.toLowerCase() === localpart.toLowerCase());
-    return match ?? null;
+    return Object.keys(users).find((u) => u.toLowerCase() === localpart.toLowerCase()) ?? null;
   }
 
   /** The credential checks of `POST /login` (Synapse's; MAS's compat layer answers the same way). */
@@ -755,19 +711,11 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     }
 
     const t = now();
-    const wantsRefresh = body.refresh_token === true && accessTokenLifetimeMs !== null;
-    const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName };
-    let expiresAt: number | null;
-    if (wantsRefresh) {
-      const rt = issueRefreshToken(userId, deviceId, null);
-      expiresAt = t + (accessTokenLifetimeMs as number);
-      response.access_token = issueAccessToken(userId, deviceId, expiresAt, rt.id);
-      response.refresh_token = rt.token;
-    } else {
-      expiresAt = null;
-      response.access_token = issueAccessToken(userId, deviceId, expiresAt, null);
-    }
-    if (expiresAt !== null) response.expires_in_ms = expiresAt - t;
+    const rt = body.refresh_token === true && accessTokenLifetimeMs !== null ? issueRefreshToken(userId, deviceId, null) : null;
+    const expiresAt = rt && accessTokenLifetimeMs !== null ? t + accessTokenLifetimeMs : null;
+    const accessToken = issueAccessToken(userId, deviceId, expiresAt, rt?.id ?? null);
+    const response: Record<string, unknown> = { user_id: userId, device_id: deviceId, home_server: serverName, access_token: accessToken };
+    if (rt && expiresAt !== null) Object.assign(response, { refresh_token: rt.token, expires_in_ms: expiresAt - t });
     return ok(response);
   };
 
@@ -780,8 +728,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     usedRefreshTokens.push(token);
 
     if (!refreshTokenWellFormed(token)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'invalid refresh token');
-    const id = refreshIdByToken.get(token);
-    const existing = id === undefined ? undefined : refreshTokens.get(id);
+    const existing = [...refreshTokens.values()].find((rt) => rt.token === token);
     if (!existing) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'refresh token does not exist');
 
     const next = existing.nextId === null ? undefined : refreshTokens.get(existing.nextId);
@@ -817,17 +764,14 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok({ user_id: who.userId, device_id: who.deviceId, is_guest: false });
   };
 
-  const logout: Handler = (ctx) => {
-    const row = authenticate(ctx, true);
-    deleteDevices(row.userId, row.deviceId);
-    return ok({});
-  };
-
-  const logoutAll: Handler = (ctx) => {
-    const row = authenticate(ctx, true);
-    deleteDevices(row.userId, null);
-    return ok({});
-  };
+  /** `POST /logout` (the token's device) or `/logout/all` (every device of the user); an expired token will do. */
+  function logout(all: boolean): Handler {
+    return (ctx) => {
+      const row = authenticate(ctx, true);
+      deleteDevices(row.userId, all ? null : row.deviceId);
+      return ok({});
+    };
+  }
 
   // --- Matrix Authentication Service (OAuth mode) ---------------------------------------------
 
@@ -844,22 +788,16 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       device_authorization_endpoint: `${baseUrl}/oauth2/device`,
       account_management_uri: accountManagementUri(),
       account_management_actions_supported: ACCOUNT_ACTIONS,
-      response_types_supported: ['code'],
       grant_types_supported: GRANT_TYPES,
-      response_modes_supported: ['query', 'fragment'],
       code_challenge_methods_supported: ['S256'],
       token_endpoint_auth_methods_supported: ['none'],
-      revocation_endpoint_auth_methods_supported: ['none'],
       authorization_response_iss_parameter_supported: true,
       ...extension?.metadata,
     });
 
   /** An `application/x-www-form-urlencoded` body; each parameter at most once (RFC 6749 §3.2). */
   function parseForm(ctx: RequestContext): Map<string, string> {
-    const type = String(ctx.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/x-www-form-urlencoded') {
-      throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
-    }
+    if (!isForm(ctx.headers)) throw new OAuthError(400, 'invalid_request', 'Expected an application/x-www-form-urlencoded body');
     const form = new Map<string, string>();
     for (const [k, v] of new URLSearchParams(ctx.rawBody)) {
       if (form.has(k)) throw new OAuthError(400, 'invalid_request', `Parameter ${k} was given more than once`);
@@ -896,16 +834,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const at: MasAccessToken = { token: makeMasToken(compatSession ? 'mct' : 'mat'), sessionId: session.id, seq: nextSeq++, expiresAt, used: false, revoked: false };
     masAccessTokens.set(at.token, at);
     if (!withRefresh) return { at, rt: null };
-    const rt: MasRefreshToken = {
-      token: makeMasToken(compatSession ? 'mcr' : 'mar'),
-      sessionId: session.id,
-      seq: nextSeq++,
-      accessToken: at.token,
-      next: null,
-      consumed: false,
-      revoked: false,
-      expiresAt: null,
-    };
+    const token = makeMasToken(compatSession ? 'mcr' : 'mar');
+    const rt: MasRefreshToken = { token, sessionId: session.id, seq: nextSeq++, accessToken: at.token, next: null, consumed: false, revoked: false, expiresAt: null };
     masRefreshTokens.set(rt.token, rt);
     return { at, rt };
   }
@@ -922,103 +852,64 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   }
 
   const clientName = (client: RegisteredClient) => (typeof client.metadata.client_name === 'string' ? client.metadata.client_name : null);
-  const expired = (expiresAt: number | null) => expiresAt !== null && expiresAt < now();
+
+  /** The active MAS session a live (unexpired, unrevoked) access token belongs to, or null. */
+  function liveMasSession(token: string): MasSession | null {
+    const at = masAccessTokens.get(token);
+    const session = at === undefined ? undefined : masSessions.get(at.sessionId);
+    return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
+  }
 
   /** Synapse with MAS: every token is introspected; anything not active is the same 401. Marks the token used. */
   function authenticateMas(ctx: RequestContext): MasSession {
     const token = accessTokenFrom(ctx);
-    const at = masAccessTokens.get(token);
-    const session = at === undefined ? undefined : masSessions.get(at.sessionId);
-    if (!at || !session || !session.active || at.revoked || expired(at.expiresAt)) {
-      throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Token is not active', { soft_logout: false });
-    }
-    at.used = true;
+    const session = liveMasSession(token);
+    if (!session) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Token is not active', { soft_logout: false });
+    masAccessTokens.get(token)!.used = true;
     return session;
   }
 
-  /** MAS `oauth2/registration.rs` + its client-registration policy; public clients only. */
+  /** MAS `oauth2/registration.rs` + its client-registration policy, for the public native clients mxs registers. */
   const registerClient: Handler = (ctx) => {
-    let parsed: unknown;
+    let meta: unknown;
     try {
-      parsed = JSON.parse(ctx.rawBody);
+      meta = JSON.parse(ctx.rawBody);
     } catch {
       throw new OAuthError(400, 'invalid_client_metadata', 'The body is not JSON');
     }
-    if (!isPlainObject(parsed)) throw new OAuthError(400, 'invalid_client_metadata', 'The body must be a JSON object');
-    const meta = parsed;
+    if (!isPlainObject(meta)) throw new OAuthError(400, 'invalid_client_metadata', 'The body must be a JSON object');
     const bad = (d: string) => new OAuthError(400, 'invalid_client_metadata', d);
     const badRedirect = (d: string) => new OAuthError(400, 'invalid_redirect_uri', d);
-    const optString = (k: string): string | undefined => {
-      const v = meta[k];
-      if (v === undefined) return undefined;
-      if (typeof v !== 'string') throw bad(`${k} must be a string`);
-      return v;
-    };
-    const optStrings = (k: string): string[] | undefined => {
-      const v = meta[k];
-      if (v === undefined) return undefined;
+    const strings = (k: string, dflt: string[]): string[] => {
+      const v = meta[k] ?? dflt;
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad(`${k} must be an array of strings`);
       return v as string[];
     };
 
-    const clientUriRaw = optString('client_uri');
-    if (clientUriRaw === undefined) throw bad('missing client_uri');
-    const clientUri = parseUrl(clientUriRaw);
-    if (!clientUri) throw bad('invalid client_uri');
+    const clientUri = typeof meta.client_uri === 'string' ? parseUrl(meta.client_uri) : null;
+    if (!clientUri) throw bad('missing or invalid client_uri');
     if (clientUri.protocol !== 'https:') throw bad('client_uri must use https');
     if (clientUri.username !== '' || clientUri.password !== '') throw bad('client_uri must not contain a user or password');
     if (isLoopbackHost(clientUri.hostname)) throw bad('client_uri must not be localhost');
-    for (const k of ['logo_uri', 'tos_uri', 'policy_uri']) {
-      const raw = optString(k);
-      if (raw === undefined) continue;
-      const u = parseUrl(raw);
-      if (!u || u.protocol !== 'https:') throw bad(`${k} must be an https URL`);
-      if (!sameSiteOrSubdomain(u.hostname, clientUri.hostname)) throw bad(`${k} must be on the client_uri's host or a subdomain of it`);
-    }
-    const authMethod = optString('token_endpoint_auth_method');
-    if (authMethod !== 'none') {
-      throw bad(`token_endpoint_auth_method must be none (public clients only), got ${authMethod ?? 'nothing (client_secret_basic)'}`);
-    }
-    const applicationType = optString('application_type') ?? 'web';
-    if (applicationType !== 'web' && applicationType !== 'native') throw bad('application_type must be web or native');
-    const grantTypes = optStrings('grant_types') ?? ['authorization_code'];
+    if (meta.token_endpoint_auth_method !== 'none') throw bad('token_endpoint_auth_method must be none (public clients only)');
+    if (meta.application_type !== 'native') throw bad('application_type must be native');
+    const grantTypes = strings('grant_types', ['authorization_code']);
     for (const g of grantTypes) if (!GRANT_TYPES.includes(g)) throw bad(`unsupported grant type ${g}`);
-    const responseTypes = optStrings('response_types') ?? ['code'];
+    const responseTypes = strings('response_types', ['code']);
     for (const r of responseTypes) if (r !== 'code') throw bad(`unsupported response type ${r}`);
     const authCode = grantTypes.includes('authorization_code');
-    if (responseTypes.includes('code') && !authCode) throw bad('response type code needs the authorization_code grant type');
-    if (authCode && !responseTypes.includes('code')) throw bad('the authorization_code grant type needs response type code');
-    const redirectUris = optStrings('redirect_uris') ?? [];
+    if (responseTypes.includes('code') !== authCode) throw bad('response type code goes with the authorization_code grant type, and only with it');
+    const redirectUris = strings('redirect_uris', []);
     if (authCode && redirectUris.length === 0) throw badRedirect('redirect_uris is required for the authorization_code grant type');
     for (const raw of redirectUris) {
-      const u = parseUrl(raw);
-      if (!u) throw badRedirect(`invalid redirect URI ${raw}`);
-      if (raw.includes('#')) throw badRedirect(`redirect URI ${raw} must not have a fragment`);
-      if (applicationType === 'native') {
-        const reverseDns = isPrivateUseScheme(raw) && sameSiteOrSubdomain(u.protocol.slice(0, -1).split('.').reverse().join('.'), clientUri.hostname);
-        if (!isPortlessLoopback(raw) && !reverseDns) {
-          throw badRedirect(`native redirect URI ${raw} must be http://127.0.0.1/, http://[::1]/ or http://localhost/ without a port, or a private-use scheme matching client_uri`);
-        }
-      } else if (u.protocol !== 'https:' || !sameSiteOrSubdomain(u.hostname, clientUri.hostname)) {
-        throw badRedirect(`web redirect URI ${raw} must be https on the client_uri's host`);
+      if (!isPortlessLoopback(raw) || raw.includes('#')) {
+        throw badRedirect(`redirect URI ${raw} must be http://127.0.0.1/, http://[::1]/ or http://localhost/ without a port or fragment`);
       }
     }
     const clientId = `01${randomLetters(24, ULID_ALPHABET)}`;
-    clients.set(clientId, { clientId, metadata: meta, applicationType, grantTypes, responseTypes, redirectUris });
-    return {
-      status: 201,
-      json: {
-        ...meta,
-        client_id: clientId,
-        client_id_issued_at: Math.floor(now() / 1000),
-        application_type: applicationType,
-        grant_types: grantTypes,
-        response_types: responseTypes,
-        redirect_uris: redirectUris,
-        token_endpoint_auth_method: 'none',
-      },
-      headers: NO_STORE,
-    };
+    clients.set(clientId, { clientId, metadata: meta, grantTypes, redirectUris });
+    const json = { ...meta, client_id: clientId, client_id_issued_at: Math.floor(now() / 1000), grant_types: grantTypes, response_types: responseTypes, redirect_uris: redirectUris };
+    return { status: 201, json, headers: NO_STORE };
   };
 
   /** RFC 8628 §3.1-3.2, as MAS answers. */
@@ -1056,45 +947,30 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const authorize: Handler = (ctx) => {
     const get = (k: string) => ctx.query.get(k);
     const record: AuthorizationRequest = {
-      params: Object.fromEntries(ctx.query),
       clientId: get('client_id'),
       redirectUri: get('redirect_uri'),
       scope: get('scope'),
       state: get('state'),
       loginHint: get('login_hint'),
-      prompt: get('prompt'),
       outcome: 'rejected',
     };
     authorizationRequests.push(record);
     // Errors before the redirect URI is trusted are shown to the user, never redirected (§4.1.2.1).
     const client = clients.get(record.clientId ?? '');
     if (!client) throw new OAuthError(400, 'invalid_client', 'Unknown client_id');
-    let redirectUri: string;
-    if (record.redirectUri === null) {
-      if (client.redirectUris.length !== 1) throw new OAuthError(400, 'invalid_request', 'redirect_uri is required');
-      redirectUri = client.redirectUris[0];
-    } else {
-      if (!client.redirectUris.some((r) => redirectMatches(record.redirectUri!, r))) {
-        throw new OAuthError(400, 'invalid_request', 'redirect_uri is not registered for this client');
-      }
-      redirectUri = record.redirectUri;
+    const redirectUri = record.redirectUri;
+    if (redirectUri === null || !client.redirectUris.some((r) => redirectMatches(redirectUri, r))) {
+      throw new OAuthError(400, 'invalid_request', 'redirect_uri is missing or not registered for this client');
     }
     const responseMode = get('response_mode') ?? 'query';
-    if (responseMode !== 'query' && responseMode !== 'fragment') throw new OAuthError(400, 'invalid_request', `Unsupported response_mode ${responseMode}`);
+    if (responseMode !== 'query') throw new OAuthError(400, 'invalid_request', `Unsupported response_mode ${responseMode}`);
 
     const redirect = (params: Record<string, string>): Answer => {
-      const out = new URLSearchParams(params);
-      if (record.state !== null) out.set('state', record.state);
-      out.set('iss', issuer());
-      let location: string;
-      if (responseMode === 'fragment') {
-        location = `${redirectUri}#${out}`;
-      } else {
-        const u = new URL(redirectUri);
-        for (const [k, v] of out) u.searchParams.append(k, v);
-        location = u.toString();
-      }
-      return { status: 302, json: {}, headers: { Location: location } };
+      const location = new URL(redirectUri);
+      for (const [k, v] of Object.entries(params)) location.searchParams.append(k, v);
+      if (record.state !== null) location.searchParams.append('state', record.state);
+      location.searchParams.append('iss', issuer());
+      return { status: 302, json: {}, headers: { Location: location.toString() } };
     };
     const fail = (error: string, description: string): Answer => {
       record.outcome = error;
@@ -1219,12 +1095,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   /** MAS `oauth2/revoke.rs`: only a live token of this client ends its session; anything else is a quiet 200. */
   const revoke: Handler = (ctx) => {
     const form = parseForm(ctx);
-    const record: Revocation = {
-      token: form.get('token') ?? null,
-      tokenTypeHint: form.get('token_type_hint') ?? null,
-      clientId: form.get('client_id') ?? null,
-      revoked: false,
-    };
+    const record: Revocation = { token: form.get('token') ?? null, clientId: form.get('client_id') ?? null, revoked: false };
     revocations.push(record);
     const client = clientFrom(form);
     if (record.token === null) throw new OAuthError(400, 'invalid_request', 'Missing token');
@@ -1241,20 +1112,20 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return { status: 200, json: {}, headers: NO_STORE };
   };
 
-  /** MAS's compat logout takes compat and OAuth tokens, live ones only. */
-  const masLogout: Handler = (ctx) => {
-    endMasSession(authenticateMas(ctx).id);
-    return ok({});
-  };
+  /** MAS's compat logout takes compat and OAuth tokens, live ones only; `/logout/all` ends every session of the user. */
+  function masLogout(all: boolean): Handler {
+    return (ctx) => {
+      const session = authenticateMas(ctx);
+      for (const s of masSessions.values()) if (s === session || (all && s.userId === session.userId)) endMasSession(s.id);
+      return ok({});
+    };
+  }
 
-  const masLogoutAll: Handler = (ctx) => {
-    const { userId } = authenticateMas(ctx);
-    for (const s of masSessions.values()) if (s.userId === userId) endMasSession(s.id);
-    return ok({});
-  };
-
-  /** Synapse on MAS: device deletion is user-interactive auth with the `m.oauth` stage (spec v1.17). */
-  function deviceDeletion(ctx: RequestContext, devices: string[], body: Record<string, unknown>): Answer {
+  /** Synapse on MAS: `POST /delete_devices` is user-interactive auth with the `m.oauth` stage (spec v1.17). */
+  const deleteDevicesRoute: Handler = (ctx) => {
+    const body = parseJsonObject(ctx.rawBody);
+    const devices = stringList(body.devices);
+    if (devices === null) throw new MatrixError(400, 'M_BAD_JSON', 'devices must be a list of strings');
     const { userId } = authenticateMas(ctx);
     const auth = body.auth;
     let sessionId: string | null = null;
@@ -1275,24 +1146,9 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
         ? `${accountManagementUri()}?action=org.matrix.device_delete&device_id=${encodeURIComponent(devices[0])}`
         : `${accountManagementUri()}?action=org.matrix.devices_list`;
     return { status: 401, json: { flows: [{ stages: ['m.oauth'] }], params: { 'm.oauth': { url } }, session: sessionId } };
-  }
-
-  const deleteDevicesRoute: Handler = (ctx) => {
-    const body = parseJsonObject(ctx.rawBody);
-    const devices = body.devices;
-    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) throw new MatrixError(400, 'M_BAD_JSON', 'devices must be a list of strings');
-    return deviceDeletion(ctx, devices as string[], body);
   };
 
-  const deleteDeviceRoute: Handler = (ctx) => {
-    const deviceId = decodeURIComponent(/\/devices\/([^/]+)$/.exec(ctx.pathname)![1]);
-    const body = ctx.rawBody === '' ? {} : parseJsonObject(ctx.rawBody);
-    return deviceDeletion(ctx, [deviceId], body);
-  };
-
-  const compatLoginFlows: Handler = () => {
-    return ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.sso', oauth_aware_preferred: true }, { type: 'm.login.token' }] });
-  };
+  const compatLoginFlows: Handler = () => ok({ flows: [{ type: 'm.login.password' }, { type: 'm.login.sso', oauth_aware_preferred: true }, { type: 'm.login.token' }] });
 
   /** MAS `compat/login.rs`: Synapse's checks, a compat session; it expires only with refresh_token: true. */
   const compatLogin: Handler = (ctx) => {
@@ -1311,27 +1167,6 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     return ok(response);
   };
 
-  /** MAS `compat/refresh.rs`: compat tokens only, no replay grace, the old access token expires at once. */
-  const compatRefresh: Handler = (ctx) => {
-    const body = parseJsonObject(ctx.rawBody);
-    const token = body.refresh_token;
-    if (typeof token !== 'string') throw new MatrixError(400, 'M_BAD_JSON', 'refresh_token must be a string');
-    usedRefreshTokens.push(token);
-    const rt = masRefreshTokens.get(token);
-    const session = rt === undefined ? undefined : masSessions.get(rt.sessionId);
-    if (!rt || !session || session.kind !== 'compat' || expired(rt.expiresAt)) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid refresh token');
-    if (rt.consumed || rt.revoked) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Refresh token already consumed');
-    if (!session.active) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Invalid session');
-    const t = now();
-    const expiresAt = t + oauthAccessLifetimeSec * 1000;
-    const next = issueMasTokens(session, true, expiresAt);
-    rt.consumed = true;
-    rt.next = next.rt!.token;
-    const oldAt = masAccessTokens.get(rt.accessToken);
-    if (oldAt && !expired(oldAt.expiresAt)) oldAt.expiresAt = t - 1;
-    return ok({ access_token: next.at.token, refresh_token: next.rt!.token, expires_in_ms: expiresAt - t });
-  };
-
   const client = (versions: string, rest: string) => new RegExp(`^/_matrix/client/(?:${versions})/${rest}$`);
   const routes: Route[] = [
     { pattern: /^\/_matrix\/client\/versions$/, methods: { GET: () => ok({ versions: VERSIONS, unstable_features: {} }) } },
@@ -1344,8 +1179,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   if (!oauth) {
     routes.push(
       { pattern: client('r0|v3', 'login'), methods: { GET: loginFlows, POST: login } },
-      { pattern: client('r0|v3', 'logout'), methods: { POST: logout } },
-      { pattern: client('r0|v3', 'logout/all'), methods: { POST: logoutAll } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: logout(false) } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: logout(true) } },
     );
     if (refreshPaths.has('v3')) routes.push({ pattern: client('r0|v3', 'refresh'), methods: { POST: refresh } });
     if (refreshPaths.has('unstable')) {
@@ -1363,16 +1198,12 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       { pattern: /^\/authorize$/, methods: { GET: authorize } },
       { pattern: /^\/oauth2\/token$/, methods: { POST: tokenEndpoint } },
       { pattern: /^\/oauth2\/revoke$/, methods: { POST: revoke } },
-      { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout } },
-      { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogoutAll } },
+      { pattern: client('r0|v3', 'logout'), methods: { POST: masLogout(false) } },
+      { pattern: client('r0|v3', 'logout/all'), methods: { POST: masLogout(true) } },
       { pattern: client('v3', 'delete_devices'), methods: { POST: deleteDevicesRoute } },
-      { pattern: client('r0|v3', 'devices/[^/]+'), methods: { DELETE: deleteDeviceRoute } },
     );
     if (compat) {
-      routes.push(
-        { pattern: client('r0|v3', 'login'), methods: { GET: compatLoginFlows, POST: compatLogin } },
-        { pattern: client('r0|v3', 'refresh'), methods: { POST: compatRefresh } },
-      );
+      routes.push({ pattern: client('r0|v3', 'login'), methods: { GET: compatLoginFlows, POST: compatLogin } });
     }
   }
 
@@ -1465,10 +1296,10 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   const legacyDeleteDevices: Handler = (ctx) => {
     const requester = authenticate(ctx);
     const body = parseJsonObject(ctx.rawBody);
-    const devices = body.devices;
+    const devices = stringList(body.devices);
     const attempt: DeviceDeletionAttempt = { devices: [], auth: body.auth, outcome: 'challenged' };
     deviceDeletions.push(attempt);
-    if (!Array.isArray(devices) || !devices.every((d) => typeof d === 'string')) {
+    if (devices === null) {
       attempt.outcome = 'rejected';
       throw new MatrixError(400, 'M_BAD_JSON', 'devices: value is not a valid list of strings');
     }
@@ -1498,7 +1329,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       attempt.outcome = 'rejected';
       throw new MatrixError(403, 'M_FORBIDDEN', 'Invalid auth');
     }
-    for (const deviceId of devices as string[]) deleteDevices(requester.userId, deviceId);
+    for (const deviceId of devices) deleteDevices(requester.userId, deviceId);
     attempt.outcome = 'deleted';
     return ok({});
   };
@@ -1520,9 +1351,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     if (!token) return null;
     const row = accessTokens.get(token);
     if (row) return expired(row.expiresAt) ? null : row;
-    const mat = masAccessTokens.get(token);
-    const session = mat === undefined ? undefined : masSessions.get(mat.sessionId);
-    return mat && session?.active && !mat.revoked && !expired(mat.expiresAt) ? session : null;
+    return liveMasSession(token);
   }
   /** A device that ended (logout, deletion) takes its name and activity with it, as Synapse's row does. */
   function forgetEndedDevices(): void {
@@ -1568,11 +1397,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   function core(): DoubleCore {
     return {
       serverName,
-      masTokenSession(token) {
-        const at = masAccessTokens.get(token);
-        const session = at === undefined ? undefined : masSessions.get(at.sessionId);
-        return at && session?.active && !at.revoked && !expired(at.expiresAt) ? session : null;
-      },
+      masTokenSession: liveMasSession,
       grantMasSession(kind, userId, deviceId, scope, displayName, clientId) {
         const session = createMasSession(kind, clientId ?? null, userId, deviceId, scope, displayName);
         const expiresAt = now() + oauthAccessLifetimeSec * 1000;
@@ -1605,15 +1430,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
   // --- HTTP plumbing -------------------------------------------------------------------------
 
   function takeFault(method: string, pathname: string): Fault | undefined {
-    for (const key of [`${method} ${pathname}`, `* ${pathname}`]) {
-      const queue = faults.get(key);
-      if (queue && queue.length > 0) {
-        const fault = queue.shift();
-        if (queue.length === 0) faults.delete(key);
-        return fault;
-      }
-    }
-    return undefined;
+    const queue = [faults.get(`${method} ${pathname}`), faults.get(`* ${pathname}`)].find((q) => q !== undefined && q.length > 0);
+    return queue?.shift();
   }
 
   function sleep(ms: number): Promise<void> {
@@ -1627,41 +1445,31 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     });
   }
 
-  function send(res: http.ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}, contentLength = body.length): void {
+  function send(res: http.ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}): void {
     if (res.destroyed || res.headersSent) return;
     res.statusCode = status;
     res.setHeader('Date', new Date(now() + dateSkewMs).toUTCString());
     res.setHeader('Content-Type', contentType);
-    res.setHeader('Content-Length', String(contentLength));
+    res.setHeader('Content-Length', String(body.length));
     for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
     res.end(body);
   }
 
-  function faultAnswer(fault: Fault): { status: number; body: Buffer; contentType: string; headers: Record<string, string> } {
-    const headers: Record<string, string> = {};
-    let status = fault.status ?? (fault.json !== undefined || fault.body !== undefined ? 200 : 500);
-    let body: Buffer;
-    let contentType: string;
+  /** A fault's own answer: its body (HTML by default) or its JSON (by default a Matrix error for its status). */
+  function sendFault(res: http.ServerResponse, fault: Fault): void {
+    const status = Math.trunc(fault.status ?? (fault.json !== undefined || fault.body !== undefined ? 200 : 500));
     if (fault.body !== undefined) {
-      body = typeof fault.body === 'string' ? Buffer.from(fault.body, 'utf8') : fault.body;
-      contentType = fault.contentType ?? 'text/html; charset=utf-8';
-    } else {
-      let json = fault.json;
-      if (json === undefined) {
-        if (status === 429) {
-          json = { errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 1000 };
-          headers['Retry-After'] = '1';
-        } else if (status >= 400) {
-          json = { errcode: 'M_UNKNOWN', error: http.STATUS_CODES[status] ?? 'Error' };
-        } else {
-          json = {};
-        }
-      }
-      body = Buffer.from(JSON.stringify(json), 'utf8');
-      contentType = fault.contentType ?? 'application/json';
+      const body = typeof fault.body === 'string' ? Buffer.from(fault.body, 'utf8') : fault.body;
+      return send(res, status, body, fault.contentType ?? 'text/html; charset=utf-8', fault.headers);
     }
-    status = Math.trunc(status);
-    return { status, body, contentType, headers: { ...headers, ...(fault.headers ?? {}) } };
+    let json = fault.json;
+    const headers: Record<string, string> = {};
+    if (json === undefined && status === 429) {
+      json = { errcode: 'M_LIMIT_EXCEEDED', error: 'Too Many Requests', retry_after_ms: 1000 };
+      headers['Retry-After'] = '1';
+    }
+    json ??= status >= 400 ? { errcode: 'M_UNKNOWN', error: http.STATUS_CODES[status] ?? 'Error' } : {};
+    send(res, status, Buffer.from(JSON.stringify(json), 'utf8'), fault.contentType ?? 'application/json', { ...headers, ...fault.headers });
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -1672,18 +1480,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
     const target = req.url ?? '/';
     const url = new URL(target, 'http://127.0.0.1');
 
-    let parsedBody: unknown = undefined;
-    const contentType = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (rawBody !== '' && contentType === 'application/x-www-form-urlencoded') {
-      parsedBody = Object.fromEntries(new URLSearchParams(rawBody));
-    } else if (rawBody !== '') {
-      try {
-        parsedBody = JSON.parse(rawBody);
-      } catch {
-        parsedBody = rawBody;
-      }
-    }
-    const record: RecordedRequest = { method, path: target, headers: { ...req.headers }, body: parsedBody, at: now() };
+    const record: RecordedRequest = { method, path: target, headers: { ...req.headers }, body: recordedBody(req.headers, rawBody), at: now() };
     requests.push(record);
 
     const fault = takeFault(method, url.pathname);
@@ -1699,11 +1496,7 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       req.socket.destroy();
       return;
     }
-    if (fault && (fault.status !== undefined || fault.json !== undefined || fault.body !== undefined)) {
-      const a = faultAnswer(fault);
-      send(res, a.status, a.body, a.contentType, a.headers);
-      return;
-    }
+    if (fault && (fault.status !== undefined || fault.json !== undefined || fault.body !== undefined)) return sendFault(res, fault);
 
     const answer = dispatch({ method, pathname: url.pathname, query: url.searchParams, headers: req.headers, rawBody });
     if (fault?.commitThenReset) {
@@ -1711,13 +1504,9 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
       return;
     }
     const body = Buffer.from(JSON.stringify(answer.json), 'utf8');
-    const headers = { ...(answer.headers ?? {}), ...(fault?.headers ?? {}) };
-    if (fault?.truncate) {
-      const half = body.subarray(0, Math.floor(body.length / 2));
-      send(res, answer.status, half, 'application/json', headers);
-      return;
-    }
-    send(res, answer.status, body, fault?.contentType ?? 'application/json', headers);
+    const headers = { ...answer.headers, ...fault?.headers };
+    if (fault?.truncate) send(res, answer.status, body.subarray(0, Math.floor(body.length / 2)), 'application/json', headers);
+    else send(res, answer.status, body, fault?.contentType ?? 'application/json', headers);
   }
 
   const server = http.createServer((req, res) => {
@@ -1797,20 +1586,17 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
 
     expireAccessTokens() {
       const t = now() - 1;
-      for (const at of accessTokens.values()) at.expiresAt = t;
-      for (const at of masAccessTokens.values()) at.expiresAt = t;
+      for (const at of [...accessTokens.values(), ...masAccessTokens.values()]) at.expiresAt = t;
     },
 
     expireRefreshTokens() {
       const t = now() - 1;
-      for (const rt of refreshTokens.values()) rt.expiresAt = t;
-      for (const rt of masRefreshTokens.values()) rt.expiresAt = t;
+      for (const rt of [...refreshTokens.values(), ...masRefreshTokens.values()]) rt.expiresAt = t;
     },
 
     revokeAll() {
       accessTokens.clear();
       refreshTokens.clear();
-      refreshIdByToken.clear();
       displayNames.clear();
       for (const session of masSessions.values()) endMasSession(session.id);
     },
@@ -1869,17 +1655,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
           if (!rt || rt.nextId !== null) continue;
           refreshToken = rt.token;
         }
-        out.push({
-          kind: 'synapse',
-          deviceId: at.deviceId,
-          userId: at.userId,
-          accessToken: at.token,
-          refreshToken,
-          expiresAt: at.expiresAt,
-          displayName: displayNames.get(`${at.userId}|${at.deviceId}`) ?? null,
-          clientId: null,
-          scope: null,
-        });
+        const displayName = displayNames.get(`${at.userId}|${at.deviceId}`) ?? null;
+        out.push({ deviceId: at.deviceId, userId: at.userId, accessToken: at.token, refreshToken, expiresAt: at.expiresAt, displayName });
       }
       // MAS sessions: the newest access token and the live refresh token of each active session.
       for (const session of masSessions.values()) {
@@ -1889,17 +1666,8 @@ export async function startHomeserverDouble(opts: DoubleOptions = {}): Promise<H
         const at = newest(masAccessTokens.values(), (r) => !r.revoked);
         if (!at) continue;
         const rt = newest(masRefreshTokens.values(), (r) => !r.revoked && !r.consumed);
-        out.push({
-          kind: session.kind,
-          deviceId: session.deviceId,
-          userId: session.userId,
-          accessToken: at.token,
-          refreshToken: rt?.token ?? null,
-          expiresAt: at.expiresAt,
-          displayName: session.displayName,
-          clientId: session.clientId,
-          scope: session.scope,
-        });
+        const { deviceId, userId, displayName, clientId, scope } = session;
+        out.push({ deviceId, userId, accessToken: at.token, refreshToken: rt?.token ?? null, expiresAt: at.expiresAt, displayName, clientId, scope });
       }
       return out;
     },

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { startHomeserverDouble, type DoubleOptions, type HomeserverDouble } from '../support/homeserver-double.js';
+import { startHomeserverDouble, type DoubleOptions, type HomeserverDouble, type OAuthOptions } from '../support/homeserver-double.js';
 
 let hs: HomeserverDouble | undefined;
 
@@ -552,12 +552,9 @@ describe('OAuth discovery (auth_metadata)', () => {
           'org.matrix.account_deactivate',
           'org.matrix.cross_signing_reset',
         ],
-        response_types_supported: ['code'],
         grant_types_supported: ['authorization_code', 'refresh_token', DEVICE_GRANT],
-        response_modes_supported: ['query', 'fragment'],
         code_challenge_methods_supported: ['S256'],
         token_endpoint_auth_methods_supported: ['none'],
-        revocation_endpoint_auth_methods_supported: ['none'],
         authorization_response_iss_parameter_supported: true,
       });
     },
@@ -570,13 +567,6 @@ describe('OAuth discovery (auth_metadata)', () => {
     expect(() => double.denyDevice('ABCDEF')).toThrow(/oauth option/);
     expect(() => double.expireDeviceCodes()).toThrow(/oauth option/);
   });
-
-  it.each([['accessTokenLifetimeSec', 1.5], ['deviceIntervalSec', -1], ['deviceIntervalSec', Number.NaN]])(
-    'rejects a bad oauth.%s (%p)',
-    async (name, value) => {
-      await expect(startHomeserverDouble({ oauth: { [name]: value } })).rejects.toThrow(/whole number of seconds/);
-    },
-  );
 });
 
 describe('OAuth client registration (RFC 7591, MAS policy)', () => {
@@ -584,15 +574,12 @@ describe('OAuth client registration (RFC 7591, MAS policy)', () => {
     ['a native authorization-code client (loopback redirect without port)', CODE_CLIENT],
     ['a device-only client (response_types [])', DEVICE_CLIENT],
     ['a [::1] and a localhost redirect', { ...CODE_CLIENT, redirect_uris: ['http://[::1]/cb', 'http://localhost/cb?x=1'] }],
-    ['a private-use reverse-DNS scheme', { ...CODE_CLIENT, redirect_uris: ['org.example.mxs:/callback'] }],
-    ['a web client with an https redirect on its host', { ...CODE_CLIENT, application_type: 'web', redirect_uris: ['https://app.mxs.example.org/cb'] }],
-    ['https logo/tos/policy URIs on the client host', { ...CODE_CLIENT, logo_uri: 'https://mxs.example.org/logo.png', tos_uri: 'https://docs.mxs.example.org/tos' }],
   ])('registers %s: 201 with a client_id and the metadata', async (_name, meta) => {
     const double = await start({ oauth: {} });
     const r = await call('POST', '/oauth2/registration', { body: meta });
     expect(r.status).toBe(201);
     expect(r.json.client_id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
-    expect(r.json).toMatchObject({ ...meta, token_endpoint_auth_method: 'none' });
+    expect(r.json).toMatchObject(meta);
     expect(double.clients()).toEqual([expect.objectContaining({ clientId: r.json.client_id, metadata: meta, grantTypes: meta.grant_types })]);
   });
 
@@ -605,20 +592,20 @@ describe('OAuth client registration (RFC 7591, MAS policy)', () => {
     ['client_uri with a user', 'invalid_client_metadata', { ...CODE_CLIENT, client_uri: 'https://me:pw@mxs.example.org/' }],
     ['token_endpoint_auth_method missing', 'invalid_client_metadata', without('token_endpoint_auth_method')],
     ['token_endpoint_auth_method client_secret_post', 'invalid_client_metadata', { ...CODE_CLIENT, token_endpoint_auth_method: 'client_secret_post' }],
-    ['logo_uri on another host', 'invalid_client_metadata', { ...CODE_CLIENT, logo_uri: 'https://evil.example.com/logo.png' }],
     ['an unknown grant type', 'invalid_client_metadata', { ...CODE_CLIENT, grant_types: ['password'] }],
     ['device-only without response_types (defaults to code)', 'invalid_client_metadata', Object.fromEntries(Object.entries(DEVICE_CLIENT).filter(([k]) => k !== 'response_types'))],
     ['authorization_code without response type code', 'invalid_client_metadata', { ...CODE_CLIENT, response_types: [] }],
     ['grant_types not a list', 'invalid_client_metadata', { ...CODE_CLIENT, grant_types: 'authorization_code' }],
     ['a bad application_type', 'invalid_client_metadata', { ...CODE_CLIENT, application_type: 'desktop' }],
+    ['a web client', 'invalid_client_metadata', { ...CODE_CLIENT, application_type: 'web' }],
+    ['no application_type (web)', 'invalid_client_metadata', without('application_type')],
     ['authorization_code without redirect_uris', 'invalid_redirect_uri', without('redirect_uris')],
     ['a loopback redirect with a port', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1:8080/callback'] }],
     ['a loopback redirect with port 80 spelled out', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1:80/callback'] }],
     ['a native https redirect', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['https://mxs.example.org/callback'] }],
     ['an https loopback redirect', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['https://127.0.0.1/callback'] }],
-    ['a private-use scheme not matching client_uri', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['com.evil.app:/cb'] }],
+    ['a private-use scheme', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['org.example.mxs:/callback'] }],
     ['a redirect with a fragment', 'invalid_redirect_uri', { ...CODE_CLIENT, redirect_uris: ['http://127.0.0.1/cb#x'] }],
-    ['a web redirect on another host', 'invalid_redirect_uri', { ...CODE_CLIENT, application_type: 'web', redirect_uris: ['https://evil.example.com/cb'] }],
   ])('refuses %s: 400 %s', async (_name, error, meta) => {
     const double = await start({ oauth: {} });
     const r = await call('POST', '/oauth2/registration', { body: meta });
@@ -806,32 +793,10 @@ describe('OAuth authorization code grant with PKCE', () => {
     expect(double.authorizationRequests).toEqual([
       expect.objectContaining({ clientId, loginHint: 'mxid:@alice:localhost', state: 'state-123', scope: scopeFor('CODEDEVICE1'), outcome: 'approved' }),
     ]);
-    expect(double.authorizationRequests[0].params.code_challenge).toBe(challenge);
 
     const t = await postForm(TOKEN, codeExchange(clientId, a, verifier));
     expect(t.status).toBe(200);
     expect((await whoami(t.json.access_token)).json).toEqual({ user_id: '@alice:localhost', device_id: 'CODEDEVICE1', is_guest: false });
-  });
-
-  it('response_mode=fragment puts the answer in the fragment', async () => {
-    await start({ oauth: {} });
-    const clientId = await register(CODE_CLIENT);
-    const a = await authorize(authorizeParams(clientId, pkce().challenge, { response_mode: 'fragment' }));
-    expect(a.status).toBe(302);
-    const [before, fragment] = a.location!.split('#');
-    expect(before).toBe('http://127.0.0.1:43123/callback');
-    expect(new URLSearchParams(fragment).get('state')).toBe('state-123');
-    expect(new URLSearchParams(fragment).get('code')).toMatch(/^[A-Za-z0-9]{32}$/);
-  });
-
-  it('redirect_uri may be left out when exactly one is registered', async () => {
-    await start({ oauth: {} });
-    const clientId = await register(CODE_CLIENT);
-    const params = authorizeParams(clientId, pkce().challenge);
-    delete (params as Partial<typeof params>).redirect_uri;
-    const a = await authorize(params);
-    expect(a.status).toBe(302);
-    expect(a.location).toMatch(/^http:\/\/127\.0\.0\.1\/callback\?code=/);
   });
 
   it.each([
@@ -839,11 +804,14 @@ describe('OAuth authorization code grant with PKCE', () => {
     ['an unregistered redirect path', { redirect_uri: 'http://127.0.0.1:43123/other' }, 'invalid_request'],
     ['an unregistered redirect host', { redirect_uri: 'http://localhost:43123/callback' }, 'invalid_request'],
     ['an https loopback redirect', { redirect_uri: 'https://127.0.0.1:43123/callback' }, 'invalid_request'],
-    ['a bad response_mode', { response_mode: 'form_post' }, 'invalid_request'],
+    ['no redirect_uri', { redirect_uri: '' }, 'invalid_request'],
+    ['response_mode=fragment', { response_mode: 'fragment' }, 'invalid_request'],
   ])('%s: 400 JSON, no redirect', async (_name, extra, error) => {
     const double = await start({ oauth: {} });
     const clientId = await register(CODE_CLIENT);
-    const a = await authorize(authorizeParams(clientId, pkce().challenge, extra));
+    const params = authorizeParams(clientId, pkce().challenge, extra);
+    if (params.redirect_uri === '') delete params.redirect_uri;
+    const a = await authorize(params);
     expect(a.status).toBe(400);
     expect(a.location).toBeNull();
     expect(a.json.error).toBe(error);
@@ -963,7 +931,7 @@ describe('OAuth tokens and refresh (MAS semantics)', () => {
     expect((await whoami(t0.access_token)).status).toBe(401);
     expect((await whoami(r.json.access_token)).json.device_id).toBe('DEVICEAAAA1');
     expect(double.usedRefreshTokens).toEqual([t0.refresh_token]);
-    expect(double.sessions()).toEqual([expect.objectContaining({ kind: 'oauth', accessToken: r.json.access_token, refreshToken: r.json.refresh_token })]);
+    expect(double.sessions()).toEqual([expect.objectContaining({ accessToken: r.json.access_token, refreshToken: r.json.refresh_token })]);
   });
 
   it('a lost response: RTn may be replayed until ATn+1 is used; after that 400 invalid_grant and the session survives', async () => {
@@ -1056,7 +1024,7 @@ describe('OAuth revocation (RFC 7009, as MAS does it)', () => {
     expect((await whoami(t.access_token)).status).toBe(401);
     expect((await oauthRefresh(t.refresh_token, clientId)).json.error).toBe('invalid_grant');
     expect(double.sessions()).toEqual([]);
-    expect(double.revocations).toEqual([{ token, tokenTypeHint: which, clientId, revoked: true }]);
+    expect(double.revocations).toEqual([{ token, clientId, revoked: true }]);
   });
 
   it.each([
@@ -1073,7 +1041,7 @@ describe('OAuth revocation (RFC 7009, as MAS does it)', () => {
     expect(r.status).toBe(200);
     expect(double.sessions()).toEqual(before);
     expect(double.sessions()).toHaveLength(1);
-    expect(double.revocations).toEqual([{ token, tokenTypeHint: null, clientId, revoked: false }]);
+    expect(double.revocations).toEqual([{ token, clientId, revoked: false }]);
   });
 
   it("another client's token → 400 unauthorized_client; an unknown client → 401 invalid_client; no token → 400", async () => {
@@ -1092,13 +1060,14 @@ describe('OAuth revocation (RFC 7009, as MAS does it)', () => {
 });
 
 describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
-  it.each([
+  it.each<[string, string, OAuthOptions?]>([
     ['POST', LOGIN],
     ['GET', LOGIN],
     ['POST', REFRESH],
     ['POST', '/_matrix/client/v1/refresh'],
-  ])('without compat, %s %s → 404 M_UNRECOGNIZED', async (method, path) => {
-    await start({ oauth: {} });
+    ['POST', REFRESH, { compat: true }],
+  ])('%s %s → 404 M_UNRECOGNIZED (oauth %p)', async (method, path, oauth = {}) => {
+    await start({ oauth });
     const r = method === 'GET' ? await call('GET', path) : await call(method, path, { body: { type: 'm.login.password', refresh_token: 'x' } });
     expect(r.status).toBe(404);
     expect(r.json).toEqual({ errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
@@ -1123,39 +1092,12 @@ describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
       expires_in_ms: 120_000,
     });
     expect((await whoami(r.json.access_token)).json).toEqual({ user_id: '@alice:localhost', device_id: 'COMPATDEV', is_guest: false });
-    expect(double.sessions()).toEqual([expect.objectContaining({ kind: 'compat', deviceId: 'COMPATDEV', displayName: 'mxs on box', clientId: null, scope: null })]);
+    expect(double.sessions()).toEqual([expect.objectContaining({ deviceId: 'COMPATDEV', displayName: 'mxs on box' })]);
 
     const plain = await passwordLogin();
     expect(plain.json.refresh_token).toBeUndefined();
     expect(plain.json.expires_in_ms).toBeUndefined();
     expect((await passwordLogin({ password: 'wrong' })).status).toBe(403);
-  });
-
-  it('compat /v3/refresh rotates compat tokens; the old access token expires at once; a consumed refresh token → 401', async () => {
-    const double = await start({ oauth: { compat: true } });
-    const s0 = (await passwordLogin({ refresh_token: true })).json;
-    const r = await refresh(s0.refresh_token);
-    expect(r.status).toBe(200);
-    expect(r.json).toEqual({ access_token: expect.stringMatching(/^mct_/), refresh_token: expect.stringMatching(/^mcr_/), expires_in_ms: 300_000 });
-    expect(double.accessTokenStatus(s0.access_token)).toBe('expired');
-    expect((await whoami(s0.access_token)).json).toEqual({ errcode: 'M_UNKNOWN_TOKEN', error: 'Token is not active', soft_logout: false });
-    expect((await whoami(r.json.access_token)).status).toBe(200);
-    const again = await refresh(s0.refresh_token);
-    expect(again.status).toBe(401);
-    expect(again.json.errcode).toBe('M_UNKNOWN_TOKEN');
-    expect((await call('POST', '/_matrix/client/r0/refresh', { body: { refresh_token: r.json.refresh_token } })).status).toBe(200);
-    expect(double.usedRefreshTokens).toEqual([s0.refresh_token, s0.refresh_token, r.json.refresh_token]);
-  });
-
-  it.each([
-    ['an OAuth refresh token', async (c: string) => (await deviceLogin(c)).refresh_token],
-    ['an unknown token', async () => 'mcr_unknown'],
-  ])('compat /v3/refresh with %s → 401 M_UNKNOWN_TOKEN', async (_name, get) => {
-    await start({ oauth: { compat: true } });
-    const clientId = await register(DEVICE_CLIENT);
-    const r = await refresh(await get(clientId));
-    expect(r.status).toBe(401);
-    expect(r.json.errcode).toBe('M_UNKNOWN_TOKEN');
   });
 
   it('a compat refresh token at the OAuth token endpoint → 400 invalid_grant', async () => {
@@ -1196,21 +1138,18 @@ describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
     expect(double.sessions().map((s) => s.userId)).toEqual(['@bob:localhost']);
   });
 
-  it('sessions(): OAuth sessions carry kind, clientId, scope and the client_name as displayName', async () => {
+  it('sessions(): OAuth sessions carry the client_name as displayName', async () => {
     const double = await start({ oauth: {} });
     const clientId = await register(DEVICE_CLIENT);
     const t = await deviceLogin(clientId);
     expect(double.sessions()).toEqual([
       {
-        kind: 'oauth',
         deviceId: 'DEVICEAAAA1',
         userId: '@alice:localhost',
         accessToken: t.access_token,
         refreshToken: t.refresh_token,
         expiresAt: expect.any(Number),
         displayName: 'mxs device',
-        clientId,
-        scope: scopeFor('DEVICEAAAA1'),
       },
     ]);
     double.revokeAll();
@@ -1221,7 +1160,6 @@ describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
 
 describe('OAuth device deletion (user-interactive auth, m.oauth stage)', () => {
   it.each([
-    ['DELETE /devices/{id}', 'DELETE', '/_matrix/client/v3/devices/DEVICEBBBB2', {}, 'action=org.matrix.device_delete&device_id=DEVICEBBBB2'],
     ['POST /delete_devices, one device', 'POST', '/_matrix/client/v3/delete_devices', { devices: ['DEVICEBBBB2'] }, 'action=org.matrix.device_delete&device_id=DEVICEBBBB2'],
     ['POST /delete_devices, two devices', 'POST', '/_matrix/client/v3/delete_devices', { devices: ['DEVICEBBBB2', 'DEVICECCCC3'] }, 'action=org.matrix.devices_list'],
   ])('%s: 401 with flows [m.oauth] and the account-management URL; 200 once the devices are gone', async (_name, method, path, body, query) => {
