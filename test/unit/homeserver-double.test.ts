@@ -1150,6 +1150,8 @@ describe('OAuth mode: legacy routes and the MAS compatibility layer', () => {
         refreshToken: t.refresh_token,
         expiresAt: expect.any(Number),
         displayName: 'mxs device',
+        clientId,
+        scope: 'urn:matrix:client:api:* urn:matrix:client:device:DEVICEAAAA1',
       },
     ]);
     double.revokeAll();

@@ -50,7 +50,7 @@ async function oauthPost(path: string, form: Record<string, string>, basic?: [st
 }
 
 async function registerClient(metadata: Record<string, unknown>, url = double.url): Promise<string> {
-  const res = await fetch(`${url}/oauth2/registration`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_uri: 'https://mxs.example.org/', token_endpoint_auth_method: 'none', ...metadata }) });
+  const res = await fetch(`${url}/oauth2/registration`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_uri: 'https://mxs.example.org/', token_endpoint_auth_method: 'none', application_type: 'native', ...metadata }) });
   return ((await res.json()) as { client_id: string }).client_id;
 }
 
