@@ -213,6 +213,8 @@ describeWithOAuthHomeserver('mxs against a real OAuth 2.0 homeserver (Synapse 1.
       const home = await newHome();
       const run = home.spawn(['login', hs.baseUrl, '--json']);
       const [, code] = await run.match(USER_CODE);
+      // The two lines may come in separate chunks: wait for the second before reading both.
+      await run.match(/Or open this link, which carries the code: \S+\n/);
       expect(run.stderr()).toContain(`To log in, open ${hs.verificationUri} in a browser and enter the code: ${code}`);
       expect(run.stderr()).toContain(`Or open this link, which carries the code: ${hs.verificationUri}?user_code=${code}`);
       await hs.approveDevice(code!, 'alice');
